@@ -1,0 +1,122 @@
+/* Private to lib/: object layouts and helpers shared between the sources.
+ * Nothing here is installed or exported. */
+#ifndef PERSISTE_INTERNAL_H
+#define PERSISTE_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "persiste.h"
+
+/* Allocation goes through these so a test build can make the k-th one fail. */
+void *persiste__malloc(size_t n);
+void *persiste__calloc(size_t count, size_t size);
+void *persiste__realloc(void *p, size_t n);
+void persiste__free(void *p);
+char *persiste__strndup(const char *s, size_t n);
+
+/* Record a formatted detail message for persiste_last_error() and return
+ * code, so that failures read: return persiste__error(PERSISTE_E_PARSE, ...). */
+int persiste__error(int code, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* size_t a * b, or PERSISTE_E_OVERFLOW (message recorded) on overflow. */
+int persiste__mul_size(size_t a, size_t b, size_t *out);
+
+/* ---- Tree -------------------------------------------------------------- */
+struct persiste_tree {
+    int32_t n_nodes;
+    int32_t n_tips;       /* nodes 0..n_tips-1 are the tips */
+    int32_t *parent;      /* [n_nodes]; root (n_nodes-1) has -1 */
+    double *length;       /* [n_nodes]; branch above the node */
+    int32_t *child_start; /* [n_nodes+1]: children of v are */
+    int32_t *children;    /*   children[child_start[v] .. child_start[v+1]) */
+    char **label;         /* [n_nodes]; never NULL entries ("" if none) */
+    /* Open-addressing index of tip names -> tip number. */
+    int32_t *tip_index;   /* [tip_index_size], -1 = empty */
+    uint32_t tip_index_size;
+    uint64_t fingerprint; /* hash of tip names in order: binds data to tree */
+};
+
+/* Build a tree from any node numbering: takes ownership of labels (each
+ * entry malloc'd or NULL, array malloc'd) whether it succeeds or not.
+ * Validates (one root, no cycle, finite lengths >= 0, named unique tips),
+ * renumbers as documented in persiste.h. `what` prefixes error messages
+ * (e.g. "newick" or "tree"). */
+int persiste__tree_build(persiste_tree **out, int32_t n_nodes,
+                         const int32_t *parent, const double *length,
+                         char **labels, const char *what);
+/* Tip number of a name, or -1. */
+int32_t persiste__tree_find_tip(const persiste_tree *tree, const char *name,
+                                size_t len);
+uint64_t persiste__hash_bytes(const void *p, size_t n, uint64_t seed);
+
+/* ---- Data -------------------------------------------------------------- */
+/* Presence/absence, bit-packed by 64 families per word, per tip:
+ * bit (f % 64) of present[(f / 64) * n_tips + tip]. A family is unknown in a
+ * tip when its `unknown` bit is set (then its `present` bit is 0). */
+struct persiste_data {
+    int32_t n_tips;
+    uint64_t fingerprint; /* of the tree it was bound to */
+    int64_t n_families;
+    int64_t n_words;
+    uint64_t *present;
+    uint64_t *unknown;
+    char **family_name;   /* [n_families] */
+    int64_t n_all_absent;
+    int64_t n_dropped_taxa;
+    char **dropped_taxon;
+    int64_t n_dropped_families;
+    char **dropped_family;
+};
+
+/* The one builder behind persiste_data_from_matrix and the file readers.
+ * `where` names the source in messages ("matrix" or a file path). */
+int persiste__data_build(persiste_data **out, const persiste_tree *tree,
+                         const uint8_t *states, int64_t n_families,
+                         int64_t n_taxa, int64_t family_stride,
+                         int64_t taxon_stride, const char *const *taxon_names,
+                         const char *const *family_names, uint32_t flags,
+                         const char *where);
+
+/* ---- Model ------------------------------------------------------------- */
+struct persiste_model {
+    int condition;     /* persiste_condition */
+    int root_prior;    /* persiste_root_prior */
+    double root_freq;  /* pi1 for PERSISTE_ROOT_FIXED */
+    double min_branch_length;
+};
+
+/* ---- Worker pool (C11 threads) ----------------------------------------- */
+typedef struct persiste__pool persiste__pool;
+/* fn(arg, task, worker): worker in [0, n_threads), task in [0, n_tasks). */
+typedef void (*persiste__task_fn)(void *arg, int64_t task, int worker);
+
+/* n_threads >= 1 counts the calling thread; fewer may start (see _size). */
+int persiste__pool_create(persiste__pool **out, int n_threads);
+void persiste__pool_destroy(persiste__pool *pool);
+int persiste__pool_size(const persiste__pool *pool);
+/* Runs every task once, handed out dynamically; the caller works too and
+ * returns when all tasks are done. */
+void persiste__pool_run(persiste__pool *pool, int64_t n_tasks,
+                        persiste__task_fn fn, void *arg);
+
+/* ---- Context ----------------------------------------------------------- */
+struct persiste__scratch; /* per-worker buffers, see kernel.h */
+
+struct persiste_ctx {
+    int requested_threads;
+    persiste__pool *pool;        /* NULL when single-threaded */
+    pid_t owner_pid;             /* fork detection */
+    int busy;                    /* atomic flag: one call at a time */
+    int n_scratch;
+    struct persiste__scratch **scratch; /* [n_scratch] */
+    int64_t n_impossible;
+};
+
+int persiste__ctx_enter(persiste_ctx *ctx);
+void persiste__ctx_leave(persiste_ctx *ctx);
+int persiste__ctx_workers(const persiste_ctx *ctx);
+
+#endif
