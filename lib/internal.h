@@ -96,9 +96,16 @@ typedef void (*persiste__task_fn)(void *arg, int64_t task, int worker);
 /* n_threads >= 1 counts the calling thread; fewer may start (see _size). */
 int persiste__pool_create(persiste__pool **out, int n_threads);
 void persiste__pool_destroy(persiste__pool *pool);
+/* Frees the pool's memory without joining or touching its mutexes: for a
+ * forked child, where the workers do not exist. */
+void persiste__pool_abandon(persiste__pool *pool);
+/* Threads running, the caller included; 1 for NULL. */
 int persiste__pool_size(const persiste__pool *pool);
-/* Runs every task once, handed out dynamically; the caller works too and
- * returns when all tasks are done. */
+/* Runs every task once, handed out dynamically; the caller works too (as
+ * worker 0) and returns when all tasks are done and every worker is idle
+ * again, so fn and arg may go out of scope. Worker w always gets id w.
+ * NULL pool, one thread or one task: runs inline in the caller. Not
+ * reentrant: fn must not call it on the same pool. */
 void persiste__pool_run(persiste__pool *pool, int64_t n_tasks,
                         persiste__task_fn fn, void *arg);
 
@@ -109,14 +116,28 @@ struct persiste_ctx {
     int requested_threads;
     persiste__pool *pool;        /* NULL when single-threaded */
     pid_t owner_pid;             /* fork detection */
-    int busy;                    /* atomic flag: one call at a time */
+    /* pid of the process whose thread is inside a call, 0 = free. A pid,
+     * not a flag, so that a child forked during a call is not stuck busy. */
+    _Atomic pid_t busy;
+    /* Indexed by worker id, allocated by the batch code; entries may be
+     * NULL and n_scratch may lag persiste__ctx_workers(). Emptied whenever
+     * the thread count changes. */
     int n_scratch;
     struct persiste__scratch **scratch; /* [n_scratch] */
     int64_t n_impossible;
 };
 
+/* Call first in every function that uses a ctx (PERSISTE_E_INVALID for
+ * NULL, PERSISTE_E_BUSY if another thread is inside); on success pair it
+ * with persiste__ctx_leave. After fork() it rebuilds the pool in the child. */
 int persiste__ctx_enter(persiste_ctx *ctx);
 void persiste__ctx_leave(persiste_ctx *ctx);
+/* Worker ids passed to task functions are in [0, persiste__ctx_workers). */
 int persiste__ctx_workers(const persiste_ctx *ctx);
+/* persiste__pool_run on the ctx's pool, or inline when it has none. */
+void persiste__ctx_run(persiste_ctx *ctx, int64_t n_tasks,
+                       persiste__task_fn fn, void *arg);
+/* Defined with struct persiste__scratch in lib/kernel.c; accepts NULL. */
+void persiste__scratch_destroy(struct persiste__scratch *s);
 
 #endif
