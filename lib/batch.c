@@ -1,0 +1,198 @@
+/* persiste_loglik_batch and persiste_gradient_batch: argument checks, the
+ * split into fixed-size chunks of blocks handed to the workers, and the
+ * deterministic reduction of branch gradients. */
+#include <math.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "kernel.h"
+
+/* Families per chunk and chunks per reduction round: constants, never
+ * derived from the thread count, so every sum is added in the same order
+ * whatever the number of threads (bitwise identical results). */
+#define CHUNK_BLOCKS 32
+#define ROUND_CHUNKS 16
+
+struct batch {
+    const struct persiste__job *job;
+    persiste_ctx *ctx;
+    int64_t n_blocks;
+    int64_t first_chunk;  /* of the current round */
+    double *branch_bufs;  /* [ROUND_CHUNKS][n_nodes] or NULL */
+    _Atomic int64_t n_impossible;
+};
+
+static void run_chunk(void *arg, int64_t task, int worker)
+{
+    struct batch *b = arg;
+    int64_t chunk = b->first_chunk + task;
+    double *branch = NULL;
+    if (b->branch_bufs) {
+        size_t n = (size_t)b->job->tree->n_nodes;
+        branch = b->branch_bufs + (size_t)task * n;
+        memset(branch, 0, n * sizeof(double));
+    }
+    int64_t end = (chunk + 1) * CHUNK_BLOCKS;
+    if (end > b->n_blocks)
+        end = b->n_blocks;
+    int64_t n_imp = 0;
+    for (int64_t blk = chunk * CHUNK_BLOCKS; blk < end; blk++)
+        n_imp += persiste__eval_block(b->job, b->ctx->scratch[worker], blk,
+                                      branch);
+    atomic_fetch_add(&b->n_impossible, n_imp);
+}
+
+static int check_array(const double *x, int64_t n, const char *what,
+                       const persiste_data *data)
+{
+    for (int64_t f = 0; f < n; f++)
+        if (!isfinite(x[f]))
+            return persiste__error(PERSISTE_E_DOMAIN,
+                                   "%s[%lld] (family '%s') is %g: expected a "
+                                   "finite number",
+                                   what, (long long)f, data->family_name[f],
+                                   x[f]);
+    return PERSISTE_OK;
+}
+
+static int check_args(const persiste_ctx *ctx, const persiste_model *model,
+                      const persiste_tree *tree, const persiste_data *data,
+                      int64_t n_families, const double *log_gain,
+                      const double *log_loss, const double *weight,
+                      const double *loglik)
+{
+    if (!ctx || !model || !tree || !data || !log_gain || !log_loss || !loglik)
+        return persiste__error(PERSISTE_E_INVALID,
+                               "batch: ctx, model, tree, data, log_gain, "
+                               "log_loss and loglik must not be NULL");
+    if (data->n_tips != tree->n_tips || data->fingerprint != tree->fingerprint)
+        return persiste__error(PERSISTE_E_INVALID,
+                               "batch: the data were bound to another tree "
+                               "(tips differ)");
+    if (n_families != data->n_families)
+        return persiste__error(PERSISTE_E_INVALID,
+                               "batch: n_families is %lld but the data hold "
+                               "%lld families",
+                               (long long)n_families,
+                               (long long)data->n_families);
+    if (model->condition == PERSISTE_CONDITION_VARIABLE && tree->n_tips < 2)
+        return persiste__error(PERSISTE_E_INVALID,
+                               "batch: conditioning on variable families "
+                               "needs at least 2 tips");
+    int rc;
+    if ((rc = check_array(log_gain, n_families, "log_gain", data)) ||
+        (rc = check_array(log_loss, n_families, "log_loss", data)))
+        return rc;
+    if (weight && (rc = check_array(weight, n_families, "weight", data)))
+        return rc;
+    return PERSISTE_OK;
+}
+
+static int reserve_scratch(persiste_ctx *ctx, size_t n_nodes)
+{
+    int workers = persiste__ctx_workers(ctx);
+    if (ctx->n_scratch < workers) {
+        struct persiste__scratch **a = persiste__realloc(
+            ctx->scratch, (size_t)workers * sizeof *a);
+        if (!a)
+            return persiste__error(PERSISTE_E_NOMEM, "workspace: out of memory");
+        for (int i = ctx->n_scratch; i < workers; i++)
+            a[i] = NULL;
+        ctx->scratch = a;
+        ctx->n_scratch = workers;
+    }
+    for (int i = 0; i < workers; i++) {
+        int rc = persiste__scratch_reserve(&ctx->scratch[i], n_nodes);
+        if (rc)
+            return rc;
+    }
+    return PERSISTE_OK;
+}
+
+/* Evaluates into the job's outputs (staged by the caller) and d_branch. */
+static int run(persiste_ctx *ctx, const struct persiste__job *job,
+               double *d_branch)
+{
+    size_t n_nodes = (size_t)job->tree->n_nodes;
+    int rc = reserve_scratch(ctx, n_nodes);
+    if (rc)
+        return rc;
+    struct batch b = {.job = job, .ctx = ctx};
+    b.n_blocks = (job->n_families + PERSISTE_LANES - 1) / PERSISTE_LANES;
+    atomic_init(&b.n_impossible, 0);
+    int64_t n_chunks = (b.n_blocks + CHUNK_BLOCKS - 1) / CHUNK_BLOCKS;
+    if (!d_branch) {
+        persiste__ctx_run(ctx, n_chunks, run_chunk, &b);
+    } else {
+        size_t bytes;
+        if ((rc = persiste__mul_size(n_nodes, ROUND_CHUNKS * sizeof(double),
+                                     &bytes)))
+            return rc;
+        b.branch_bufs = persiste__malloc(bytes);
+        double *sum = persiste__calloc(n_nodes, sizeof(double));
+        if (!b.branch_bufs || !sum) {
+            persiste__free(b.branch_bufs);
+            persiste__free(sum);
+            return persiste__error(PERSISTE_E_NOMEM,
+                                   "gradient: cannot allocate branch sums");
+        }
+        for (b.first_chunk = 0; b.first_chunk < n_chunks;
+             b.first_chunk += ROUND_CHUNKS) {
+            int64_t n = n_chunks - b.first_chunk;
+            if (n > ROUND_CHUNKS)
+                n = ROUND_CHUNKS;
+            persiste__ctx_run(ctx, n, run_chunk, &b);
+            for (int64_t k = 0; k < n; k++)
+                for (size_t v = 0; v < n_nodes; v++)
+                    sum[v] += b.branch_bufs[(size_t)k * n_nodes + v];
+        }
+        sum[n_nodes - 1] = 0.0; /* the root has no branch */
+        memcpy(d_branch, sum, n_nodes * sizeof(double));
+        persiste__free(b.branch_bufs);
+        persiste__free(sum);
+    }
+    ctx->n_impossible = atomic_load(&b.n_impossible);
+    return PERSISTE_OK;
+}
+
+int persiste_loglik_batch(persiste_ctx *ctx, const persiste_model *model,
+                          const persiste_tree *tree, const persiste_data *data,
+                          int64_t n_families, const double *log_gain,
+                          const double *log_loss, double *loglik)
+{
+    return persiste_gradient_batch(ctx, model, tree, data, n_families,
+                                   log_gain, log_loss, NULL, loglik, NULL,
+                                   NULL, NULL);
+}
+
+int persiste_gradient_batch(persiste_ctx *ctx, const persiste_model *model,
+                            const persiste_tree *tree,
+                            const persiste_data *data, int64_t n_families,
+                            const double *log_gain, const double *log_loss,
+                            const double *weight, double *loglik,
+                            double *d_log_gain, double *d_log_loss,
+                            double *d_branch)
+{
+    int rc = check_args(ctx, model, tree, data, n_families, log_gain,
+                        log_loss, weight, loglik);
+    if (rc)
+        return rc;
+    if ((rc = persiste__ctx_enter(ctx)))
+        return rc;
+    struct persiste__job job = {
+        .tree = tree,
+        .data = data,
+        .model = model,
+        .n_families = n_families,
+        .log_gain = log_gain,
+        .log_loss = log_loss,
+        .weight = weight,
+        .loglik = loglik,
+        .d_log_gain = d_log_gain,
+        .d_log_loss = d_log_loss,
+        .gradient = d_log_gain || d_log_loss || d_branch,
+    };
+    rc = run(ctx, &job, d_branch);
+    persiste__ctx_leave(ctx);
+    return rc;
+}
