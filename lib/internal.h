@@ -80,6 +80,11 @@ int persiste__data_build(persiste_data **out, const persiste_tree *tree,
                          const char *const *family_names, uint32_t flags,
                          const char *where);
 
+/* The whole file at path in *text[*len + 1] (NUL-terminated, to be freed
+ * with persiste__free), inflated when it starts with the gzip magic bytes.
+ * Errors (PERSISTE_E_IO, _NOMEM) name the path. Defined in table.c. */
+int persiste__read_text(const char *path, char **text, size_t *len);
+
 /* ---- Model ------------------------------------------------------------- */
 struct persiste_model {
     int condition;     /* persiste_condition */

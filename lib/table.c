@@ -166,6 +166,24 @@ static int gunzip(const char *path, unsigned char *in, size_t n_in,
     return PERSISTE_OK;
 }
 
+int persiste__read_text(const char *path, char **text, size_t *len)
+{
+    char *raw = NULL;
+    size_t n = 0;
+    int rc = read_file(path, &raw, &n);
+    if (rc != PERSISTE_OK)
+        return rc;
+    if (n >= 2 && (unsigned char)raw[0] == 0x1f &&
+        (unsigned char)raw[1] == 0x8b) {
+        rc = gunzip(path, (unsigned char *)raw, n, text, len);
+        persiste__free(raw);
+        return rc;
+    }
+    *text = raw;
+    *len = n;
+    return PERSISTE_OK;
+}
+
 /* ---- Parsing ----------------------------------------------------------- */
 
 typedef struct {
@@ -502,13 +520,7 @@ int persiste_data_read(persiste_data **out, const persiste_tree *tree,
                                path);
     char *text = NULL;
     size_t n = 0;
-    int rc = read_file(path, &text, &n);
-    if (rc == PERSISTE_OK && n >= 2 && (unsigned char)text[0] == 0x1f &&
-        (unsigned char)text[1] == 0x8b) {
-        char *raw = text;
-        rc = gunzip(path, (unsigned char *)raw, n, &text, &n);
-        persiste__free(raw);
-    }
+    int rc = persiste__read_text(path, &text, &n);
     if (rc != PERSISTE_OK)
         return rc;
 

@@ -41,10 +41,12 @@ static void expect_error(int rc, int code, ...)
     assert_int_equal(rc, code);
     va_list ap;
     va_start(ap, code);
-    for (const char *s; (s = va_arg(ap, const char *)) != NULL;) {
-        if (!strstr(msg, s))
-            print_error("'%s' not in: %s\n", s, msg);
-        assert_non_null(strstr(msg, s));
+    for (const char *s = va_arg(ap, const char *); s;
+         s = va_arg(ap, const char *)) {
+        if (!strstr(msg, s)) {
+            print_error("not in the message: %s\n", msg);
+            fail_msg("missing: %s", s);
+        }
     }
     va_end(ap);
 }
@@ -403,61 +405,63 @@ static void test_matrix_bad_values(void **state)
 {
     (void)state;
     persiste_tree *tree = tree_of(TREE5);
-    uint8_t s[3 * NT] = {0, 1, 0, 0, 0, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0};
+    const uint8_t s[3 * NT] = {0, 1, 0, 0, 0, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0};
     const char *fam[3] = {"galE", "pbp5", "vanA"};
     persiste_data *d = (persiste_data *)&d;
     persiste_data *const untouched = d;
 
-    s[2 * NT + 2] = 7; /* family 3, column 3 (taxon E) */
-    EXPECT_ERROR(persiste_data_from_matrix(&d, tree, s, 3, NT, NT, 1,
-                                           SHUFFLED, fam, 0),
-                 PERSISTE_E_DOMAIN, "matrix: family 3 (vanA), taxon E",
-                 "state 7 is not 0");
-    EXPECT_ERROR(persiste_data_from_matrix(&d, tree, s, 3, NT, NT, 1,
-                                           SHUFFLED, NULL, 0),
-                 PERSISTE_E_DOMAIN, "family 3 (3), taxon E");
-    s[2 * NT + 2] = 0;
-
-    EXPECT_ERROR(persiste_data_from_matrix(NULL, tree, s, 3, NT, NT, 1,
-                                           SHUFFLED, fam, 0),
-                 PERSISTE_E_INVALID, "out is NULL");
-    EXPECT_ERROR(persiste_data_from_matrix(&d, NULL, s, 3, NT, NT, 1,
-                                           SHUFFLED, fam, 0),
-                 PERSISTE_E_INVALID, "tree is NULL");
-    EXPECT_ERROR(persiste_data_from_matrix(&d, tree, NULL, 3, NT, NT, 1,
-                                           SHUFFLED, fam, 0),
-                 PERSISTE_E_INVALID, "states is NULL");
-    EXPECT_ERROR(persiste_data_from_matrix(&d, tree, s, 3, NT, NT, 1, NULL,
-                                           fam, 0),
-                 PERSISTE_E_INVALID, "taxon_names is NULL");
-    EXPECT_ERROR(persiste_data_from_matrix(&d, tree, s, 0, NT, NT, 1,
-                                           SHUFFLED, fam, 0),
-                 PERSISTE_E_INVALID, "0 families x 5 taxa");
-    EXPECT_ERROR(persiste_data_from_matrix(&d, tree, s, 3, -1, NT, 1,
-                                           SHUFFLED, fam, 0),
-                 PERSISTE_E_INVALID, "must be positive");
-    EXPECT_ERROR(persiste_data_from_matrix(&d, tree, s, 3, NT, NT, 1,
-                                           SHUFFLED, fam, 1u << 9),
-                 PERSISTE_E_INVALID, "unknown flag bits 0x200");
+    uint8_t bad[3 * NT];
+    memcpy(bad, s, sizeof bad);
+    bad[2 * NT + 2] = 7; /* family 3, column 3 (taxon E) */
     const char *null_taxon[NT] = {"C", "A", NULL, "B", "D"};
-    EXPECT_ERROR(persiste_data_from_matrix(&d, tree, s, 3, NT, NT, 1,
-                                           null_taxon, fam, 0),
-                 PERSISTE_E_INVALID, "taxon name 3 is NULL");
     const char *null_fam[3] = {"a", NULL, "c"};
-    EXPECT_ERROR(persiste_data_from_matrix(&d, tree, s, 3, NT, NT, 1,
-                                           SHUFFLED, null_fam, 0),
-                 PERSISTE_E_INVALID, "family name 2 is NULL");
-    /* Strides whose offsets cannot be represented. */
-    EXPECT_ERROR(persiste_data_from_matrix(&d, tree, s, 3, NT, INT64_MAX, 1,
-                                           SHUFFLED, fam, 0),
-                 PERSISTE_E_OVERFLOW, "strides");
-    EXPECT_ERROR(persiste_data_from_matrix(&d, tree, s, 3, NT, INT64_MIN,
-                                           INT64_MIN, SHUFFLED, fam, 0),
-                 PERSISTE_E_OVERFLOW, "strides");
-    EXPECT_ERROR(persiste_data_from_matrix(&d, tree, s, 3, NT,
-                                           INT64_MAX / 3, INT64_MAX / 5,
-                                           SHUFFLED, fam, 0),
-                 PERSISTE_E_OVERFLOW, "strides");
+    /* Each case changes one argument of a valid call. */
+    const struct {
+        persiste_data **out;
+        const persiste_tree *tree;
+        const uint8_t *states;
+        int64_t nf, nt, fs, ts;
+        const char *const *taxa, *const *fams;
+        uint32_t flags;
+        int code;
+        const char *frag;
+    } cases[] = {
+        {&d, tree, bad, 3, NT, NT, 1, SHUFFLED, fam, 0, PERSISTE_E_DOMAIN,
+         "matrix: family 3 (vanA), taxon E: state 7 is not 0"},
+        {&d, tree, bad, 3, NT, NT, 1, SHUFFLED, NULL, 0, PERSISTE_E_DOMAIN,
+         "family 3 (3), taxon E"},
+        {NULL, tree, s, 3, NT, NT, 1, SHUFFLED, fam, 0, PERSISTE_E_INVALID,
+         "out is NULL"},
+        {&d, NULL, s, 3, NT, NT, 1, SHUFFLED, fam, 0, PERSISTE_E_INVALID,
+         "tree is NULL"},
+        {&d, tree, NULL, 3, NT, NT, 1, SHUFFLED, fam, 0, PERSISTE_E_INVALID,
+         "states is NULL"},
+        {&d, tree, s, 3, NT, NT, 1, NULL, fam, 0, PERSISTE_E_INVALID,
+         "taxon_names is NULL"},
+        {&d, tree, s, 0, NT, NT, 1, SHUFFLED, fam, 0, PERSISTE_E_INVALID,
+         "0 families x 5 taxa"},
+        {&d, tree, s, 3, -1, NT, 1, SHUFFLED, fam, 0, PERSISTE_E_INVALID,
+         "must be positive"},
+        {&d, tree, s, 3, NT, NT, 1, SHUFFLED, fam, 1u << 9,
+         PERSISTE_E_INVALID, "unknown flag bits 0x200"},
+        {&d, tree, s, 3, NT, NT, 1, null_taxon, fam, 0, PERSISTE_E_INVALID,
+         "taxon name 3 is NULL"},
+        {&d, tree, s, 3, NT, NT, 1, SHUFFLED, null_fam, 0,
+         PERSISTE_E_INVALID, "family name 2 is NULL"},
+        /* strides whose offsets cannot be represented */
+        {&d, tree, s, 3, NT, INT64_MAX, 1, SHUFFLED, fam, 0,
+         PERSISTE_E_OVERFLOW, "strides"},
+        {&d, tree, s, 3, NT, INT64_MIN, INT64_MIN, SHUFFLED, fam, 0,
+         PERSISTE_E_OVERFLOW, "strides"},
+        {&d, tree, s, 3, NT, INT64_MAX / 3, INT64_MAX / 5, SHUFFLED, fam, 0,
+         PERSISTE_E_OVERFLOW, "strides"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        EXPECT_ERROR(persiste_data_from_matrix(
+                         cases[i].out, cases[i].tree, cases[i].states,
+                         cases[i].nf, cases[i].nt, cases[i].fs, cases[i].ts,
+                         cases[i].taxa, cases[i].fams, cases[i].flags),
+                     cases[i].code, cases[i].frag);
     assert_ptr_equal(d, untouched);
 
     /* Accessors on NULL and out-of-range input. */
@@ -542,14 +546,14 @@ static void test_read_formats(void **state)
                      "core\t1\t1\t1\t1\t1\r\n"
                      "odd\t0\t ? \tNA\t0\t1"},
         {"rows.csv", "taxon,galE,pbp5,core,odd\n"
-                     "B,1,0,1,0\n"
+                     "B,1, 0 ,1,0\n"
                      "D,0,0,1,-\n"
                      "A,1,0,1,\n"
                      " C , 1 , 1 ,1,0\n"
-                     "E,0,?,1,1\n"},
+                     "E,0,\t?\t,1,1\n"},
         {"quoted.csv", ",\"galE\",pbp5,\"core\",\"odd\"\n"
                        "\"B\",1,0,\"1\",0\n"
-                       "D,0,0,1,\"\"\n"
+                       "D,\"0\",0,1,\"\"\n"
                        "A,1,0,1,NA\n"
                        "C,1,1,1,0\n"
                        "E,0,,1,1\n"},
@@ -920,6 +924,42 @@ static void test_real_harris(void **state)
     persiste_tree_destroy(tree);
 }
 
+#ifdef PERSISTE_ALLOC_FAILURE
+/* Builds with -DPERSISTE_ALLOC_FAILURE: make each allocation fail in turn;
+ * every failure must be reported cleanly (leaks show under ASan). */
+extern long persiste__alloc_fail_at, persiste__alloc_count;
+
+static void test_alloc_failures(void **state)
+{
+    (void)state;
+    persiste_tree *tree = tree_of(TREE5);
+    const char *path = write_text("alloc.Rtab", "Gene\tB\tD\tX\tA\tC\tE\n"
+                                                "galE\t1\t0\t1\t1\t1\t0\n"
+                                                "none\t0\t0\t1\t0\t0\t0\n");
+    const uint32_t flags = PERSISTE_DATA_DROP_EXTRA_TAXA |
+                           PERSISTE_DATA_DROP_ABSENT_FAMILIES;
+    int failures = 0;
+    for (long k = 1;; k++) {
+        persiste_data *d = (persiste_data *)&d;
+        persiste__alloc_count = 0;
+        persiste__alloc_fail_at = k;
+        int rc = persiste_data_read(&d, tree, path, flags);
+        persiste__alloc_fail_at = 0;
+        if (rc == PERSISTE_OK) {
+            assert_int_equal(persiste_data_n_families(d), 1);
+            assert_string_equal(persiste_data_dropped_family(d, 0), "none");
+            persiste_data_destroy(d);
+            break;
+        }
+        EXPECT_ERROR(rc, PERSISTE_E_NOMEM, "out of memory");
+        assert_ptr_equal(d, (persiste_data *)&d);
+        failures++;
+    }
+    assert_true(failures > 8);
+    persiste_tree_destroy(tree);
+}
+#endif
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -936,6 +976,9 @@ int main(void)
         cmocka_unit_test(test_read_wide_header),
         cmocka_unit_test(test_real_efm),
         cmocka_unit_test(test_real_harris),
+#ifdef PERSISTE_ALLOC_FAILURE
+        cmocka_unit_test(test_alloc_failures),
+#endif
     };
     return cmocka_run_group_tests(tests, make_tmp_dir, remove_tmp_dir);
 }
