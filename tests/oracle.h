@@ -1,0 +1,154 @@
+/* Independent oracles for the likelihood tests.
+ *
+ * Nothing here shares code or formulas with lib/: the two-state model is
+ * written again from its definition (DESIGN.md section 2), in long double.
+ *  - oracle_brute_*: enumerate every assignment of internal states (no
+ *    pruning), with exact forward-mode derivatives (dual numbers).
+ *  - oracle_logspace_loglik: log-space pruning over any parent array (own
+ *    topological order), for trees of 100,000 tips.
+ * Plus test plumbing: a deterministic RNG, tree/data builders over the public
+ * API, finite differences, and a tolerance check that prints mismatches. */
+#ifndef PERSISTE_TEST_ORACLE_H
+#define PERSISTE_TEST_ORACLE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "persiste.h"
+
+/* ---- Deterministic RNG (splitmix64) ------------------------------------ */
+typedef struct oracle_rng {
+    uint64_t state;
+} oracle_rng;
+
+uint64_t oracle_next(oracle_rng *rng);
+double oracle_uniform(oracle_rng *rng, double lo, double hi);
+int oracle_below(oracle_rng *rng, int n); /* uniform in [0, n) */
+
+/* ---- Trees as plain arrays --------------------------------------------- */
+/* Any numbering: parent[root] = -1; tips are the nodes without children.
+ * length[i] is the length used for branch i (callers clamp). */
+typedef struct oracle_tree {
+    int32_t n_nodes;
+    int32_t n_tips;
+    int32_t *parent;
+    double *length;
+} oracle_tree;
+
+/* Structure of a library tree read back through the public getters. */
+void oracle_tree_read(const persiste_tree *tree, oracle_tree *out);
+void oracle_tree_free(oracle_tree *t);
+/* Lengths below min_length raised to it (the model's clamp). */
+void oracle_tree_clamp(oracle_tree *t, double min_length);
+
+/* Model settings, as the oracle understands them. */
+typedef struct oracle_model {
+    int condition;  /* persiste_condition */
+    int root_prior; /* persiste_root_prior */
+    double root_freq;
+} oracle_model;
+
+/* ---- Brute force (up to ~16 internal nodes) ----------------------------- */
+/* obs[node] (persiste_state) is read at the tips only. Masses of one family:
+ * L; P(all tips absent); 1 - P(all absent) and 1 - P(all absent) - P(all
+ * present), both summed as non-negative terms (no cancellation). */
+typedef struct oracle_masses {
+    long double lik, all_absent, not_absent, all_present, variable;
+} oracle_masses;
+
+/* Derivative selector: ORACLE_D_LOG_GAIN, ORACLE_D_LOG_LOSS, or a branch
+ * (node) index >= 0 (derivative in that branch's length). */
+enum { ORACLE_D_NONE = -3, ORACLE_D_LOG_LOSS = -2, ORACLE_D_LOG_GAIN = -1 };
+
+/* Masses and their derivatives (tangent) with respect to `wrt`. */
+void oracle_brute_masses(const oracle_tree *t, const oracle_model *m,
+                         const uint8_t *obs, double log_gain, double log_loss,
+                         int wrt, oracle_masses *value, oracle_masses *tangent);
+/* Conditioned log-likelihood from masses (-inf when L = 0); with tangent
+ * masses d (may be NULL), *dll gets its derivative (0 when L = 0). */
+long double oracle_masses_loglik(int condition, const oracle_masses *v,
+                                 const oracle_masses *d, long double *dll);
+/* The same in one call. */
+long double oracle_brute_loglik(const oracle_tree *t, const oracle_model *m,
+                                const uint8_t *obs, double log_gain,
+                                double log_loss);
+long double oracle_brute_dloglik(const oracle_tree *t, const oracle_model *m,
+                                 const uint8_t *obs, double log_gain,
+                                 double log_loss, int wrt);
+
+/* ---- Log-space pruning (any size) -------------------------------------- */
+/* All three conditionings at once: out[persiste_condition]. */
+void oracle_logspace_conds(const oracle_tree *t, const oracle_model *m,
+                           const uint8_t *obs, double log_gain,
+                           double log_loss, long double out[3]);
+long double oracle_logspace_loglik(const oracle_tree *t, const oracle_model *m,
+                                   const uint8_t *obs, double log_gain,
+                                   double log_loss);
+
+/* ---- Library plumbing (return NULL / nonzero on failure) --------------- */
+persiste_ctx *oracle_ctx(int n_threads);
+persiste_model *oracle_lib_model(const oracle_model *m, double min_length);
+persiste_tree *oracle_newick(const char *text);
+/* Random tree of n_tips tips named t0..; each internal node has 2 children,
+ * or 3 with probability p_multi; lengths uniform in [lo, hi]. */
+persiste_tree *oracle_random_tree(oracle_rng *rng, int n_tips, double p_multi,
+                                  double lo, double hi);
+/* Same tree (same node numbering) with branch `node` of length `length`. */
+persiste_tree *oracle_tree_with_length(const persiste_tree *tree,
+                                       int32_t node, double length);
+/* states[f * n_tips + tip] in the tree's tip order. */
+persiste_data *oracle_data(const persiste_tree *tree, const uint8_t *states,
+                           int64_t n_families);
+/* All families of data, as states[f * n_tips + tip] (malloc'd). */
+uint8_t *oracle_data_states(const persiste_data *data, int32_t n_tips);
+/* Random tip states: present with probability p_present, unknown with
+ * probability p_unknown. */
+void oracle_random_states(oracle_rng *rng, uint8_t *states, int64_t n,
+                          double p_present, double p_unknown);
+
+/* Small hand-written trees (multifurcations, zero, very long and very short
+ * branches, a root length, 12 internal nodes), NULL-terminated. */
+extern const char *const oracle_small_trees[];
+
+/* A tree with random families: per-family log rates uniform in [-5, 3];
+ * family 0 all absent, 1 all present, the others random (presence
+ * probability drawn per family, unknown with probability p_unknown). */
+typedef struct oracle_case {
+    persiste_tree *tree;
+    oracle_tree t; /* its structure, lengths as given */
+    int64_t n_fam;
+    uint8_t *states; /* [n_fam * n_tips], tip order */
+    double *log_gain, *log_loss;
+    persiste_data *data;
+} oracle_case;
+
+/* Takes ownership of tree; false on failure. */
+bool oracle_case_init(oracle_case *c, persiste_tree *tree, oracle_rng *rng,
+                      int64_t n_fam, double p_unknown);
+void oracle_case_free(oracle_case *c);
+const uint8_t *oracle_case_obs(const oracle_case *c, int64_t f);
+
+/* ---- Numerics ----------------------------------------------------------- */
+/* Fourth-order central difference of f at x with step h. */
+double oracle_fd(double (*f)(double x, void *arg), void *arg, double x,
+                 double h);
+/* Derivative in a length t >= 0: central when t > 2h, else one-sided
+ * (second order), so that lengths stay non-negative. */
+double oracle_fd_length(double (*f)(double x, void *arg), void *arg, double t,
+                        double h);
+
+/* |got - want| <= rel * max(|want|, floor), or both the same infinity.
+ * Prints `what` and both values on failure. */
+bool oracle_close(double got, long double want, double rel, double floor,
+                  const char *what);
+
+/* cmocka check with a formatted label (use in files including cmocka.h). */
+#define ORACLE_ASSERT_CLOSE(got, want, rel, floor, ...)                      \
+    do {                                                                     \
+        char what_[200];                                                     \
+        snprintf(what_, sizeof what_, __VA_ARGS__);                          \
+        assert_true(oracle_close((got), (want), (rel), (floor), what_));     \
+    } while (0)
+
+#endif
