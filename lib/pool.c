@@ -12,8 +12,11 @@
 
 #include "internal.h"
 
-/* ~10-50 us of polling before sleeping on the condition variable. */
-enum { SPIN_ROUNDS = 1000 };
+/* Polling rounds before sleeping on the condition variable (tens of us).
+ * Every YIELD_EVERY-th round yields the core: with more threads than cores
+ * a pure spin starves the thread being waited for (measured on 2 cores,
+ * 4 threads: 53 us per run spinning, 4 us yielding; 0.5 us at 2 threads). */
+enum { SPIN_ROUNDS = 1000, YIELD_EVERY = 16 };
 
 struct worker {
     persiste__pool *pool;
@@ -72,7 +75,10 @@ static void wait_until(persiste__pool *pool, cnd_t *cv, pool_ready_fn ready,
     for (int i = 0; i < SPIN_ROUNDS; i++) {
         if (ready(pool, seen))
             return;
-        cpu_relax();
+        if (i % YIELD_EVERY == YIELD_EVERY - 1)
+            thrd_yield();
+        else
+            cpu_relax();
     }
     mtx_lock(&pool->lock);
     while (!ready(pool, seen))

@@ -81,26 +81,36 @@ static void probe_reset_counts(struct probe *p)
 }
 
 /* ---- Pool ---------------------------------------------------------------- */
+static persiste__pool *pool_with_probe(int n_threads, struct probe *p)
+{
+    persiste__pool *pool = NULL;
+    assert_int_equal(persiste__pool_create(&pool, n_threads), PERSISTE_OK);
+    assert_non_null(pool);
+    assert_int_equal(persiste__pool_size(pool), n_threads);
+    probe_init(p, n_threads);
+    return pool;
+}
+
+static void pool_with_probe_done(persiste__pool *pool, struct probe *p)
+{
+    persiste__pool_destroy(pool);
+    pthread_mutex_destroy(&p->lock);
+}
+
 static void pool_every_task_once(void **state)
 {
     (void)state;
     static const int threads[] = {1, 2, 3, 4, 8};
     static const int64_t tasks[] = {0, 1, 2, 3, 5, 7, 8, 9, 64, 1000, 4999};
     for (size_t i = 0; i < sizeof threads / sizeof *threads; i++) {
-        persiste__pool *pool = NULL;
-        assert_int_equal(persiste__pool_create(&pool, threads[i]),
-                         PERSISTE_OK);
-        assert_non_null(pool);
-        assert_int_equal(persiste__pool_size(pool), threads[i]);
         static struct probe p;
-        probe_init(&p, threads[i]);
+        persiste__pool *pool = pool_with_probe(threads[i], &p);
         for (size_t j = 0; j < sizeof tasks / sizeof *tasks; j++) {
             probe_reset_counts(&p);
             persiste__pool_run(pool, tasks[j], probe_task, &p);
             assert_int_equal(probe_check(&p, tasks[j]), 0);
         }
-        persiste__pool_destroy(pool);
-        pthread_mutex_destroy(&p.lock);
+        pool_with_probe_done(pool, &p);
     }
 }
 
@@ -115,18 +125,15 @@ static void slow_task(void *arg, int64_t task, int worker)
 static void pool_workers_take_tasks(void **state)
 {
     (void)state;
-    persiste__pool *pool = NULL;
-    assert_int_equal(persiste__pool_create(&pool, 4), PERSISTE_OK);
     static struct probe p;
-    probe_init(&p, 4);
+    persiste__pool *pool = pool_with_probe(4, &p);
     persiste__pool_run(pool, 200, slow_task, &p);
     assert_int_equal(probe_check(&p, 200), 0);
     int used = 0;
     for (int w = 0; w < 4; w++)
         used += p.seen[w];
     assert_true(used >= 2);
-    persiste__pool_destroy(pool);
-    pthread_mutex_destroy(&p.lock);
+    pool_with_probe_done(pool, &p);
 }
 
 /* Thousands of back-to-back runs: a lost wakeup would hang here (the meson
@@ -136,11 +143,8 @@ static void pool_many_runs(void **state)
     (void)state;
     static const int threads[] = {2, 3, 8};
     for (size_t i = 0; i < sizeof threads / sizeof *threads; i++) {
-        persiste__pool *pool = NULL;
-        assert_int_equal(persiste__pool_create(&pool, threads[i]),
-                         PERSISTE_OK);
         static struct probe p;
-        probe_init(&p, threads[i]);
+        persiste__pool *pool = pool_with_probe(threads[i], &p);
         for (int run = 0; run < 3000; run++) {
             int64_t n = run % 11;
             probe_reset_counts(&p);
@@ -149,9 +153,34 @@ static void pool_many_runs(void **state)
                 fail_msg("run %d with %d threads, %lld tasks", run,
                          threads[i], (long long)n);
         }
-        persiste__pool_destroy(pool);
-        pthread_mutex_destroy(&p.lock);
+        pool_with_probe_done(pool, &p);
     }
+}
+
+/* Runs far apart (workers asleep on the condition variable) and workers
+ * slower than the caller (the caller asleep waiting for them): the
+ * sleeping paths, which back-to-back runs hardly reach. */
+static void lazy_task(void *arg, int64_t task, int worker)
+{
+    struct timespec ts = {0, 2000000};
+    if (worker != 0)
+        thrd_sleep(&ts, NULL);
+    probe_task(arg, task, worker);
+}
+
+static void pool_sleeping_paths(void **state)
+{
+    (void)state;
+    static struct probe p;
+    persiste__pool *pool = pool_with_probe(3, &p);
+    struct timespec gap = {0, 5000000};
+    for (int run = 0; run < 20; run++) {
+        thrd_sleep(&gap, NULL);
+        probe_reset_counts(&p);
+        persiste__pool_run(pool, 6, run % 2 ? lazy_task : probe_task, &p);
+        assert_int_equal(probe_check(&p, 6), 0);
+    }
+    pool_with_probe_done(pool, &p);
 }
 
 static void pool_invalid_and_null(void **state)
@@ -630,6 +659,7 @@ int main(void)
         cmocka_unit_test(pool_every_task_once),
         cmocka_unit_test(pool_workers_take_tasks),
         cmocka_unit_test(pool_many_runs),
+        cmocka_unit_test(pool_sleeping_paths),
         cmocka_unit_test(pool_invalid_and_null),
         cmocka_unit_test(pool_partial_start),
         cmocka_unit_test(ctx_params),
