@@ -1,0 +1,23 @@
+"""persiste: phylogenetic likelihoods of gene presence/absence under a
+two-state gain/loss model (Python binding of libpersiste).
+
+    import persiste
+    tree = persiste.Tree.read("tree.nwk")
+    data = persiste.Data.read(tree, "gene_presence_absence.Rtab", drop_extra_taxa=True,
+                              drop_absent_families=True)
+    with persiste.Engine(tree, data, condition="present") as engine:
+        null = engine.fit()
+        print(null.gain, null.loss, null.se_log_gain)
+        test = engine.retention_test(["vanA", "vanH"])
+        print(test.p_value, test.alt.effects())
+"""
+from ._core import (BusyError, Context, Data, DomainError, Engine, FileError, Gradient,
+                    InvalidArgumentError, Model, NamesError, NoMemoryError, ParseError,
+                    PersisteError, SizeOverflowError, StateError, Tree, version)
+from ._fit import Design, FitResult, TestResult, fit, lrt, retention_test
+
+__version__ = "0.1.0"
+__all__ = ["BusyError", "Context", "Data", "Design", "DomainError", "Engine", "FileError",
+           "FitResult", "Gradient", "InvalidArgumentError", "Model", "NamesError",
+           "NoMemoryError", "ParseError", "PersisteError", "SizeOverflowError", "StateError",
+           "TestResult", "Tree", "fit", "lrt", "retention_test", "version"]

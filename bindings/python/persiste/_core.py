@@ -1,0 +1,479 @@
+"""Handles of the C library: errors, Tree, Data, Model, Context, Engine."""
+import os
+import threading
+from collections import namedtuple
+
+import numpy as np
+
+from ._persiste_cffi import ffi, lib
+
+# ---- errors ---------------------------------------------------------------
+
+
+class PersisteError(Exception):
+    """A failure reported by libpersiste (or detected before calling it).
+
+    ``code`` is the library's negative status, ``name`` its short text
+    (persiste_strerror) and ``message`` the detail (persiste_last_error).
+    """
+    code = lib.PERSISTE_E_INVALID
+
+    def __init__(self, message, code=None):
+        if code is not None:
+            self.code = code
+        self.name = ffi.string(lib.persiste_strerror(self.code)).decode()
+        self.message = message or self.name
+        super().__init__(self.message)
+
+
+class NoMemoryError(PersisteError, MemoryError):
+    code = lib.PERSISTE_E_NOMEM
+
+
+class InvalidArgumentError(PersisteError, ValueError):
+    code = lib.PERSISTE_E_INVALID
+
+
+class ParseError(PersisteError, ValueError):
+    code = lib.PERSISTE_E_PARSE
+
+
+class FileError(PersisteError, OSError):
+    code = lib.PERSISTE_E_IO
+
+
+class NamesError(PersisteError, ValueError):
+    code = lib.PERSISTE_E_NAMES
+
+
+class DomainError(PersisteError, ValueError):
+    code = lib.PERSISTE_E_DOMAIN
+
+
+class StateError(PersisteError, RuntimeError):
+    code = lib.PERSISTE_E_STATE
+
+
+class BusyError(PersisteError, RuntimeError):
+    code = lib.PERSISTE_E_BUSY
+
+
+class SizeOverflowError(PersisteError, OverflowError):
+    code = lib.PERSISTE_E_OVERFLOW
+
+
+_ERRORS = {cls.code: cls for cls in (
+    NoMemoryError, InvalidArgumentError, ParseError, FileError, NamesError,
+    DomainError, StateError, BusyError, SizeOverflowError)}
+
+
+# C flag names in library messages, as the Python keywords that set them.
+_KEYWORDS = {"PERSISTE_DATA_DROP_EXTRA_TAXA": "drop_extra_taxa=True",
+             "PERSISTE_DATA_MISSING_AS_UNKNOWN": "missing_as_unknown=True",
+             "PERSISTE_DATA_DROP_ABSENT_FAMILIES": "drop_absent_families=True",
+             "PERSISTE_MODEL_MIN_BRANCH_LENGTH": "min_branch_length"}
+
+
+def _check(status):
+    """Raise the exception for a nonzero status (call right after the C call)."""
+    if status != lib.PERSISTE_OK:
+        message = ffi.string(lib.persiste_last_error()).decode(errors="replace")
+        for flag, keyword in _KEYWORDS.items():
+            message = message.replace(flag, keyword)
+        raise _ERRORS.get(status, PersisteError)(message, status)
+
+
+def version():
+    """Version string of the loaded library."""
+    return ffi.string(lib.persiste_version_string()).decode()
+
+
+# ---- small helpers --------------------------------------------------------
+
+
+def _str(p):
+    return None if p == ffi.NULL else ffi.string(p).decode(errors="replace")
+
+
+def _c_strings(names):
+    """(keep-alive list, const char *[]) for a sequence of str."""
+    keep = [ffi.new("char[]", str(s).encode()) for s in names]
+    return keep, ffi.new("const char *[]", keep)
+
+
+def _doubles(x, n, what):
+    """float64 array of length n from a scalar or an array (no copy when the
+    input already is a contiguous float64 vector)."""
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim == 0 or a.shape == (1,):
+        return np.full(n, float(a.reshape(())) if a.ndim == 0 else float(a[0]))
+    if a.shape != (n,):
+        raise InvalidArgumentError(f"{what} has shape {a.shape}, expected a scalar or ({n},)")
+    return np.ascontiguousarray(a)
+
+
+def _in(a):
+    return ffi.from_buffer("double[]", a)
+
+
+def _out(a):
+    return ffi.from_buffer("double[]", a, require_writable=True)
+
+
+class _Handle:
+    """An owned C handle: freed by close(), by ``with``, or by the GC."""
+    _destroy = None
+
+    def __init__(self, ptr):
+        self._ptr = ffi.gc(ptr, type(self)._destroy)
+
+    @property
+    def ptr(self):
+        if self._ptr is None:
+            raise StateError(f"{type(self).__name__} is closed", lib.PERSISTE_E_STATE)
+        return self._ptr
+
+    def close(self):
+        if self._ptr is not None:
+            ffi.release(self._ptr)
+            self._ptr = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _create(ctype, fn, *args):
+    out = ffi.new(ctype + " **")
+    _check(fn(out, *args))
+    return out[0]
+
+
+# ---- tree -----------------------------------------------------------------
+
+
+class Tree(_Handle):
+    """Rooted tree. Nodes: tips first (input order), then internal nodes in
+    post-order; the root is the last node; branch i is the edge above node i."""
+    _destroy = lib.persiste_tree_destroy
+
+    @classmethod
+    def from_newick(cls, text):
+        return cls(_create("persiste_tree", lib.persiste_tree_from_newick, text.encode()))
+
+    @classmethod
+    def read(cls, path):
+        return cls(_create("persiste_tree", lib.persiste_tree_from_newick_file,
+                           os.fsencode(path)))
+
+    @classmethod
+    def from_parents(cls, parent, branch_length, names):
+        parent = np.ascontiguousarray(parent, dtype=np.int32)
+        length = np.ascontiguousarray(branch_length, dtype=np.float64)
+        n = parent.shape[0]
+        if length.shape != (n,) or len(names) != n:
+            raise InvalidArgumentError("parent, branch_length and names differ in length")
+        keep, cnames = _c_strings("" if s is None else s for s in names)
+        return cls(_create("persiste_tree", lib.persiste_tree_from_parents, n,
+                           ffi.from_buffer("int32_t[]", parent), _in(length), cnames))
+
+    @property
+    def n_nodes(self):
+        return lib.persiste_tree_n_nodes(self.ptr)
+
+    @property
+    def n_tips(self):
+        return lib.persiste_tree_n_tips(self.ptr)
+
+    @property
+    def labels(self):
+        return [_str(lib.persiste_tree_label(self.ptr, i)) for i in range(self.n_nodes)]
+
+    @property
+    def tip_names(self):
+        return [_str(lib.persiste_tree_label(self.ptr, i)) for i in range(self.n_tips)]
+
+    @property
+    def parents(self):
+        out = np.empty(self.n_nodes, dtype=np.int32)
+        _check(lib.persiste_tree_parents(
+            self.ptr, ffi.from_buffer("int32_t[]", out, require_writable=True)))
+        return out
+
+    @property
+    def branch_lengths(self):
+        out = np.empty(self.n_nodes)
+        _check(lib.persiste_tree_branch_lengths(self.ptr, _out(out)))
+        return out
+
+
+# ---- data -----------------------------------------------------------------
+
+
+def _data_flags(drop_extra_taxa, drop_absent_families, missing_as_unknown, taxa_in):
+    flags = 0
+    if drop_extra_taxa:
+        flags |= lib.PERSISTE_DATA_DROP_EXTRA_TAXA
+    if drop_absent_families:
+        flags |= lib.PERSISTE_DATA_DROP_ABSENT_FAMILIES
+    if missing_as_unknown:
+        flags |= lib.PERSISTE_DATA_MISSING_AS_UNKNOWN
+    orient = {None: 0, "rows": lib.PERSISTE_DATA_TAXA_IN_ROWS,
+              "columns": lib.PERSISTE_DATA_TAXA_IN_COLUMNS}
+    if taxa_in not in orient:
+        raise InvalidArgumentError(f"taxa_in must be 'rows', 'columns' or None, not {taxa_in!r}")
+    return flags | orient[taxa_in]
+
+
+class Data(_Handle):
+    """Presence/absence of gene families bound to a tree's tips (copied in)."""
+    _destroy = lib.persiste_data_destroy
+
+    @classmethod
+    def read(cls, tree, path, *, drop_extra_taxa=False, drop_absent_families=False,
+             missing_as_unknown=False, taxa_in=None):
+        """Roary/Panaroo .Rtab, or a CSV/TSV 0/1 matrix (gzip allowed)."""
+        flags = _data_flags(drop_extra_taxa, drop_absent_families, missing_as_unknown, taxa_in)
+        return cls(_create("persiste_data", lib.persiste_data_read, tree.ptr,
+                           os.fsencode(path), flags))
+
+    @classmethod
+    def from_matrix(cls, tree, states, taxon_names=None, family_names=None, *,
+                    drop_extra_taxa=False, drop_absent_families=False,
+                    missing_as_unknown=False):
+        """states[f, t]: 0 absent, 1 present, 2 (or NaN) unknown, for family f
+        and taxon t; taxon_names default to the tree's tip names in order."""
+        a = np.asarray(states)
+        if a.ndim != 2:
+            raise InvalidArgumentError(f"states must be 2-D (families x taxa), not {a.ndim}-D")
+        if a.dtype.kind == "f":
+            a = np.where(np.isnan(a), lib.PERSISTE_UNKNOWN, a)
+        if a.dtype != np.uint8:
+            if a.size and (a.min() < 0 or a.max() > 2 or np.any(a != np.round(a))):
+                raise InvalidArgumentError("states must be 0, 1, 2 (unknown) or NaN")
+            a = a.astype(np.uint8)
+        n_families, n_taxa = a.shape
+        if a.flags.f_contiguous and not a.flags.c_contiguous:
+            buf, strides = a.T, (1, n_families)       # taxa-major: pass as is
+        else:
+            buf = np.ascontiguousarray(a)
+            strides = (n_taxa, 1)
+        names = tree.tip_names if taxon_names is None else list(taxon_names)
+        if len(names) != n_taxa:
+            raise InvalidArgumentError(f"{len(names)} taxon names for {n_taxa} columns")
+        keep_t, ctaxa = _c_strings(names)
+        keep_f, cfam = (None, ffi.NULL) if family_names is None else _c_strings(family_names)
+        if family_names is not None and len(keep_f) != n_families:
+            raise InvalidArgumentError(f"{len(keep_f)} family names for {n_families} rows")
+        flags = _data_flags(drop_extra_taxa, drop_absent_families, missing_as_unknown, None)
+        return cls(_create("persiste_data", lib.persiste_data_from_matrix, tree.ptr,
+                           ffi.from_buffer("uint8_t[]", buf), n_families, n_taxa,
+                           strides[0], strides[1], ctaxa, cfam, flags))
+
+    @property
+    def n_families(self):
+        return lib.persiste_data_n_families(self.ptr)
+
+    @property
+    def n_taxa(self):
+        return lib.persiste_data_n_taxa(self.ptr)
+
+    @property
+    def n_all_absent(self):
+        return lib.persiste_data_n_all_absent(self.ptr)
+
+    @property
+    def family_names(self):
+        p = self.ptr
+        return [_str(lib.persiste_data_family_name(p, f)) for f in range(self.n_families)]
+
+    @property
+    def dropped_taxa(self):
+        p = self.ptr
+        return [_str(lib.persiste_data_dropped_taxon(p, i))
+                for i in range(lib.persiste_data_n_dropped_taxa(p))]
+
+    @property
+    def dropped_families(self):
+        p = self.ptr
+        return [_str(lib.persiste_data_dropped_family(p, i))
+                for i in range(lib.persiste_data_n_dropped_families(p))]
+
+    def states(self, family):
+        """States of one family in tree tip order (uint8 array)."""
+        out = np.empty(self.n_taxa, dtype=np.uint8)
+        _check(lib.persiste_data_states(self.ptr, family,
+                                        ffi.from_buffer("uint8_t[]", out, require_writable=True)))
+        return out
+
+
+# ---- model ----------------------------------------------------------------
+
+CONDITIONS = {"none": lib.PERSISTE_CONDITION_NONE,
+              "present": lib.PERSISTE_CONDITION_PRESENT,
+              "variable": lib.PERSISTE_CONDITION_VARIABLE}
+ROOT_PRIORS = {"stationary": lib.PERSISTE_ROOT_STATIONARY,
+               "fixed": lib.PERSISTE_ROOT_FIXED,
+               "absent": lib.PERSISTE_ROOT_ABSENT}
+
+
+def _choice(table, value, what):
+    if value not in table:
+        raise InvalidArgumentError(f"{what} must be one of {', '.join(table)}, not {value!r}")
+    return table[value]
+
+
+class Model(_Handle):
+    """Model options: conditioning ('none', 'present', 'variable'), root prior
+    ('stationary', 'fixed' with root_freq, 'absent'), min_branch_length."""
+    _destroy = lib.persiste_model_destroy
+
+    def __init__(self, condition="present", root_prior="stationary", root_freq=0.5,
+                 min_branch_length=0.0):
+        super().__init__(_create("persiste_model", lib.persiste_model_create))
+        p = self.ptr
+        _check(lib.persiste_model_set_int(p, lib.PERSISTE_MODEL_CONDITION,
+                                          _choice(CONDITIONS, condition, "condition")))
+        _check(lib.persiste_model_set_int(p, lib.PERSISTE_MODEL_ROOT_PRIOR,
+                                          _choice(ROOT_PRIORS, root_prior, "root_prior")))
+        _check(lib.persiste_model_set_double(p, lib.PERSISTE_MODEL_ROOT_FREQ, root_freq))
+        _check(lib.persiste_model_set_double(p, lib.PERSISTE_MODEL_MIN_BRANCH_LENGTH,
+                                             min_branch_length))
+        self.condition, self.root_prior = condition, root_prior
+        self.root_freq, self.min_branch_length = root_freq, min_branch_length
+
+
+# ---- context and engine ---------------------------------------------------
+
+Gradient = namedtuple("Gradient", "loglik d_log_gain d_log_loss d_branch")
+
+
+class Context(_Handle):
+    """Worker pool and scratch space. Calls are serialised by a lock (the C
+    context serves one thread at a time; the GIL is released during calls)."""
+    _destroy = lib.persiste_ctx_destroy
+
+    def __init__(self, n_threads=1):
+        super().__init__(_create("persiste_ctx", lib.persiste_ctx_create))
+        self.lock = threading.Lock()
+        _check(lib.persiste_ctx_set_param(self.ptr, lib.PERSISTE_CTX_NTHREADS, n_threads))
+
+    @property
+    def n_threads(self):
+        value = ffi.new("int64_t *")
+        _check(lib.persiste_ctx_get_param(self.ptr, lib.PERSISTE_CTX_NTHREADS, value))
+        return value[0]
+
+    def _args(self, tree, data, log_gain, log_loss):
+        n = data.n_families
+        return n, _doubles(log_gain, n, "log_gain"), _doubles(log_loss, n, "log_loss")
+
+    def loglik(self, model, tree, data, log_gain, log_loss):
+        """Per-family log-likelihood at natural-log rates (scalars broadcast).
+        Returns (loglik array, number of impossible families)."""
+        n, lg, ll = self._args(tree, data, log_gain, log_loss)
+        out = np.empty(n)
+        with self.lock:
+            _check(lib.persiste_loglik_batch(self.ptr, model.ptr, tree.ptr, data.ptr, n,
+                                             _in(lg), _in(ll), _out(out)))
+            impossible = lib.persiste_ctx_n_impossible(self.ptr)
+        return out, impossible
+
+    def gradient(self, model, tree, data, log_gain, log_loss, weight=None, branch=False):
+        """Per-family log-likelihood and its derivatives with respect to
+        log_gain[f] and log_loss[f]; with branch=True also d(sum_f weight[f]
+        loglik[f]) / d(branch length) per node."""
+        n, lg, ll = self._args(tree, data, log_gain, log_loss)
+        w = ffi.NULL if weight is None else _in(_doubles(weight, n, "weight"))
+        out = Gradient(np.empty(n), np.empty(n), np.empty(n),
+                       np.empty(tree.n_nodes) if branch else None)
+        with self.lock:
+            _check(lib.persiste_gradient_batch(
+                self.ptr, model.ptr, tree.ptr, data.ptr, n, _in(lg), _in(ll), w,
+                _out(out.loglik), _out(out.d_log_gain), _out(out.d_log_loss),
+                _out(out.d_branch) if branch else ffi.NULL))
+        return out
+
+
+class Engine:
+    """A tree, its data, a model and a context: the object fits work on.
+
+    ``Engine(tree, data, condition='present', n_threads=1)``; model options
+    are Model's keywords. Closing the engine closes the context and model it
+    made (not the tree and data, which the caller owns).
+    """
+
+    def __init__(self, tree, data, model=None, context=None, n_threads=1, **model_options):
+        self.tree, self.data = tree, data
+        self._own = []
+        if model is None:
+            model = Model(**model_options)
+            self._own.append(model)
+        elif model_options:
+            raise InvalidArgumentError("give either a Model or model options, not both")
+        if context is None:
+            context = Context(n_threads)
+            self._own.append(context)
+        self.model, self.context = model, context
+        self.n_families, self.n_taxa = data.n_families, data.n_taxa
+        self.n_evaluations = 0
+
+    def close(self):
+        for h in self._own:
+            h.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def loglik(self, log_gain, log_loss):
+        """Per-family log-likelihood (numpy array) at natural-log rates."""
+        self.n_evaluations += 1
+        return self.context.loglik(self.model, self.tree, self.data, log_gain, log_loss)[0]
+
+    def gradient(self, log_gain, log_loss, weight=None, branch=False):
+        self.n_evaluations += 1
+        return self.context.gradient(self.model, self.tree, self.data,
+                                     log_gain, log_loss, weight, branch)
+
+    def fit(self, design=None, **kw):
+        """Maximum-likelihood fit (see persiste.fit)."""
+        from ._fit import fit
+        return fit(self, design, **kw)
+
+    def retention_test(self, families, **kw):
+        """Loss-rate test of a family set (see persiste.retention_test)."""
+        from ._fit import retention_test
+        return retention_test(self, families, **kw)
+
+    def impossible_families(self, log_gain=0.0, log_loss=0.0):
+        """Indices of families with likelihood exactly zero (-inf loglik)."""
+        return np.flatnonzero(np.isneginf(self.loglik(log_gain, log_loss)))
+
+    def family_index(self, families):
+        """Boolean mask over families from names, indices or a mask."""
+        fam = list(families) if not isinstance(families, np.ndarray) else families
+        if isinstance(fam, np.ndarray) and fam.dtype == bool:
+            if fam.shape != (self.n_families,):
+                raise InvalidArgumentError(f"family mask has shape {fam.shape}, "
+                                           f"expected ({self.n_families},)")
+            return fam
+        mask = np.zeros(self.n_families, dtype=bool)
+        if all(isinstance(f, str) for f in fam):
+            where = {name: i for i, name in enumerate(self.data.family_names)}
+            missing = [f for f in fam if f not in where]
+            if missing:
+                more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+                raise NamesError(f"family '{missing[0]}' is not in the data{more}",
+                                 lib.PERSISTE_E_NAMES)
+            mask[[where[f] for f in fam]] = True
+            return mask
+        idx = np.asarray(fam, dtype=np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= self.n_families):
+            raise InvalidArgumentError(f"family index out of range 0..{self.n_families - 1}")
+        mask[idx] = True
+        return mask

@@ -1,0 +1,320 @@
+"""persiste command line: loglik, fit and test on a tree and a PAM."""
+import argparse
+import json
+import math
+import sys
+import time
+
+import numpy as np
+
+from ._core import Data, Engine, PersisteError, Tree, lib, version
+from ._fit import retention_test
+
+SHOW = 20  # names listed in the readable report before "... and N more"
+
+
+class UsageError(Exception):
+    """Bad input found by the CLI itself: one line, exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
+
+
+class Progress:
+    """Iteration lines on stderr, once runs last longer than `delay` seconds."""
+
+    def __init__(self, mode, label, delay=2.0):
+        self.mode, self.label, self.delay = mode, label, delay
+        self.t0 = self.last = time.monotonic()
+
+    def __call__(self, iteration, loglik):
+        now = time.monotonic()
+        if self.mode == "always" or (self.mode == "auto" and now - self.t0 > self.delay
+                                     and now - self.last > 1.0):
+            print(f"persiste: {self.label}: iteration {iteration}, lnL {loglik:.4f}, "
+                  f"{now - self.t0:.1f} s", file=sys.stderr, flush=True)
+            self.last = now
+
+
+def _number(text, zero_ok):
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and (value > 0 or zero_ok and value == 0)):
+        kind = "non-negative" if zero_ok else "positive"
+        raise argparse.ArgumentTypeError(f"must be a {kind} number, not {text!r}")
+    return value
+
+
+def positive(text):
+    return _number(text, False)
+
+
+def nonnegative(text):
+    return _number(text, True)
+
+
+def build_parser():
+    common = Parser(add_help=False)
+    common.add_argument("--tree", required=True, help="rooted Newick tree")
+    common.add_argument("--pam", required=True,
+                        help="Roary/Panaroo .Rtab or CSV/TSV 0/1 table (gzip allowed)")
+    common.add_argument("--condition", choices=["none", "present", "variable"], default="present",
+                        help="ascertainment: families present somewhere (default), "
+                             "also not everywhere (variable), or none")
+    common.add_argument("--drop-extra-taxa", action="store_true",
+                        help="drop table genomes that are not tips of the tree (named in the report)")
+    common.add_argument("--missing-as-unknown", action="store_true",
+                        help="tree tips missing from the table are unknown in every family")
+    common.add_argument("--min-branch-length", type=nonnegative, default=0.0, metavar="X",
+                        help="evaluate shorter branches at length X (tree units)")
+    common.add_argument("--threads", type=int, default=1, help="worker threads (0: all cores)")
+    common.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    common.add_argument("--progress", choices=["auto", "always", "never"], default="auto",
+                        help="progress on stderr (auto: for runs longer than 2 s)")
+    p = Parser(prog="persiste", description="Gain/loss rates of gene families on a phylogeny.")
+    p.add_argument("--version", action="version", version=f"persiste {version()}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
+    s = sub.add_parser("loglik", parents=[common], help="log-likelihood at given rates")
+    s.add_argument("--gain", type=positive, required=True, help="gain rate (0 -> 1)")
+    s.add_argument("--loss", type=positive, required=True, help="loss rate (1 -> 0)")
+    s.add_argument("--per-family", metavar="OUT.tsv",
+                   help="write family, loglik, d_log_gain, d_log_loss per family")
+    sub.add_parser("fit", parents=[common], help="maximum-likelihood gain and loss rates")
+    s = sub.add_parser("test", parents=[common],
+                       help="retention test: do the listed families have a lower loss rate?")
+    s.add_argument("--families", required=True, metavar="FILE",
+                   help="family names, one per line ('#' starts a comment)")
+    s.add_argument("--alternative", choices=["less", "greater", "two-sided"], default="less",
+                   help="loss multiplier of the listed families < 1 (retained, default), "
+                        "> 1, or either")
+    return p
+
+
+def read_family_list(path, data):
+    """Names from a file; listed families dropped as all-absent are skipped."""
+    known = set(data.family_names)
+    dropped = set(data.dropped_families)
+    names, skipped = [], []
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"--families {path}: cannot read: {e}") from None
+    for number, line in enumerate(lines, 1):
+        name = line.split("#", 1)[0].strip()
+        if not name:
+            continue
+        if name in dropped:
+            skipped.append(name)
+        elif name not in known:
+            raise UsageError(f"--families {path}, line {number}: family '{name}' "
+                             f"is not in the table")
+        else:
+            names.append(name)
+    if not names:
+        raise UsageError(f"--families {path}: no family of the table is listed")
+    return names, skipped
+
+
+CLI_OPTIONS = {"drop_extra_taxa=True": "--drop-extra-taxa",
+               "missing_as_unknown=True": "--missing-as-unknown",
+               "min_branch_length": "--min-branch-length"}
+
+
+def input_error(path, e):
+    """One line naming the file, with library options given as CLI options."""
+    message = e.message
+    for keyword, option in CLI_OPTIONS.items():
+        message = message.replace(keyword, option)
+    return UsageError(message if path in message else f"{path}: {message}")
+
+
+def load(args):
+    try:
+        tree = Tree.read(args.tree)
+    except PersisteError as e:
+        raise input_error(args.tree, e) from None
+    try:
+        data = Data.read(tree, args.pam, drop_extra_taxa=args.drop_extra_taxa,
+                         missing_as_unknown=args.missing_as_unknown,
+                         drop_absent_families=args.condition != "none")
+    except PersisteError as e:
+        raise input_error(args.pam, e) from None
+    if data.n_families == 0:
+        raise UsageError(f"{args.pam}: no family left to analyse")
+    return tree, data, Engine(tree, data, condition=args.condition,
+                              min_branch_length=args.min_branch_length, n_threads=args.threads)
+
+
+def remedies(args):
+    out = [f"evaluate short branches at a minimum length: --min-branch-length X "
+           f"(e.g. 1e-6 in tree units){'' if args.min_branch_length == 0 else ', larger than now'}",
+           "resolve the zero-length branches between differing genomes in the tree",
+           "remove these families from the table"]
+    if args.condition == "variable":
+        out.insert(0, "families present in every genome are impossible under --condition "
+                      "variable: use --condition present")
+    return out
+
+
+def summary(args, tree, data, impossible):
+    return {"tree": args.tree, "pam": args.pam, "condition": args.condition,
+            "n_families": data.n_families, "n_taxa": data.n_taxa, "n_tips": tree.n_tips,
+            "dropped_taxa": data.dropped_taxa,
+            "n_dropped_families": len(data.dropped_families),
+            "dropped_families": data.dropped_families,
+            "min_branch_length": args.min_branch_length,
+            "n_impossible": len(impossible), "impossible_families": impossible,
+            "remedies": remedies(args) if impossible else []}
+
+
+def names_line(names):
+    more = f" ... and {len(names) - SHOW} more (--json lists all)" if len(names) > SHOW else ""
+    return ", ".join(names[:SHOW]) + more
+
+
+def report_header(title, info):
+    lines = [f"persiste {version()}: {title}",
+             f"  tree      {info['tree']} ({info['n_tips']} tips)",
+             f"  table     {info['pam']}: {info['n_families']} families x "
+             f"{info['n_taxa']} genomes analysed",
+             f"  model     condition '{info['condition']}', stationary root"
+             + (f", min branch length {info['min_branch_length']:g}"
+                if info["min_branch_length"] else "")]
+    if info["dropped_taxa"]:
+        lines.append(f"  dropped   {len(info['dropped_taxa'])} table genome(s) not in the tree: "
+                     + names_line(info["dropped_taxa"]))
+    if info["n_dropped_families"]:
+        lines.append(f"  dropped   {info['n_dropped_families']} families absent from every "
+                     f"kept genome (never observable under conditioning)")
+    if info["n_impossible"]:
+        lines += [f"  IMPOSSIBLE {info['n_impossible']} families have zero likelihood under the "
+                  f"model (e.g. a zero-length branch between genomes that differ); they are "
+                  f"left out of fits: " + names_line(info["impossible_families"]),
+                  "  remedies: " + "; or ".join(info["remedies"])]
+    return lines
+
+
+def fmt_rate(fit, which):
+    b, se = fit[f"log_{which}"], fit.se[fit.names.index(f"log_{which}")]
+    lo, hi = np.exp(b - 1.96 * se), np.exp(b + 1.96 * se)
+    return f"{np.exp(b):.6g}  (log {b:.5f} +/- {se:.5f}; 95% CI {lo:.4g} .. {hi:.4g})"
+
+
+def fit_lines(fit, label):
+    return [f"  {label}",
+            f"    lnL         {fit.loglik:.6f}",
+            f"    gain        {fmt_rate(fit, 'gain')}",
+            f"    loss        {fmt_rate(fit, 'loss')}",
+            f"    pi1         {fit.pi1:.6g}   (gain / (gain + loss))",
+            f"    AIC         {fit.aic:.4f}",
+            f"    evaluations {fit.n_evaluations}, "
+            + ("converged" if fit.converged else f"NOT CONVERGED: {fit.message}")]
+
+
+def cmd_loglik(args, tree, data, engine):
+    g = engine.gradient(math.log(args.gain), math.log(args.loss))
+    impossible = [data.family_names[i] for i in np.flatnonzero(np.isneginf(g.loglik))]
+    if args.per_family:
+        try:
+            with open(args.per_family, "w", encoding="utf-8") as f:
+                f.write("family\tloglik\td_log_gain\td_log_loss\n")
+                for row in zip(data.family_names, g.loglik, g.d_log_gain, g.d_log_loss):
+                    f.write("%s\t%.17g\t%.17g\t%.17g\n" % row)
+        except OSError as e:
+            raise UsageError(f"--per-family {args.per_family}: {e.strerror}") from None
+    info = summary(args, tree, data, impossible)
+    total = float(g.loglik.sum())
+    out = dict(info, loglik=total, gain=args.gain, loss=args.loss,
+               pi1=args.gain / (args.gain + args.loss),
+               d_log_gain=float(g.d_log_gain.sum()), d_log_loss=float(g.d_log_loss.sum()))
+    lines = report_header("log-likelihood", info) + [
+        f"  rates     gain {args.gain:g}, loss {args.loss:g}, pi1 {out['pi1']:.6g}",
+        f"  lnL       {total:.10f}" + ("  (-inf: impossible families)" if impossible else ""),
+        f"  gradient  d lnL/d log gain {out['d_log_gain']:.6g}, "
+        f"d lnL/d log loss {out['d_log_loss']:.6g}"]
+    return out, lines
+
+
+def cmd_fit(args, tree, data, engine):
+    fit = engine.fit(progress=Progress(args.progress, "fit"))
+    info = summary(args, tree, data, fit.impossible)
+    out = dict(info, **fit.to_dict())
+    lines = report_header("maximum-likelihood fit (one gain and one loss rate)", info)
+    lines += fit_lines(fit, f"fit on {fit.n_families} families (rates per unit branch length)")
+    return out, lines
+
+
+def cmd_test(args, tree, data, engine):
+    names, skipped = read_family_list(args.families, data)
+    res = retention_test(engine, names, alternative=args.alternative,
+                         progress=Progress(args.progress, "test"))
+    null, alt = res.null, res.alt
+    mult, lo, hi = alt.effects()["loss:set"]
+    info = summary(args, tree, data, null.impossible)
+    out = dict(info, loglik=null.loglik, gain=null.gain, loss=null.loss, pi1=null.pi1,
+               se_log_gain=null.se_log_gain, se_log_loss=null.se_log_loss,
+               n_listed=len(names), listed_absent_skipped=skipped,
+               loss_multiplier={"estimate": mult, "ci95": [lo, hi]},
+               alternative=args.alternative, **res.to_dict())
+    how = {"less": "one-sided (multiplier < 1), chi-bar-square 50:50 mixture",
+           "greater": "one-sided (multiplier > 1), chi-bar-square 50:50 mixture",
+           "two-sided": "two-sided, chi-square"}[args.alternative]
+    verdict = ("lost more slowly than the rest: retained" if hi < 1 else
+               "lost faster than the rest" if lo > 1 else
+               "no loss-rate difference resolved at 95%")
+    lines = report_header(f"retention test of {len(names)} listed families", info)
+    if skipped:
+        lines.append(f"  skipped   {len(skipped)} listed families absent from every genome: "
+                     + names_line(skipped))
+    lines += fit_lines(null, "null: one gain and one loss rate for all families")
+    lines += fit_lines(alt, "alternative: the listed families have their own loss rate")
+    lines += [f"    loss multiplier of the listed families {mult:.4g} "
+              f"(95% CI {lo:.4g} .. {hi:.4g}): {verdict}",
+              "  likelihood-ratio test",
+              f"    delta lnL   {res.delta_loglik:.6f}   (statistic {res.statistic:.4f}, "
+              f"df {res.df})",
+              f"    p-value     {res.p_value:.4g}   ({how})" if res.p_value > 0 else
+              f"    p-value     < 1e-300   ({how})",
+              f"    AIC         null {null.aic:.4f}, alternative {alt.aic:.4f}"]
+    return out, lines
+
+
+COMMANDS = {"loglik": cmd_loglik, "fit": cmd_fit, "test": cmd_test}
+
+
+def main(argv=None):
+    try:
+        args = build_parser().parse_args(argv)
+        tree, data, engine = load(args)
+        with engine:
+            out, lines = COMMANDS[args.command](args, tree, data, engine)
+    except UsageError as e:
+        print(f"persiste: error: {e}", file=sys.stderr)
+        return 2
+    except PersisteError as e:
+        print(f"persiste: error: {e.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("persiste: interrupted", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(_plain(out), allow_nan=False))
+    else:
+        print("\n".join(lines))
+    return 0
+
+
+def _plain(x):
+    """JSON-ready copy: numpy scalars to Python, non-finite numbers to null."""
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if isinstance(x, (float, np.floating)):
+        return float(x) if math.isfinite(x) else None
+    return x.item() if isinstance(x, np.generic) else x
