@@ -24,7 +24,6 @@
 
 enum { P00, P01, P10, P11, D01G, D01L, D10G, D10L, D01T, D10T, NP };
 
-void persiste__scratch_destroy(struct persiste__scratch *s);
 
 void persiste__scratch_destroy(struct persiste__scratch *s)
 {
