@@ -8,12 +8,12 @@
  * Every branch needs a length except the root's, which is optional (absent
  * means 0) and, being unused, may be negative. NaN, infinite or negative
  * lengths are PERSISTE_E_DOMAIN, syntax errors PERSISTE_E_PARSE with the
- * 1-based line and column (in bytes) of the offending character.
+ * 1-based line and column (in bytes) of the offending character. Files
+ * are read whole by persiste__read_text, so they may be gzip-compressed.
  *
  * An explicit stack replaces recursion (caterpillars nest 100,000 deep).
  * Nodes are numbered in order of appearance, so persiste__tree_build numbers
  * the tips left to right and keeps children in text order. */
-#include <errno.h>
 #include <locale.h>
 #include <math.h>
 #include <stdarg.h>
@@ -223,8 +223,14 @@ static int read_length(parser *p, int32_t v)
                     "bad branch length '%.*s' for %s", shown, tok,
                     node_name(p, v, name));
     }
-    /* The token ends at a delimiter or the final NUL, where strtod stops. */
-    double x = strtod(tok, NULL);
+    /* The token ends at a delimiter or the final NUL, where strtod stops;
+     * stopping earlier would mean a locale without '.' slipped through. */
+    char *end;
+    double x = strtod(tok, &end);
+    if (end != tok + len)
+        return fail(p, start, PERSISTE_E_PARSE,
+                    "branch length '%.*s' of %s unreadable in this locale",
+                    shown, tok, node_name(p, v, name));
     if (!isfinite(x))
         return fail(p, start, PERSISTE_E_DOMAIN,
                     "%s has a branch length too large for a double: '%.*s'",
@@ -408,56 +414,6 @@ int persiste_tree_from_newick(persiste_tree **out, const char *text)
     return parse_text(out, text, strlen(text), "newick");
 }
 
-static int io_error(const char *path, const char *doing, int err)
-{
-    char msg[128];
-    if (strerror_r(err, msg, sizeof msg) != 0)
-        snprintf(msg, sizeof msg, "error %d", err);
-    return persiste__error(PERSISTE_E_IO, "newick: %.300s: cannot %s: %s",
-                           path, doing, msg);
-}
-
-/* Reads the whole file, NUL-terminated (it may hold NULs of its own). */
-static int read_file(const char *path, char **text, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return io_error(path, "open", errno);
-    size_t cap = 1 << 16, n = 0;
-    char *buf = persiste__malloc(cap);
-    int rc = buf ? PERSISTE_OK : persiste__error(PERSISTE_E_NOMEM,
-                                                 "newick: %.300s", path);
-    while (rc == PERSISTE_OK) {
-        if (n + 1 == cap) {
-            char *b = cap <= SIZE_MAX / 2 ? persiste__realloc(buf, cap * 2)
-                                          : NULL;
-            if (!b) {
-                rc = persiste__error(PERSISTE_E_NOMEM, "newick: %.300s: %zu "
-                                     "bytes", path, cap * 2);
-                break;
-            }
-            buf = b;
-            cap *= 2;
-        }
-        size_t got = fread(buf + n, 1, cap - 1 - n, f);
-        n += got;
-        if (got == 0) {
-            if (ferror(f))
-                rc = io_error(path, "read", errno);
-            break;
-        }
-    }
-    fclose(f);
-    if (rc != PERSISTE_OK) {
-        persiste__free(buf);
-        return rc;
-    }
-    buf[n] = '\0';
-    *text = buf;
-    *len = n;
-    return PERSISTE_OK;
-}
-
 int persiste_tree_from_newick_file(persiste_tree **out, const char *path)
 {
     if (!out || !path)
@@ -465,9 +421,12 @@ int persiste_tree_from_newick_file(persiste_tree **out, const char *path)
                                !out ? "out" : "path");
     char *text = NULL, what[320];
     size_t len = 0;
-    int rc = read_file(path, &text, &len);
-    if (rc != PERSISTE_OK)
-        return rc;
+    int rc = persiste__read_text(path, &text, &len);
+    if (rc != PERSISTE_OK) {
+        char msg[400]; /* the reader names the path; say what was read */
+        snprintf(msg, sizeof msg, "%s", persiste_last_error());
+        return persiste__error(rc, "newick: %s", msg);
+    }
     snprintf(what, sizeof what, "newick: %.300s", path);
     rc = parse_text(out, text, len, what);
     persiste__free(text);

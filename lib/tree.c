@@ -129,12 +129,14 @@ static int check_nodes(int32_t n, const int32_t *parent, const double *length,
                                    "%s: node %d has parent %d, outside "
                                    "-1..%d", what, i, p, n - 1);
         n_children[p]++;
-        if (!isfinite(length[i]) || length[i] < 0)
+        if (!isfinite(length[i]) || length[i] < 0) {
+            int named = labels[i] && labels[i][0];
             return persiste__error(PERSISTE_E_DOMAIN,
-                                   "%s: node %d ('%.200s') has branch length "
-                                   "%g (must be finite and >= 0)",
-                                   what, i, labels[i] ? labels[i] : "",
-                                   length[i]);
+                                   "%s: node %d%s%.200s%s has branch length "
+                                   "%g (must be finite and >= 0)", what, i,
+                                   named ? " ('" : "", named ? labels[i] : "",
+                                   named ? "')" : "", length[i]);
+        }
     }
     if (*root < 0)
         return persiste__error(PERSISTE_E_INVALID,
@@ -153,7 +155,8 @@ struct scratch {
     int32_t *kids;  /* [n] */
     int32_t *next;  /* [n] DFS cursor into kids */
     int32_t *stack; /* [n] */
-    int32_t *id;    /* [n] input index -> new number, -1 = not reached */
+    int32_t *id;    /* [n] input index -> new number (internal: -1 until
+                     * the walk reaches it) */
 };
 
 /* Numbers the tips by input index, the internal nodes in post-order of an

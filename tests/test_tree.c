@@ -11,11 +11,13 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <locale.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "internal.h"
 
@@ -791,11 +793,29 @@ static void test_files(void **state)
                       "byte 0x00");
     assert_file_fails("('A\0B':1,C:1);", 14, PERSISTE_E_PARSE, "column 4:",
                       "NUL byte");
+    assert_file_fails("\x7f" "ELF\x02\x01\x01", 7, PERSISTE_E_PARSE,
+                      "column 1:", "byte 0x7f");
+    /* gzip magic, then nothing: the reader's error, said to come from here */
     assert_file_fails("\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03", 10,
-                      PERSISTE_E_PARSE, "column 1:", "byte 0x1f");
+                      PERSISTE_E_IO, "gzip", "");
     assert_file_fails("(A:1,A:1);", 10, PERSISTE_E_NAMES, "duplicate",
                       "'A'");
     assert_file_fails("", 0, PERSISTE_E_PARSE, "column 1:", "empty");
+
+    /* gzip-compressed trees read like plain ones. */
+    char gz[] = "/tmp/persiste_test_tree_gz_XXXXXX";
+    int fd = mkstemp(gz);
+    assert_true(fd >= 0);
+    close(fd);
+    gzFile z = gzopen(gz, "wb");
+    assert_non_null(z);
+    assert_true(gzputs(z, "((A:1,B:2)X:3,C:4)R;\n") > 0);
+    assert_int_equal(gzclose(z), Z_OK);
+    assert_int_equal(persiste_tree_from_newick_file(&t, gz), PERSISTE_OK);
+    assert_int_equal(persiste_tree_n_nodes(t), 5);
+    assert_string_equal(persiste_tree_label(t, 3), "X");
+    persiste_tree_destroy(t);
+    unlink(gz);
 
     /* A file larger than the first read buffer. */
     size_t n = 200000;
@@ -811,6 +831,123 @@ static void test_files(void **state)
     free(path);
     free(big);
 }
+
+/* ---- Robustness -------------------------------------------------------- */
+
+/* Random byte edits of valid trees: every outcome is a tree that passes the
+ * numbering checks or an error with a located message; ASan and UBSan
+ * watch for everything else. */
+static void test_mutations(void **state)
+{
+    (void)state;
+    static const char *seeds[] = {
+        "((A:1,B:2)X:3,C:4)R;",
+        "('it''s':1,[c]'a b':2,(C:1e-3,D:4)95:0.5)'r':0;",
+        "(A:0.1,B:0.2,(C:0.3,D:0.4)100/98:0.5);\n",
+    };
+    static const char alphabet[] = "():,;[]' \n\tAB1.e-+#_\x01\xff";
+    char buf[128];
+    rng_state = 777;
+    for (int rep = 0; rep < 30000; rep++) {
+        const char *seed = seeds[rnd(3)];
+        size_t n = strlen(seed);
+        memcpy(buf, seed, n + 1);
+        for (uint32_t e = 0, edits = 1 + rnd(3); e < edits && n > 0; e++) {
+            size_t at = rnd((uint32_t)n);
+            char c = alphabet[rnd(sizeof alphabet - 1)];
+            switch (rnd(3)) {
+            case 0: /* replace */
+                buf[at] = c;
+                break;
+            case 1: /* delete */
+                memmove(buf + at, buf + at + 1, n - at);
+                n--;
+                break;
+            default: /* insert */
+                if (n + 2 < sizeof buf) {
+                    memmove(buf + at + 1, buf + at, n - at + 1);
+                    buf[at] = c;
+                    n++;
+                }
+            }
+        }
+        persiste_tree *t = NULL;
+        int rc = persiste_tree_from_newick(&t, buf);
+        if (rc == PERSISTE_OK) {
+            check_numbering(t);
+            persiste_tree_destroy(t);
+            continue;
+        }
+        assert_null(t);
+        assert_true(rc == PERSISTE_E_PARSE || rc == PERSISTE_E_DOMAIN ||
+                    rc == PERSISTE_E_NAMES);
+        const char *msg = persiste_last_error();
+        assert_int_equal(strncmp(msg, "newick: ", 8), 0);
+        if (rc != PERSISTE_E_NAMES)
+            assert_non_null(strstr(msg, ", column "));
+    }
+}
+
+/* Numbers are read with '.' whatever LC_NUMERIC the host set (R and
+ * Python programs may set a comma locale). Skipped when none is
+ * installed; run with LOCPATH pointing at a localedef output to force it. */
+static void test_comma_locale(void **state)
+{
+    (void)state;
+    if (!setlocale(LC_NUMERIC, "de_DE.UTF-8") &&
+        !setlocale(LC_NUMERIC, "fr_FR.UTF-8")) {
+        skip();
+        return;
+    }
+    persiste_tree *t = NULL;
+    int rc = persiste_tree_from_newick(&t, "(A:0.5,B:1.25e-1);");
+    setlocale(LC_NUMERIC, "C");
+    assert_int_equal(rc, PERSISTE_OK);
+    double len[3];
+    persiste_tree_branch_lengths(t, len);
+    assert_close(len[0], 0.5, 0);
+    assert_close(len[1], 0.125, 0);
+    persiste_tree_destroy(t);
+}
+
+#ifdef PERSISTE_ALLOC_FAILURE
+extern long persiste__alloc_fail_at, persiste__alloc_count;
+
+/* Build with -Dc_args=-DPERSISTE_ALLOC_FAILURE: fail each allocation in
+ * turn; every failure must be clean (status, nothing written, no leak). */
+static void test_alloc_failures(void **state)
+{
+    (void)state;
+    char *path = data_path("harris2022-plants30/harris2022_dated_tree.nwk");
+    const int32_t par[] = {-1, 0, 0};
+    const double len[] = {0, 1, 2};
+    const char *names[] = {NULL, "A", "B"};
+    for (int which = 0; which < 3; which++) {
+        int rc = PERSISTE_E_NOMEM;
+        long k;
+        for (k = 1; rc != PERSISTE_OK; k++) {
+            persiste_tree *t = NULL;
+            persiste__alloc_count = 0;
+            persiste__alloc_fail_at = k;
+            rc = which == 0 ? persiste_tree_from_newick(&t, "((A:1,'B':2)x:3"
+                                                            ",C:4);")
+                 : which == 1 ? persiste_tree_from_newick_file(&t, path)
+                              : persiste_tree_from_parents(&t, 3, par, len,
+                                                           names);
+            persiste__alloc_fail_at = 0;
+            if (rc != PERSISTE_OK) {
+                assert_int_equal(rc, PERSISTE_E_NOMEM);
+                assert_null(t);
+            } else {
+                check_numbering(t);
+                persiste_tree_destroy(t);
+            }
+        }
+        assert_true(k > 3);
+    }
+    free(path);
+}
+#endif
 
 /* ---- Big trees: iterative and linear ----------------------------------- */
 
@@ -959,6 +1096,11 @@ int main(void)
         cmocka_unit_test(test_files),
         cmocka_unit_test(test_big_caterpillar),
         cmocka_unit_test(test_big_balanced),
+        cmocka_unit_test(test_mutations),
+        cmocka_unit_test(test_comma_locale),
+#ifdef PERSISTE_ALLOC_FAILURE
+        cmocka_unit_test(test_alloc_failures),
+#endif
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
