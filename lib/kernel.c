@@ -32,7 +32,6 @@ void persiste__scratch_destroy(struct persiste__scratch *s)
     persiste__free(s->p);
     persiste__free(s->in);
     persiste__free(s->in_c);
-    persiste__free(s->in_a);
     persiste__free(s->b);
     persiste__free(s->out);
     persiste__free(s->cond_branch);
@@ -69,7 +68,6 @@ int persiste__scratch_reserve(struct persiste__scratch **sp, size_t n_nodes)
     if ((rc = grow(&s->p, n_nodes, NP * L)) ||
         (rc = grow(&s->in, n_nodes, 2 * L)) ||
         (rc = grow(&s->in_c, n_nodes, 2 * L)) ||
-        (rc = grow(&s->in_a, n_nodes, 2 * L)) ||
         (rc = grow(&s->b, n_nodes, 2 * L)) ||
         (rc = grow(&s->out, n_nodes, 2 * L)) ||
         (rc = grow(&s->cond_branch, n_nodes, 1)))
@@ -169,18 +167,12 @@ static void fill_p(const struct persiste__job *job, const struct lanes *ln,
     }
 }
 
-/* Which lanes have some tip observed present / observed absent. */
-struct seen {
-    unsigned present, absent, unknown;
-};
-
-enum tips { TIPS_DATA, TIPS_ALL_PRESENT, TIPS_ALL_ABSENT };
+enum tips { TIPS_DATA, TIPS_ALL_PRESENT };
 
 /* Tip partials from the bit-packed data, or a constant pattern. */
-static struct seen fill_tips(const struct persiste__job *job, int64_t f0,
-                             double *in, enum tips tips)
+static void fill_tips(const struct persiste__job *job, int64_t f0, double *in,
+                      enum tips tips)
 {
-    struct seen seen = {0, 0, 0};
     const persiste_data *d = job->data;
     int32_t nt = job->tree->n_tips;
     int64_t word = f0 / 64;
@@ -192,16 +184,12 @@ static struct seen fill_tips(const struct persiste__job *job, int64_t f0,
             pres = (unsigned)(d->present[word * nt + v] >> shift) & 0xFF;
             unk = (unsigned)(d->unknown[word * nt + v] >> shift) & 0xFF;
         }
-        seen.present |= pres;
-        seen.absent |= ~(pres | unk) & 0xFF;
-        seen.unknown |= unk;
         for (int l = 0; l < L; l++) {
             unsigned pb = (pres >> l) & 1, ub = (unk >> l) & 1;
             x[l] = (double)((pb ^ 1) | ub);
             x[L + l] = (double)(pb | ub);
         }
     }
-    return seen;
 }
 
 /* Post-order pruning of a pattern; returns per lane the scaled root
@@ -474,12 +462,6 @@ static void times(const double *a, const double *b, double *out)
         out[l] = a[l] * b[l];
 }
 
-/* X / L from scaled likelihoods (x, nx) and (lik, nl). */
-static double scaled_ratio(double x, int64_t nx, double lik, int64_t nl)
-{
-    return ldexp(x / lik, (int)(256 * (nl - nx)));
-}
-
 int64_t persiste__eval_block(const struct persiste__job *job,
                              struct persiste__scratch *s, int64_t block,
                              double *branch)
@@ -503,7 +485,7 @@ int64_t persiste__eval_block(const struct persiste__job *job,
 
     double lik[L], log_cond[L], b_total[L], r[L], c_lik[L];
     int64_t nscale[L], c_scale[L];
-    struct seen seen = fill_tips(job, f0, s->in, TIPS_DATA);
+    fill_tips(job, f0, s->in, TIPS_DATA);
     forward(job, &ln, s->p, s->in, lik, nscale);
     if (cached) {
         for (int l = 0; l < L; l++) {
@@ -517,67 +499,25 @@ int64_t persiste__eval_block(const struct persiste__job *job,
         conditioning(job, &ln, s, f0, log_cond, b_total, r, c_lik, c_scale);
     }
 
-    /* The numerator is P(pattern and observable) = L - a A - c C, where a
-     * (c) says the all-absent (all-present) truth is consistent with the
-     * pattern: no tip observed present (absent). A fully observed such
-     * pattern is unobservable (-inf); with unknown tips, A (C) is removed,
-     * its ratio to L taken from scaled pruning of the constant pattern. */
-    unsigned need_a = 0, need_c = 0;
-    if (mode != PERSISTE_CONDITION_NONE)
-        need_a = ~seen.present & 0xFF;
-    if (mode == PERSISTE_CONDITION_VARIABLE)
-        need_c = ~seen.absent & 0xFF;
-    unsigned unobservable = (need_a | need_c) & ~seen.unknown & 0xFF;
-    need_a &= seen.unknown;
-    need_c &= seen.unknown;
-    double a_lik[L] = {0};
-    int64_t a_scale[L] = {0};
-    if (need_a) {
-        fill_tips(job, f0, s->in_a, TIPS_ALL_ABSENT);
-        forward(job, &ln, s->p, s->in_a, a_lik, a_scale);
-    }
-
     int64_t n_impossible = 0;
-    double w[L], coef[L], cmain[L], corr_a[L], corr_c[L];
-    double dg[L] = {0}, dl[L] = {0};
+    double w[L], coef[L], dg[L] = {0}, dl[L] = {0};
     for (int l = 0; l < L; l++) {
-        double a_rel = 0.0, c_rel = 0.0;
-        if (lik[l] > 0.0 && ((need_a >> l) & 1))
-            a_rel = scaled_ratio(a_lik[l], a_scale[l], lik[l], nscale[l]);
-        if (lik[l] > 0.0 && ((need_c >> l) & 1))
-            c_rel = scaled_ratio(c_lik[l], c_scale[l], lik[l], nscale[l]);
-        double n_rel = 1.0 - a_rel - c_rel;
-        int possible = lik[l] > 0.0 && n_rel > 0.0 && isfinite(log_cond[l]) &&
-                       !((unobservable >> l) & 1);
-        int on = ln.active[l] && possible;
+        int possible = lik[l] > 0.0 && isfinite(log_cond[l]);
         w[l] = job->weight && ln.active[l] ? job->weight[f0 + l] : 1.0;
-        coef[l] = on ? 1.0 : 0.0;
-        cmain[l] = on ? 1.0 / n_rel : 0.0;
-        corr_a[l] = on ? -a_rel / n_rel : 0.0;
-        corr_c[l] = on ? -c_rel / n_rel : 0.0;
+        coef[l] = ln.active[l] && possible ? 1.0 : 0.0;
         if (!ln.active[l])
             continue;
         n_impossible += !possible;
-        job->loglik[f0 + l] = possible ? log(lik[l]) - nscale[l] * 256 * LN2 +
-                                             log(n_rel) - log_cond[l]
+        job->loglik[f0 + l] = possible ? log(lik[l]) - nscale[l] * 256 * LN2 -
+                                             log_cond[l]
                                        : -INFINITY;
     }
 
     if (job->gradient) {
         double wk[L], ka[L], kc[L], wa[L], wc[L];
-        times(cmain, w, wk);
-        reverse(job, &ln, PASS_PATTERN, s->p, s->in, s->out, cmain, wk, dg, dl,
+        times(coef, w, wk);
+        reverse(job, &ln, PASS_PATTERN, s->p, s->in, s->out, coef, wk, dg, dl,
                 branch);
-        if (need_a) {
-            times(corr_a, w, wk);
-            reverse(job, &ln, PASS_PATTERN, s->p, s->in_a, s->out, corr_a, wk,
-                    dg, dl, branch);
-        }
-        if (need_c) {
-            times(corr_c, w, wk);
-            reverse(job, &ln, PASS_PATTERN, s->p, s->in_c, s->out, corr_c, wk,
-                    dg, dl, branch);
-        }
         if (mode != PERSISTE_CONDITION_NONE && uniform) {
             /* one family's normaliser terms, shared by every lane */
             if (!cached) {

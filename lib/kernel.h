@@ -14,7 +14,6 @@ struct persiste__scratch {
     double *p;     /* [n][10][L]: P00 P01 P10 P11, then 6 derivatives */
     double *in;    /* [n][2][L] inside partials of the family's pattern */
     double *in_c;  /* [n][2][L] inside partials of the all-present pattern */
-    double *in_a;  /* [n][2][L] inside partials of the all-absent pattern */
     double *b;     /* [n][2][L] P(some tip below present | state) */
     double *out;   /* [n][2][L] outside partials (reverse pass) */
     double *cond_branch; /* [n] conditioning branch terms of cached pair */

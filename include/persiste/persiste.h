@@ -197,6 +197,12 @@ PERSISTE_API int persiste_data_states(const persiste_data *data,
 /* ---- Model options ----------------------------------------------------- */
 typedef struct persiste_model persiste_model;
 
+/* Conditioning divides every family's likelihood by the probability that a
+ * family is observable at all, computed over the true states of all tips
+ * (it depends on the rates and the tree, not on the family's cells). A
+ * family whose own pattern is unobservable (absent everywhere, or under
+ * VARIABLE present everywhere) is not singled out: remove such families
+ * from the data (PERSISTE_DATA_DROP_ABSENT_FAMILIES, or core genes). */
 typedef enum persiste_condition {
     PERSISTE_CONDITION_NONE = 0,
     /* present in at least one genome: L / (1 - P(all absent)) */
