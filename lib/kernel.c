@@ -32,6 +32,7 @@ void persiste__scratch_destroy(struct persiste__scratch *s)
     persiste__free(s->p);
     persiste__free(s->in);
     persiste__free(s->in_c);
+    persiste__free(s->acd);
     persiste__free(s->b);
     persiste__free(s->out);
     persiste__free(s->cond_branch);
@@ -68,6 +69,7 @@ int persiste__scratch_reserve(struct persiste__scratch **sp, size_t n_nodes)
     if ((rc = grow(&s->p, n_nodes, NP * L)) ||
         (rc = grow(&s->in, n_nodes, 2 * L)) ||
         (rc = grow(&s->in_c, n_nodes, 2 * L)) ||
+        (rc = grow(&s->acd, n_nodes, 6 * L)) ||
         (rc = grow(&s->b, n_nodes, 2 * L)) ||
         (rc = grow(&s->out, n_nodes, 2 * L)) ||
         (rc = grow(&s->cond_branch, n_nodes, 1)))
@@ -270,6 +272,60 @@ static void forward_absent(const struct persiste__job *job,
         b_total[l] = ln->pi0[l] * r[l] + ln->pi1[l] * r[L + l];
 }
 
+/* P(tips below neither all absent nor all present | state), carried as
+ * (a, c, d) = P(all absent), P(all present), P(mixed) per state. Joining two
+ * independent subtrees, d = d1 + d2 (1 - d1) + a1 c2 + c1 a2: no term
+ * cancels, so short trees, where d is tiny next to a and c, keep every
+ * digit (1 - A - C would lose them). a and c may underflow harmlessly.
+ * Returns per lane d at the root under the root prior. */
+static void forward_variable(const struct persiste__job *job,
+                             const struct lanes *ln, const double *p,
+                             double *acd, double *d_total)
+{
+    const persiste_tree *tr = job->tree;
+    enum { A0, A1, C0, C1, D0, D1, NV };
+    for (int32_t v = 0; v < tr->n_tips; v++) {
+        double *x = acd + (size_t)v * NV * L;
+        for (int l = 0; l < L; l++) {
+            x[A0 * L + l] = 1.0;
+            x[C1 * L + l] = 1.0;
+            x[A1 * L + l] = x[C0 * L + l] = x[D0 * L + l] = x[D1 * L + l] = 0.0;
+        }
+    }
+    for (int32_t v = tr->n_tips; v < tr->n_nodes; v++) {
+        double *y = acd + (size_t)v * NV * L;
+        int32_t k0 = tr->child_start[v];
+        for (int32_t k = k0; k < tr->child_start[v + 1]; k++) {
+            int32_t c = tr->children[k];
+            const double *pc = p + (size_t)c * NP * L;
+            const double *x = acd + (size_t)c * NV * L;
+            for (int s = 0; s < 2; s++) {
+                const double *ps = pc + (s ? P10 : P00) * L; /* P_s0, P_s1 */
+                for (int l = 0; l < L; l++) {
+                    double t0 = ps[l], t1 = ps[L + l];
+                    double a2 = t0 * x[A0 * L + l] + t1 * x[A1 * L + l];
+                    double c2 = t0 * x[C0 * L + l] + t1 * x[C1 * L + l];
+                    double d2 = t0 * x[D0 * L + l] + t1 * x[D1 * L + l];
+                    double *a1 = &y[(A0 + s) * L + l], *c1 = &y[(C0 + s) * L + l];
+                    double *d1 = &y[(D0 + s) * L + l];
+                    if (k == k0) { /* an empty set would be both a and c */
+                        *a1 = a2;
+                        *c1 = c2;
+                        *d1 = d2;
+                        continue;
+                    }
+                    *d1 = *d1 + d2 * (1.0 - *d1) + *a1 * c2 + *c1 * a2;
+                    *a1 *= a2;
+                    *c1 *= c2;
+                }
+            }
+        }
+    }
+    const double *r = acd + (size_t)(tr->n_nodes - 1) * NV * L;
+    for (int l = 0; l < L; l++)
+        d_total[l] = ln->pi0[l] * r[D0 * L + l] + ln->pi1[l] * r[D1 * L + l];
+}
+
 enum pass_kind { PASS_PATTERN, PASS_ABSENT };
 
 /* Per-lane state of a child vector for the reverse pass: the vector that
@@ -398,34 +454,36 @@ static int lanes_uniform(const struct persiste__job *job, int64_t f0)
     return 1;
 }
 
-/* Conditioning of every lane: log of P(observable) and r = P(all present) /
- * B_total (VARIABLE only). Fills s->b and, for VARIABLE, s->in_c. */
+/* Conditioning of every lane: log P(observable), and the coefficients of
+ * its derivative, d log P(obs) = -(ka dA + kc dlogC) with ka = 1/P(obs) and
+ * kc = C/P(obs) (C = P(all present), VARIABLE only). Fills s->b and, for
+ * VARIABLE, s->in_c and s->acd. */
+struct cond {
+    double log[L], ka[L], kc[L];
+};
+
 static void conditioning(const struct persiste__job *job,
                          const struct lanes *ln, struct persiste__scratch *s,
-                         int64_t f0, double *log_cond, double *b_total,
-                         double *r, double *c_lik, int64_t *c_scale)
+                         int64_t f0, struct cond *cd)
 {
     int mode = job->model->condition;
-    for (int l = 0; l < L; l++) {
-        log_cond[l] = 0.0;
-        b_total[l] = 1.0;
-        r[l] = 0.0;
-        c_lik[l] = 0.0;
-        c_scale[l] = 0;
-    }
+    for (int l = 0; l < L; l++)
+        cd->log[l] = cd->ka[l] = cd->kc[l] = 0.0;
     if (mode == PERSISTE_CONDITION_NONE)
         return;
-    forward_absent(job, ln, s->p, s->b, b_total);
+    double obs[L], c_lik[L];
+    int64_t c_scale[L];
+    forward_absent(job, ln, s->p, s->b, obs);
     if (mode == PERSISTE_CONDITION_VARIABLE) {
         fill_tips(job, f0, s->in_c, TIPS_ALL_PRESENT);
         forward(job, ln, s->p, s->in_c, c_lik, c_scale);
+        forward_variable(job, ln, s->p, s->acd, obs);
     }
     for (int l = 0; l < L; l++) {
-        if (mode == PERSISTE_CONDITION_VARIABLE) {
-            double c = ldexp(c_lik[l], (int)(-256 * c_scale[l]));
-            r[l] = c / b_total[l];
-        }
-        log_cond[l] = log(b_total[l]) + log1p(-r[l]);
+        cd->log[l] = log(obs[l]);
+        cd->ka[l] = 1.0 / obs[l];
+        if (mode == PERSISTE_CONDITION_VARIABLE)
+            cd->kc[l] = ldexp(c_lik[l], (int)(-256 * c_scale[l])) / obs[l];
     }
 }
 
@@ -447,12 +505,12 @@ static void conditioning_reverse(const struct persiste__job *job,
 
 /* Coefficients of the normaliser -log P(observable) for the reverse passes,
  * given per-lane weights k (0 for lanes left out). */
-static void normaliser_coefs(const double *k, const double *b_total,
-                             const double *r, double *ka, double *kc)
+static void normaliser_coefs(const double *k, const struct cond *cd,
+                             double *ka, double *kc)
 {
     for (int l = 0; l < L; l++) {
-        ka[l] = k[l] / (b_total[l] * (1.0 - r[l]));
-        kc[l] = k[l] * r[l] / (1.0 - r[l]);
+        ka[l] = k[l] * cd->ka[l];
+        kc[l] = k[l] * cd->kc[l];
     }
 }
 
@@ -483,33 +541,32 @@ int64_t persiste__eval_block(const struct persiste__job *job,
         fill_p(job, &ln, s->p);
     }
 
-    double lik[L], log_cond[L], b_total[L], r[L], c_lik[L];
-    int64_t nscale[L], c_scale[L];
+    double lik[L];
+    int64_t nscale[L];
+    struct cond cd;
     fill_tips(job, f0, s->in, TIPS_DATA);
     forward(job, &ln, s->p, s->in, lik, nscale);
     if (cached) {
         for (int l = 0; l < L; l++) {
-            log_cond[l] = s->cache_log_cond;
-            b_total[l] = s->cache_b_total;
-            r[l] = s->cache_r;
-            c_lik[l] = s->cache_c_lik;
-            c_scale[l] = s->cache_c_scale;
+            cd.log[l] = s->cache_log_cond;
+            cd.ka[l] = s->cache_ka;
+            cd.kc[l] = s->cache_kc;
         }
     } else {
-        conditioning(job, &ln, s, f0, log_cond, b_total, r, c_lik, c_scale);
+        conditioning(job, &ln, s, f0, &cd);
     }
 
     int64_t n_impossible = 0;
     double w[L], coef[L], dg[L] = {0}, dl[L] = {0};
     for (int l = 0; l < L; l++) {
-        int possible = lik[l] > 0.0 && isfinite(log_cond[l]);
+        int possible = lik[l] > 0.0 && isfinite(cd.log[l]);
         w[l] = job->weight && ln.active[l] ? job->weight[f0 + l] : 1.0;
         coef[l] = ln.active[l] && possible ? 1.0 : 0.0;
         if (!ln.active[l])
             continue;
         n_impossible += !possible;
         job->loglik[f0 + l] = possible ? log(lik[l]) - nscale[l] * 256 * LN2 -
-                                             log_cond[l]
+                                             cd.log[l]
                                        : -INFINITY;
     }
 
@@ -523,7 +580,7 @@ int64_t persiste__eval_block(const struct persiste__job *job,
             if (!cached) {
                 double one[L] = {1.0}, cg[L] = {0}, cl[L] = {0};
                 memset(s->cond_branch, 0, (size_t)tr->n_nodes * sizeof(double));
-                normaliser_coefs(one, b_total, r, ka, kc);
+                normaliser_coefs(one, &cd, ka, kc);
                 conditioning_reverse(job, &ln, s, ka, ka, kc, kc, cg, cl,
                                      s->cond_branch);
                 s->cache_dcond_g = cg[0];
@@ -539,7 +596,7 @@ int64_t persiste__eval_block(const struct persiste__job *job,
                 for (int32_t v = 0; v < tr->n_nodes; v++)
                     branch[v] += wsum * s->cond_branch[v];
         } else if (mode != PERSISTE_CONDITION_NONE) {
-            normaliser_coefs(coef, b_total, r, ka, kc);
+            normaliser_coefs(coef, &cd, ka, kc);
             times(ka, w, wa);
             times(kc, w, wc);
             conditioning_reverse(job, &ln, s, ka, wa, kc, wc, dg, dl, branch);
@@ -556,11 +613,9 @@ int64_t persiste__eval_block(const struct persiste__job *job,
         s->cache_valid = 1;
         s->cache_log_gain = job->log_gain[f0];
         s->cache_log_loss = job->log_loss[f0];
-        s->cache_log_cond = log_cond[0];
-        s->cache_b_total = b_total[0];
-        s->cache_r = r[0];
-        s->cache_c_lik = c_lik[0];
-        s->cache_c_scale = c_scale[0];
+        s->cache_log_cond = cd.log[0];
+        s->cache_ka = cd.ka[0];
+        s->cache_kc = cd.kc[0];
     }
     return n_impossible;
 }

@@ -15,14 +15,14 @@ struct persiste__scratch {
     double *in;    /* [n][2][L] inside partials of the family's pattern */
     double *in_c;  /* [n][2][L] inside partials of the all-present pattern */
     double *b;     /* [n][2][L] P(some tip below present | state) */
+    double *acd;   /* [n][6][L] P(all absent, all present, mixed | state) */
     double *out;   /* [n][2][L] outside partials (reverse pass) */
     double *cond_branch; /* [n] conditioning branch terms of cached pair */
     /* Cache for blocks whose lanes all share one rate pair. */
     int cache_valid;
     double cache_log_gain, cache_log_loss;
     double cache_log_cond, cache_dcond_g, cache_dcond_l;
-    double cache_b_total, cache_r, cache_c_lik;
-    int64_t cache_c_scale;
+    double cache_ka, cache_kc;
 };
 
 /* Everything a batch call evaluates, shared read-only by the workers. */
