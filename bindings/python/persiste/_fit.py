@@ -66,7 +66,7 @@ class FitResult:
     converged: bool
     message: str
     n_evaluations: int
-    n_families: int           # families in the fit (impossible ones left out)
+    n_fitted: int             # families in the fit (impossible ones left out)
     n_taxa: int
     impossible: list          # names of families with zero likelihood
     design: Design = field(repr=False)
@@ -117,7 +117,7 @@ class FitResult:
                 "multipliers": {n: {"estimate": m, "ci95": [lo, hi]}
                                 for n, (m, lo, hi) in self.effects().items()},
                 "aic": self.aic, "n_parameters": self.n_parameters,
-                "n_families": self.n_families, "n_taxa": self.n_taxa,
+                "n_fitted": self.n_fitted, "n_taxa": self.n_taxa,
                 "n_evaluations": self.n_evaluations, "converged": self.converged,
                 "message": self.message}
 

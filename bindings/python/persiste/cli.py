@@ -245,7 +245,7 @@ def cmd_fit(args, tree, data, engine):
     info = summary(args, tree, data, fit.impossible)
     out = dict(info, **fit.to_dict())
     lines = report_header("maximum-likelihood fit (one gain and one loss rate)", info)
-    lines += fit_lines(fit, f"fit on {fit.n_families} families (rates per unit branch length)")
+    lines += fit_lines(fit, f"fit on {fit.n_fitted} families (rates per unit branch length)")
     return out, lines
 
 
