@@ -145,54 +145,81 @@ static void root_prior(const oracle_model *m, dual lam, dual mu, dual pi[2])
     }
 }
 
-/* Tip masses given the parents' states: the observed likelihood factor, the
- * product of P(absent), P(not all absent) = sum_c q_c prod_{c'<c} p0_c',
- * P(all present), and P(neither all absent nor all present), split on the
- * first tip's state, every term non-negative. */
-static void tip_masses(int n_tips, const branch_p *const *pb,
-                       const int *pstate, const uint8_t *obs, dual *lik,
-                       dual *absent, dual *not_absent, dual *present,
-                       dual *variable)
+/* Running masses of a set of tips, fed one tip at a time with
+ * (p0, p1) = P(parent state -> 0 / 1): products, and the complements
+ * 1 - prod p0 = sum_c p1_c prod_{c'<c} p0_c' (likewise 1 - prod p1),
+ * telescoped so that every term is non-negative (no cancellation); the same
+ * over the tips after the first, for P(neither all 0 nor all 1). */
+typedef struct tipset {
+    int n;
+    dual all0, all1, sum, not0, not1;
+    dual first0, first1, rest0, rest1, rest_not0, rest_not1;
+} tipset;
+
+static tipset tipset_empty(void)
 {
-    dual l = dc(1), a = dc(1), na = dc(0), pr = dc(1);
-    dual rest_na = dc(0), rest_np = dc(0), run0 = dc(1), run1 = dc(1);
-    for (int c = 0; c < n_tips; c++) {
-        const dual *row = pb[c]->p[pstate[c]];
-        dual f = obs[c] == PERSISTE_ABSENT    ? row[0]
-                 : obs[c] == PERSISTE_PRESENT ? row[1]
-                                              : dadd(row[0], row[1]);
-        l = dmul(l, f);
-        na = dadd(na, dmul(row[1], a));
-        a = dmul(a, row[0]);
-        pr = dmul(pr, row[1]);
-        if (c > 0) { /* tips after the first: not all absent / not all present */
-            rest_na = dadd(rest_na, dmul(row[1], run0));
-            rest_np = dadd(rest_np, dmul(row[0], run1));
-            run0 = dmul(run0, row[0]);
-            run1 = dmul(run1, row[1]);
-        }
-    }
-    const dual *first = pb[0]->p[pstate[0]];
-    *lik = l;
-    *absent = a;
-    *not_absent = na;
-    *present = pr;
-    *variable = dadd(dmul(first[0], rest_na), dmul(first[1], rest_np));
+    tipset s = {0};
+    s.all0 = s.all1 = s.sum = s.rest0 = s.rest1 = dc(1);
+    return s;
 }
 
-static void masses_add(oracle_masses *v, oracle_masses *d, dual w, dual lik,
-                       dual a, dual na, dual pr, dual var)
+static void tipset_add(tipset *s, dual p0, dual p1)
 {
-    dual x[5] = {dmul(w, lik), dmul(w, a), dmul(w, na), dmul(w, pr),
-                 dmul(w, var)};
-    long double *vv[5] = {&v->lik, &v->all_absent, &v->not_absent,
-                          &v->all_present, &v->variable};
-    long double *dd[5] = {&d->lik, &d->all_absent, &d->not_absent,
-                          &d->all_present, &d->variable};
-    for (int i = 0; i < 5; i++) {
-        *vv[i] += x[i].v;
-        *dd[i] += x[i].d;
+    if (s->n == 0) {
+        s->first0 = p0;
+        s->first1 = p1;
+    } else {
+        s->rest_not0 = dadd(s->rest_not0, dmul(p1, s->rest0));
+        s->rest_not1 = dadd(s->rest_not1, dmul(p0, s->rest1));
+        s->rest0 = dmul(s->rest0, p0);
+        s->rest1 = dmul(s->rest1, p1);
     }
+    s->not0 = dadd(s->not0, dmul(p1, s->all0));
+    s->not1 = dadd(s->not1, dmul(p0, s->all1));
+    s->all0 = dmul(s->all0, p0);
+    s->all1 = dmul(s->all1, p1);
+    s->sum = dmul(s->sum, dadd(p0, p1));
+    s->n++;
+}
+
+/* P(neither all 0 nor all 1): split on the first tip's state. */
+static dual tipset_variable(const tipset *s)
+{
+    if (s->n < 2)
+        return dc(0);
+    return dadd(dmul(s->first0, s->rest_not0), dmul(s->first1, s->rest_not1));
+}
+
+enum { M_LIK, M_ABSENT, M_NOT_ABSENT, M_PRESENT, M_VARIABLE, N_MASSES };
+
+/* Masses of the tips given their parents' states, summed over the tips'
+ * true states: the observed pattern, and the constant patterns over all
+ * tips with their complements. */
+static void tip_masses(int n_tips, const branch_p *const *pb,
+                       const int *pstate, const uint8_t *obs,
+                       dual out[N_MASSES])
+{
+    tipset all = tipset_empty();
+    dual lik = dc(1);
+    for (int c = 0; c < n_tips; c++) {
+        const dual *row = pb[c]->p[pstate[c]];
+        tipset_add(&all, row[0], row[1]);
+        lik = dmul(lik, obs[c] == PERSISTE_ABSENT    ? row[0]
+                        : obs[c] == PERSISTE_PRESENT ? row[1]
+                                                     : dadd(row[0], row[1]));
+    }
+    out[M_LIK] = lik;
+    out[M_ABSENT] = all.all0;
+    out[M_NOT_ABSENT] = all.not0;
+    out[M_PRESENT] = all.all1;
+    out[M_VARIABLE] = tipset_variable(&all);
+}
+
+static long double *mass_field(oracle_masses *x, int k)
+{
+    long double *f[N_MASSES] = {&x->lik, &x->all_absent, &x->not_absent,
+                                &x->all_present, &x->variable};
+    return f[k];
 }
 
 void oracle_brute_masses(const oracle_tree *t, const oracle_model *m,
@@ -242,10 +269,13 @@ void oracle_brute_masses(const oracle_tree *t, const oracle_model *m,
         for (int c = 0; c < n_tips; c++)
             tip_pstate[c] = STATE(t->parent[tips[c]]);
 #undef STATE
-        dual lik, a, na, pr, var;
-        tip_masses(n_tips, tip_p, tip_pstate, tip_obs, &lik, &a, &na, &pr,
-                   &var);
-        masses_add(value, tangent, w, lik, a, na, pr, var);
+        dual tm[N_MASSES];
+        tip_masses(n_tips, tip_p, tip_pstate, tip_obs, tm);
+        for (int k = 0; k < N_MASSES; k++) {
+            dual x = dmul(w, tm[k]);
+            *mass_field(value, k) += x.v;
+            *mass_field(tangent, k) += x.d;
+        }
     }
     free(internal);
     free(bit);
@@ -257,26 +287,31 @@ void oracle_brute_masses(const oracle_tree *t, const oracle_model *m,
     free(tip_obs);
 }
 
-static long double norm_of(int condition, const oracle_masses *x)
+/* Numerator and normaliser of the conditioned likelihood. */
+static void ratio_of(int condition, const oracle_masses *x, long double *num,
+                     long double *norm)
 {
-    return condition == PERSISTE_CONDITION_PRESENT    ? x->not_absent
-           : condition == PERSISTE_CONDITION_VARIABLE ? x->variable
-                                                      : 1.0L;
+    *num = x->lik;
+    *norm = condition == PERSISTE_CONDITION_PRESENT    ? x->not_absent
+            : condition == PERSISTE_CONDITION_VARIABLE ? x->variable
+                                                       : 1.0L;
 }
 
 long double oracle_masses_loglik(int condition, const oracle_masses *v,
                                  const oracle_masses *d, long double *dll)
 {
+    long double num, norm, dnum, dnorm;
+    ratio_of(condition, v, &num, &norm);
     if (dll)
         *dll = 0;
-    if (v->lik == 0)
+    if (num == 0)
         return -INFINITY;
-    long double norm = norm_of(condition, v);
-    if (d && dll)
-        *dll = d->lik / v->lik -
-               (condition == PERSISTE_CONDITION_NONE ? 0
-                                                     : norm_of(condition, d) / norm);
-    return logl(v->lik) - logl(norm);
+    if (d && dll) {
+        ratio_of(condition, d, &dnum, &dnorm);
+        *dll = dnum / num -
+               (condition == PERSISTE_CONDITION_NONE ? 0 : dnorm / norm);
+    }
+    return logl(num) - logl(norm);
 }
 
 long double oracle_brute_loglik(const oracle_tree *t, const oracle_model *m,

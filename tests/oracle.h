@@ -50,9 +50,16 @@ typedef struct oracle_model {
 } oracle_model;
 
 /* ---- Brute force (up to ~16 internal nodes) ----------------------------- */
-/* obs[node] (persiste_state) is read at the tips only. Masses of one family:
- * L; P(all tips absent); 1 - P(all absent) and 1 - P(all absent) - P(all
- * present), both summed as non-negative terms (no cancellation). */
+/* obs[node] (persiste_state) is read at the tips only. Masses of one family,
+ * each summed over internal and tip states:
+ *   lik           L = P(pattern)
+ *   all_absent    P(all tips absent), all_present likewise
+ *   not_absent    1 - P(all absent)                  (the PRESENT normaliser)
+ *   variable      1 - P(all absent) - P(all present) (the VARIABLE one)
+ * The complements are sums of non-negative terms (no cancellation). The
+ * conditioned log-likelihood is log L - log(normaliser), whatever the
+ * family's own pattern (persiste.h: unobservable patterns are not singled
+ * out). */
 typedef struct oracle_masses {
     long double lik, all_absent, not_absent, all_present, variable;
 } oracle_masses;

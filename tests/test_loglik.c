@@ -178,7 +178,7 @@ static void test_two_tips_closed_form(void **state)
     persiste_ctx *ctx = oracle_ctx(1);
     persiste_tree *tree = oracle_newick("(A:0.37,B:1.4);");
     assert_non_null(tree);
-    /* families: every pair of states including unknown */
+    /* families: every pair of states including unknown (2) */
     uint8_t states[9 * 2];
     for (int k = 0; k < 9; k++) {
         states[2 * k] = (uint8_t)(k / 3);
