@@ -31,7 +31,6 @@ void persiste__scratch_destroy(struct persiste__scratch *s)
         return;
     persiste__free(s->p);
     persiste__free(s->in);
-    persiste__free(s->in_c);
     persiste__free(s->acd);
     persiste__free(s->b);
     persiste__free(s->out);
@@ -68,7 +67,6 @@ int persiste__scratch_reserve(struct persiste__scratch **sp, size_t n_nodes)
     int rc;
     if ((rc = grow(&s->p, n_nodes, NP * L)) ||
         (rc = grow(&s->in, n_nodes, 2 * L)) ||
-        (rc = grow(&s->in_c, n_nodes, 2 * L)) ||
         (rc = grow(&s->acd, n_nodes, 6 * L)) ||
         (rc = grow(&s->b, n_nodes, 2 * L)) ||
         (rc = grow(&s->out, n_nodes, 2 * L)) ||
@@ -169,11 +167,8 @@ static void fill_p(const struct persiste__job *job, const struct lanes *ln,
     }
 }
 
-enum tips { TIPS_DATA, TIPS_ALL_PRESENT };
-
-/* Tip partials from the bit-packed data, or a constant pattern. */
-static void fill_tips(const struct persiste__job *job, int64_t f0, double *in,
-                      enum tips tips)
+/* Tip partials from the bit-packed data. */
+static void fill_tips(const struct persiste__job *job, int64_t f0, double *in)
 {
     const persiste_data *d = job->data;
     int32_t nt = job->tree->n_tips;
@@ -181,11 +176,8 @@ static void fill_tips(const struct persiste__job *job, int64_t f0, double *in,
     int shift = (int)(f0 % 64);
     for (int32_t v = 0; v < nt; v++) {
         double *x = in + (size_t)v * 2 * L;
-        unsigned pres = tips == TIPS_ALL_PRESENT ? 0xFF : 0, unk = 0;
-        if (tips == TIPS_DATA) {
-            pres = (unsigned)(d->present[word * nt + v] >> shift) & 0xFF;
-            unk = (unsigned)(d->unknown[word * nt + v] >> shift) & 0xFF;
-        }
+        unsigned pres = (unsigned)(d->present[word * nt + v] >> shift) & 0xFF;
+        unsigned unk = (unsigned)(d->unknown[word * nt + v] >> shift) & 0xFF;
         for (int l = 0; l < L; l++) {
             unsigned pb = (pres >> l) & 1, ub = (unk >> l) & 1;
             x[l] = (double)((pb ^ 1) | ub);
@@ -326,7 +318,10 @@ static void forward_variable(const struct persiste__job *job,
         d_total[l] = ln->pi0[l] * r[D0 * L + l] + ln->pi1[l] * r[D1 * L + l];
 }
 
-enum pass_kind { PASS_PATTERN, PASS_ABSENT };
+/* What the reverse pass differentiates: the family's pattern (scaled
+ * partials, ratio form), or, absolutely, P(all tips absent) from s->b or
+ * P(all tips present) from the c entries of s->acd. */
+enum pass_kind { PASS_PATTERN, PASS_ABSENT, PASS_PRESENT };
 
 /* Per-lane state of a child vector for the reverse pass: the vector that
  * multiplies into the parent (x), and x1 - x0 computed without
@@ -334,7 +329,7 @@ enum pass_kind { PASS_PATTERN, PASS_ABSENT };
 static inline void child_vec(enum pass_kind kind, const double *src, int l,
                              double *x0, double *x1, double *dx)
 {
-    if (kind == PASS_PATTERN) {
+    if (kind != PASS_ABSENT) {
         *x0 = src[l];
         *x1 = src[L + l];
         *dx = *x1 - *x0;
@@ -354,8 +349,10 @@ static inline void renormalise(double *u0, double *u1)
 }
 
 /* Reverse (pre-order) pass. PASS_PATTERN adds coef[l] * dlogX/dtheta (ratio
- * form, free scaling); PASS_ABSENT adds coef[l] * dA/dtheta (absolute, no
- * scaling: A <= 1 and what underflows is negligible). theta = log gain
+ * form, free scaling); PASS_ABSENT / PASS_PRESENT add coef[l] * dX/dtheta
+ * (absolute, no scaling: X <= 1 and what underflows is negligible; exact
+ * zeros, e.g. C on a zero-length path from an absent root, keep their
+ * nonzero derivatives). theta = log gain
  * (dg), log loss (dl) and, if branch != NULL, each branch length, whose
  * terms are summed over lanes with weights wcoef[l]. */
 static void reverse(const struct persiste__job *job, const struct lanes *ln,
@@ -365,9 +362,10 @@ static void reverse(const struct persiste__job *job, const struct lanes *ln,
 {
     const persiste_tree *tr = job->tree;
     int scaled = kind == PASS_PATTERN;
+    size_t stride = kind == PASS_PRESENT ? 6 * L : 2 * L; /* see struct scratch */
     int32_t root = tr->n_nodes - 1;
     double *o = out + (size_t)root * 2 * L;
-    const double *sr = src + (size_t)root * 2 * L;
+    const double *sr = src + (size_t)root * stride;
     for (int l = 0; l < L; l++) {
         double x0, x1, dx;
         child_vec(kind, sr, l, &x0, &x1, &dx);
@@ -390,7 +388,7 @@ static void reverse(const struct persiste__job *job, const struct lanes *ln,
         for (int32_t k = k0; k < k1; k++) {
             int32_t c = tr->children[k];
             const double *pc = p + (size_t)c * NP * L;
-            const double *sc = src + (size_t)c * 2 * L;
+            const double *sc = src + (size_t)c * stride;
             double *oc = out + (size_t)c * 2 * L;
             for (int l = 0; l < L; l++) {
                 oc[l] = r0[l];
@@ -409,7 +407,7 @@ static void reverse(const struct persiste__job *job, const struct lanes *ln,
         for (int32_t k = k1 - 1; k >= k0; k--) {
             int32_t c = tr->children[k];
             const double *pc = p + (size_t)c * NP * L;
-            const double *sc = src + (size_t)c * 2 * L;
+            const double *sc = src + (size_t)c * stride;
             double *oc = out + (size_t)c * 2 * L;
             double bt = 0.0;
             for (int l = 0; l < L; l++) {
@@ -454,64 +452,44 @@ static int lanes_uniform(const struct persiste__job *job, int64_t f0)
     return 1;
 }
 
-/* Conditioning of every lane: log P(observable), and the coefficients of
- * its derivative, d log P(obs) = -(ka dA + kc dlogC) with ka = 1/P(obs) and
- * kc = C/P(obs) (C = P(all present), VARIABLE only). Fills s->b and, for
- * VARIABLE, s->in_c and s->acd. */
+/* Conditioning of every lane: log P(observable) and 1 / P(observable),
+ * the coefficient of its derivative: P(obs) = 1 - A (PRESENT) or
+ * 1 - A - C (VARIABLE), so d log P(obs) = -(dA + dC) / P(obs). Fills s->b
+ * and, for VARIABLE, s->acd. */
 struct cond {
-    double log[L], ka[L], kc[L];
+    double log[L], inv[L];
 };
 
 static void conditioning(const struct persiste__job *job,
                          const struct lanes *ln, struct persiste__scratch *s,
-                         int64_t f0, struct cond *cd)
+                         struct cond *cd)
 {
     int mode = job->model->condition;
+    double obs[L];
     for (int l = 0; l < L; l++)
-        cd->log[l] = cd->ka[l] = cd->kc[l] = 0.0;
-    if (mode == PERSISTE_CONDITION_NONE)
-        return;
-    double obs[L], c_lik[L];
-    int64_t c_scale[L];
-    forward_absent(job, ln, s->p, s->b, obs);
-    if (mode == PERSISTE_CONDITION_VARIABLE) {
-        fill_tips(job, f0, s->in_c, TIPS_ALL_PRESENT);
-        forward(job, ln, s->p, s->in_c, c_lik, c_scale);
+        obs[l] = 1.0;
+    if (mode != PERSISTE_CONDITION_NONE)
+        forward_absent(job, ln, s->p, s->b, obs);
+    if (mode == PERSISTE_CONDITION_VARIABLE)
         forward_variable(job, ln, s->p, s->acd, obs);
-    }
     for (int l = 0; l < L; l++) {
         cd->log[l] = log(obs[l]);
-        cd->ka[l] = 1.0 / obs[l];
-        if (mode == PERSISTE_CONDITION_VARIABLE)
-            cd->kc[l] = ldexp(c_lik[l], (int)(-256 * c_scale[l])) / obs[l];
+        cd->inv[l] = 1.0 / obs[l];
     }
 }
 
-/* Reverse passes over the conditioning patterns: adds ka[l] * dA/dtheta
- * (A = P(all tips absent)) and kc[l] * dlogC/dtheta (C = P(all present)),
- * branch terms weighted by wa / wc. */
+/* Adds the derivatives of -log P(observable), as k[l] * d(A + C)/dtheta
+ * with branch terms weighted by wk[l]. */
 static void conditioning_reverse(const struct persiste__job *job,
                                  const struct lanes *ln,
-                                 struct persiste__scratch *s, const double *ka,
-                                 const double *wa, const double *kc,
-                                 const double *wc, double *dg, double *dl,
+                                 struct persiste__scratch *s, const double *k,
+                                 const double *wk, double *dg, double *dl,
                                  double *branch)
 {
-    reverse(job, ln, PASS_ABSENT, s->p, s->b, s->out, ka, wa, dg, dl, branch);
+    reverse(job, ln, PASS_ABSENT, s->p, s->b, s->out, k, wk, dg, dl, branch);
     if (job->model->condition == PERSISTE_CONDITION_VARIABLE)
-        reverse(job, ln, PASS_PATTERN, s->p, s->in_c, s->out, kc, wc, dg, dl,
-                branch);
-}
-
-/* Coefficients of the normaliser -log P(observable) for the reverse passes,
- * given per-lane weights k (0 for lanes left out). */
-static void normaliser_coefs(const double *k, const struct cond *cd,
-                             double *ka, double *kc)
-{
-    for (int l = 0; l < L; l++) {
-        ka[l] = k[l] * cd->ka[l];
-        kc[l] = k[l] * cd->kc[l];
-    }
+        reverse(job, ln, PASS_PRESENT, s->p, s->acd + 2 * L, s->out, k, wk, dg,
+                dl, branch);
 }
 
 static void times(const double *a, const double *b, double *out)
@@ -544,16 +522,15 @@ int64_t persiste__eval_block(const struct persiste__job *job,
     double lik[L];
     int64_t nscale[L];
     struct cond cd;
-    fill_tips(job, f0, s->in, TIPS_DATA);
+    fill_tips(job, f0, s->in);
     forward(job, &ln, s->p, s->in, lik, nscale);
     if (cached) {
         for (int l = 0; l < L; l++) {
             cd.log[l] = s->cache_log_cond;
-            cd.ka[l] = s->cache_ka;
-            cd.kc[l] = s->cache_kc;
+            cd.inv[l] = s->cache_inv_cond;
         }
     } else {
-        conditioning(job, &ln, s, f0, &cd);
+        conditioning(job, &ln, s, &cd);
     }
 
     int64_t n_impossible = 0;
@@ -571,17 +548,16 @@ int64_t persiste__eval_block(const struct persiste__job *job,
     }
 
     if (job->gradient) {
-        double wk[L], ka[L], kc[L], wa[L], wc[L];
+        double wk[L], k[L];
         times(coef, w, wk);
         reverse(job, &ln, PASS_PATTERN, s->p, s->in, s->out, coef, wk, dg, dl,
                 branch);
         if (mode != PERSISTE_CONDITION_NONE && uniform) {
             /* one family's normaliser terms, shared by every lane */
             if (!cached) {
-                double one[L] = {1.0}, cg[L] = {0}, cl[L] = {0};
+                double one[L] = {cd.inv[0]}, cg[L] = {0}, cl[L] = {0};
                 memset(s->cond_branch, 0, (size_t)tr->n_nodes * sizeof(double));
-                normaliser_coefs(one, &cd, ka, kc);
-                conditioning_reverse(job, &ln, s, ka, ka, kc, kc, cg, cl,
+                conditioning_reverse(job, &ln, s, one, one, cg, cl,
                                      s->cond_branch);
                 s->cache_dcond_g = cg[0];
                 s->cache_dcond_l = cl[0];
@@ -590,16 +566,15 @@ int64_t persiste__eval_block(const struct persiste__job *job,
             for (int l = 0; l < L; l++) {
                 dg[l] += coef[l] * s->cache_dcond_g;
                 dl[l] += coef[l] * s->cache_dcond_l;
-                wsum += coef[l] * w[l];
+                wsum += wk[l];
             }
             if (branch && wsum != 0.0)
                 for (int32_t v = 0; v < tr->n_nodes; v++)
                     branch[v] += wsum * s->cond_branch[v];
         } else if (mode != PERSISTE_CONDITION_NONE) {
-            normaliser_coefs(coef, &cd, ka, kc);
-            times(ka, w, wa);
-            times(kc, w, wc);
-            conditioning_reverse(job, &ln, s, ka, wa, kc, wc, dg, dl, branch);
+            times(coef, cd.inv, k);
+            times(wk, cd.inv, wk);
+            conditioning_reverse(job, &ln, s, k, wk, dg, dl, branch);
         }
         for (int l = 0; l < L && ln.active[l]; l++) {
             if (job->d_log_gain)
@@ -614,8 +589,7 @@ int64_t persiste__eval_block(const struct persiste__job *job,
         s->cache_log_gain = job->log_gain[f0];
         s->cache_log_loss = job->log_loss[f0];
         s->cache_log_cond = cd.log[0];
-        s->cache_ka = cd.ka[0];
-        s->cache_kc = cd.kc[0];
+        s->cache_inv_cond = cd.inv[0];
     }
     return n_impossible;
 }

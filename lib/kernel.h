@@ -13,16 +13,16 @@ struct persiste__scratch {
     size_t cap_nodes;
     double *p;     /* [n][10][L]: P00 P01 P10 P11, then 6 derivatives */
     double *in;    /* [n][2][L] inside partials of the family's pattern */
-    double *in_c;  /* [n][2][L] inside partials of the all-present pattern */
     double *b;     /* [n][2][L] P(some tip below present | state) */
-    double *acd;   /* [n][6][L] P(all absent, all present, mixed | state) */
+    double *acd;   /* [n][6][L] P(all absent: a0 a1, all present: c0 c1,
+                    *           mixed: d0 d1 | state) */
     double *out;   /* [n][2][L] outside partials (reverse pass) */
     double *cond_branch; /* [n] conditioning branch terms of cached pair */
     /* Cache for blocks whose lanes all share one rate pair. */
     int cache_valid;
     double cache_log_gain, cache_log_loss;
     double cache_log_cond, cache_dcond_g, cache_dcond_l;
-    double cache_ka, cache_kc;
+    double cache_inv_cond;
 };
 
 /* Everything a batch call evaluates, shared read-only by the workers. */
