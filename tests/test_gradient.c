@@ -237,7 +237,7 @@ static void test_brute_force_gradients(void **state)
     for (int i = 0; oracle_small_trees[i]; i++) {
         oracle_case c;
         assert_true(oracle_case_init(&c, oracle_newick(oracle_small_trees[i]),
-                                     &rng, 12, 0.15));
+                                     &rng, 20, 0.15));
         snprintf(name, sizeof name, "small tree %d", i);
         check_case(ctx, &c, &rng, 0.0, name);
         oracle_case_free(&c);

@@ -117,6 +117,57 @@ static void test_oracles_agree(void **state)
     }
 }
 
+/* The oracle against 60-digit decimal arithmetic (Python's decimal module,
+ * the same enumeration with exact complements), where double precision
+ * cancels: a tree of very short branches under VARIABLE, and slow gain
+ * (1e-12) under PRESENT and VARIABLE. */
+static void test_oracle_anchors(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *newick;
+        uint8_t obs[4];
+        double log_gain, log_loss;
+        int condition;
+        long double want;
+    } anchors[] = {
+        {"((A:1e-7,B:2e-7):1e-7,(C:3e-7,D:1e-7):2e-7);", {0, 0, 0, 0}, -1.88136,
+         -4.86569, PERSISTE_CONDITION_VARIABLE, 15.003723274649266121453913L},
+        {"((A:0.5,B:0.25):0.1,(C:0.3,D:0.9):0.2);", {1, 0, 0, 0},
+         -27.631021115928547, 0, PERSISTE_CONDITION_PRESENT,
+         -1.7891061304222456489432048L},
+        {"((A:0.5,B:0.25):0.1,(C:0.3,D:0.9):0.2);", {1, 0, 0, 0},
+         -27.631021115928547, 0, PERSISTE_CONDITION_VARIABLE,
+         -1.7485846156742971877537514L},
+    };
+    persiste_ctx *ctx = oracle_ctx(1);
+    for (size_t i = 0; i < sizeof anchors / sizeof anchors[0]; i++) {
+        oracle_model m = {anchors[i].condition, PERSISTE_ROOT_STATIONARY, 0.5};
+        persiste_tree *tree = oracle_newick(anchors[i].newick);
+        persiste_data *data = oracle_data(tree, anchors[i].obs, 1);
+        oracle_tree t;
+        oracle_tree_read(tree, &t);
+        long double got = oracle_brute_loglik(&t, &m, anchors[i].obs,
+                                              anchors[i].log_gain,
+                                              anchors[i].log_loss);
+        ORACLE_ASSERT_CLOSE((double)got, anchors[i].want, 1e-15, 1.0,
+                            "brute force, anchor %zu", i);
+        persiste_model *model = oracle_lib_model(&m, 0);
+        double ll;
+        assert_int_equal(persiste_loglik_batch(ctx, model, tree, data, 1,
+                                               &anchors[i].log_gain,
+                                               &anchors[i].log_loss, &ll),
+                         PERSISTE_OK);
+        ORACLE_ASSERT_CLOSE(ll, anchors[i].want, 1e-12, 1.0, "library, anchor %zu",
+                            i);
+        persiste_model_destroy(model);
+        oracle_tree_free(&t);
+        persiste_data_destroy(data);
+        persiste_tree_destroy(tree);
+    }
+    persiste_ctx_destroy(ctx);
+}
+
 /* ---- Brute force on small trees ----------------------------------------- */
 static void test_brute_force_small_trees(void **state)
 {
@@ -128,16 +179,16 @@ static void test_brute_force_small_trees(void **state)
     for (int i = 0; oracle_small_trees[i]; i++) {
         oracle_case c;
         assert_true(oracle_case_init(&c, oracle_newick(oracle_small_trees[i]),
-                                     &rng, 40, 0.15));
+                                     &rng, 80, 0.15));
         snprintf(name, sizeof name, "small tree %d", i);
         check_case_brute(ctx, &c, 0.0, 1e-12, name);
         oracle_case_free(&c);
     }
-    for (int i = 0; i < 4; i++) { /* random, multifurcating */
+    for (int i = 0; i < 6; i++) { /* random, multifurcating */
         oracle_case c;
         persiste_tree *tree =
-            oracle_random_tree(&rng, 5 + 2 * i, 0.4, 0.001, 2.0);
-        assert_true(oracle_case_init(&c, tree, &rng, 30, 0.1));
+            oracle_random_tree(&rng, 4 + 2 * i, 0.4, 0.001, 2.0);
+        assert_true(oracle_case_init(&c, tree, &rng, 40, 0.1));
         snprintf(name, sizeof name, "random tree %d", i);
         check_case_brute(ctx, &c, 0.0, 1e-12, name);
         oracle_case_free(&c);
@@ -571,6 +622,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_oracles_agree),
+        cmocka_unit_test(test_oracle_anchors),
         cmocka_unit_test(test_brute_force_small_trees),
         cmocka_unit_test(test_short_tree_variable),
         cmocka_unit_test(test_two_tips_closed_form),
