@@ -377,9 +377,9 @@ static long double logspace_pass(const oracle_tree *t, const int32_t *order,
 {
     int32_t n = t->n_nodes;
     for (int32_t i = 0; i < n; i++) {
-        int s = fixed >= 0 ? fixed : obs[i];
-        lp[i][0] = internal[i] || s != PERSISTE_PRESENT ? 0 : -INFINITY;
-        lp[i][1] = internal[i] || s != PERSISTE_ABSENT ? 0 : -INFINITY;
+        int s = internal[i] ? PERSISTE_UNKNOWN : fixed >= 0 ? fixed : obs[i];
+        lp[i][0] = s != PERSISTE_PRESENT ? 0 : -INFINITY;
+        lp[i][1] = s != PERSISTE_ABSENT ? 0 : -INFINITY;
     }
     for (int32_t k = 0; k < n - 1; k++) {
         int32_t v = order[k], par = t->parent[v];
