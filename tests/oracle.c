@@ -615,6 +615,18 @@ const char *const oracle_small_trees[] = {
     "0.3):0.2):0.1);",
     NULL};
 
+persiste_tree *oracle_test_tree(int i, oracle_rng *rng)
+{
+    int n_small = 0;
+    while (oracle_small_trees[n_small])
+        n_small++;
+    if (i < n_small)
+        return oracle_newick(oracle_small_trees[i]);
+    if (i < n_small + 4)
+        return oracle_random_tree(rng, 4 + 2 * (i - n_small), 0.4, 0.001, 2.0);
+    return NULL;
+}
+
 bool oracle_case_init(oracle_case *c, persiste_tree *tree, oracle_rng *rng,
                       int64_t n_fam, double p_unknown)
 {
@@ -657,6 +669,16 @@ void oracle_case_free(oracle_case *c)
 const uint8_t *oracle_case_obs(const oracle_case *c, int64_t f)
 {
     return c->states + f * c->t.n_tips;
+}
+
+void oracle_case_share_rates(oracle_case *c, int64_t period)
+{
+    if (period <= 0)
+        return;
+    for (int64_t f = 0; f < c->n_fam; f++) {
+        c->log_gain[f] = c->log_gain[(f / period) % 2];
+        c->log_loss[f] = c->log_loss[(f / period) % 2];
+    }
 }
 
 /* ---- Numerics ------------------------------------------------------------- */

@@ -130,11 +130,20 @@ typedef struct oracle_case {
     persiste_data *data;
 } oracle_case;
 
+/* Test tree i: the small trees, then four random multifurcating ones
+ * (4 to 10 tips, lengths in [0.001, 2]); NULL past the end. */
+persiste_tree *oracle_test_tree(int i, oracle_rng *rng);
+
 /* Takes ownership of tree; false on failure. */
 bool oracle_case_init(oracle_case *c, persiste_tree *tree, oracle_rng *rng,
                       int64_t n_fam, double p_unknown);
 void oracle_case_free(oracle_case *c);
 const uint8_t *oracle_case_obs(const oracle_case *c, int64_t f);
+/* Rate layouts: ORACLE_RATES_OWN keeps per-family rates; otherwise family f
+ * takes the rates of family (f / period) % 2: ORACLE_RATES_GLOBAL (one pair
+ * for all), ORACLE_RATES_TWO (two pairs in runs of 5). Data unchanged. */
+enum { ORACLE_RATES_OWN = 0, ORACLE_RATES_GLOBAL = INT32_MAX, ORACLE_RATES_TWO = 5 };
+void oracle_case_share_rates(oracle_case *c, int64_t period);
 
 /* ---- Numerics ----------------------------------------------------------- */
 /* Fourth-order central difference of f at x with step h. */

@@ -157,7 +157,7 @@ static void check_against_brute(persiste_ctx *ctx, const oracle_case *c,
             assert_true(g.db[i] == 0);
             continue;
         }
-        ORACLE_ASSERT_CLOSE(g.db[i], want, 1e-9, (double)(1e-3L * scale + 1e-6L),
+        ORACLE_ASSERT_CLOSE(g.db[i], want, 1e-9, (double)(1e-3L * (scale + 1)),
                             "%s prior %d cond %d: d_branch %d (t %g)", name,
                             prior, cond, (int)i, t->length[i]);
     }
@@ -233,22 +233,19 @@ static void test_brute_force_gradients(void **state)
     (void)state;
     oracle_rng rng = {17};
     persiste_ctx *ctx = oracle_ctx(1);
+    /* (in this order: each layout takes rates from families 0 and 1) */
+    static const int64_t layouts[3] = {ORACLE_RATES_OWN, ORACLE_RATES_TWO,
+                                       ORACLE_RATES_GLOBAL};
     char name[64];
-    for (int i = 0; oracle_small_trees[i]; i++) {
+    persiste_tree *tree;
+    for (int i = 0; (tree = oracle_test_tree(i, &rng)) != NULL; i++) {
         oracle_case c;
-        assert_true(oracle_case_init(&c, oracle_newick(oracle_small_trees[i]),
-                                     &rng, 20, 0.15));
-        snprintf(name, sizeof name, "small tree %d", i);
-        check_case(ctx, &c, &rng, 0.0, name);
-        oracle_case_free(&c);
-    }
-    for (int i = 0; i < 3; i++) {
-        oracle_case c;
-        assert_true(oracle_case_init(
-            &c, oracle_random_tree(&rng, 5 + 2 * i, 0.4, 0.001, 2.0), &rng, 10,
-            0.1));
-        snprintf(name, sizeof name, "random tree %d", i);
-        check_case(ctx, &c, &rng, 0.0, name);
+        assert_true(oracle_case_init(&c, tree, &rng, 12, 0.15));
+        for (int k = 0; k < 3; k++) {
+            oracle_case_share_rates(&c, layouts[k]);
+            snprintf(name, sizeof name, "tree %d rates %d", i, k);
+            check_case(ctx, &c, &rng, 0.0, name);
+        }
         oracle_case_free(&c);
     }
     persiste_ctx_destroy(ctx);
@@ -382,15 +379,9 @@ static void test_finite_differences(void **state)
     oracle_rng rng = {4711};
     persiste_ctx *ctx = oracle_ctx(1);
     char name[64];
-    int n_small = 0;
-    while (oracle_small_trees[n_small])
-        n_small++;
-    for (int i = 0; i < n_small + 4; i++) { /* then random trees */
+    persiste_tree *tree;
+    for (int i = 0; (tree = oracle_test_tree(i, &rng)) != NULL; i++) {
         oracle_case c;
-        persiste_tree *tree =
-            i < n_small
-                ? oracle_newick(oracle_small_trees[i])
-                : oracle_random_tree(&rng, 6 + i % 5, 0.3, 0.0, 2.0);
         assert_true(oracle_case_init(&c, tree, &rng, 16, 0.1));
         double *w = random_weights(&rng, c.n_fam);
         snprintf(name, sizeof name, "FD tree %d", i);
@@ -416,9 +407,12 @@ static void test_threads_bitwise(void **state)
     double *w = random_weights(&rng, c.n_fam);
     size_t fam_bytes = sizeof(double) * (size_t)c.n_fam;
     size_t node_bytes = sizeof(double) * (size_t)c.t.n_nodes;
+    static const int64_t layouts[3] = {ORACLE_RATES_OWN, ORACLE_RATES_TWO,
+                                       ORACLE_RATES_GLOBAL};
     for (int k = 0; k < N_CONDS; k++) {
         oracle_model m = {conds[k], priors[k], FIXED_FREQ};
         persiste_model *model = oracle_lib_model(&m, 0);
+        oracle_case_share_rates(&c, layouts[k]);
         grad g[3];
         for (int i = 0; i < 3; i++) {
             persiste_ctx *ctx = oracle_ctx(threads[i]);

@@ -175,22 +175,19 @@ static void test_brute_force_small_trees(void **state)
     oracle_rng rng = {42};
     persiste_ctx *ctx = oracle_ctx(1);
     assert_non_null(ctx);
+    /* (in this order: each layout takes rates from families 0 and 1) */
+    static const int64_t layouts[3] = {ORACLE_RATES_OWN, ORACLE_RATES_TWO,
+                                       ORACLE_RATES_GLOBAL};
     char name[64];
-    for (int i = 0; oracle_small_trees[i]; i++) {
+    persiste_tree *tree;
+    for (int i = 0; (tree = oracle_test_tree(i, &rng)) != NULL; i++) {
         oracle_case c;
-        assert_true(oracle_case_init(&c, oracle_newick(oracle_small_trees[i]),
-                                     &rng, 80, 0.15));
-        snprintf(name, sizeof name, "small tree %d", i);
-        check_case_brute(ctx, &c, 0.0, 1e-12, name);
-        oracle_case_free(&c);
-    }
-    for (int i = 0; i < 6; i++) { /* random, multifurcating */
-        oracle_case c;
-        persiste_tree *tree =
-            oracle_random_tree(&rng, 4 + 2 * i, 0.4, 0.001, 2.0);
-        assert_true(oracle_case_init(&c, tree, &rng, 40, 0.1));
-        snprintf(name, sizeof name, "random tree %d", i);
-        check_case_brute(ctx, &c, 0.0, 1e-12, name);
+        assert_true(oracle_case_init(&c, tree, &rng, 60, 0.15));
+        for (int k = 0; k < 3; k++) {
+            oracle_case_share_rates(&c, layouts[k]);
+            snprintf(name, sizeof name, "tree %d rates %d", i, k);
+            check_case_brute(ctx, &c, 0.0, 1e-12, name);
+        }
         oracle_case_free(&c);
     }
     persiste_ctx_destroy(ctx);
