@@ -7,27 +7,24 @@
 #include <string.h>
 
 /* ---- RNG ----------------------------------------------------------------- */
-uint64_t oracle_next(oracle_rng *rng)
-{
+uint64_t oracle_next(oracle_rng *rng) {
     uint64_t z = (rng->state += 0x9e3779b97f4a7c15u);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
     return z ^ (z >> 31);
 }
 
-double oracle_uniform(oracle_rng *rng, double lo, double hi)
-{
+double oracle_uniform(oracle_rng *rng, double lo, double hi) {
     return lo + (hi - lo) * (double)(oracle_next(rng) >> 11) * 0x1p-53;
 }
 
-int oracle_below(oracle_rng *rng, int n)
-{
+int oracle_below(oracle_rng *rng, int n) {
     return (int)(oracle_next(rng) % (uint64_t)n);
 }
 
-/* ---- Trees ---------------------------------------------------------------- */
-static void *xmalloc(size_t n)
-{
+/* ---- Trees ----------------------------------------------------------------
+ */
+static void *xmalloc(size_t n) {
     void *p = malloc(n ? n : 1);
     if (!p) {
         fprintf(stderr, "oracle: out of memory\n");
@@ -36,8 +33,7 @@ static void *xmalloc(size_t n)
     return p;
 }
 
-void oracle_tree_read(const persiste_tree *tree, oracle_tree *out)
-{
+void oracle_tree_read(const persiste_tree *tree, oracle_tree *out) {
     out->n_nodes = persiste_tree_n_nodes(tree);
     out->n_tips = persiste_tree_n_tips(tree);
     out->parent = xmalloc(sizeof *out->parent * (size_t)out->n_nodes);
@@ -47,23 +43,20 @@ void oracle_tree_read(const persiste_tree *tree, oracle_tree *out)
         out->n_nodes = 0;
 }
 
-void oracle_tree_free(oracle_tree *t)
-{
+void oracle_tree_free(oracle_tree *t) {
     free(t->parent);
     free(t->length);
     t->parent = NULL;
     t->length = NULL;
 }
 
-void oracle_tree_clamp(oracle_tree *t, double min_length)
-{
+void oracle_tree_clamp(oracle_tree *t, double min_length) {
     for (int32_t i = 0; i < t->n_nodes; i++)
         if (t->length[i] < min_length)
             t->length[i] = min_length;
 }
 
-static int32_t find_root(const oracle_tree *t)
-{
+static int32_t find_root(const oracle_tree *t) {
     for (int32_t i = 0; i < t->n_nodes; i++)
         if (t->parent[i] < 0)
             return i;
@@ -71,8 +64,7 @@ static int32_t find_root(const oracle_tree *t)
 }
 
 /* has_child[i] = 1 for internal nodes. */
-static uint8_t *internal_flags(const oracle_tree *t)
-{
+static uint8_t *internal_flags(const oracle_tree *t) {
     uint8_t *f = calloc((size_t)t->n_nodes + 1, 1);
     if (!f)
         exit(2);
@@ -82,30 +74,27 @@ static uint8_t *internal_flags(const oracle_tree *t)
     return f;
 }
 
-/* ---- Dual numbers: value and one tangent, long double --------------------- */
+/* ---- Dual numbers: value and one tangent, long double ---------------------
+ */
 typedef struct dual {
     long double v, d;
 } dual;
 
 static dual dc(long double v) { return (dual){v, 0}; }
 static dual dadd(dual a, dual b) { return (dual){a.v + b.v, a.d + b.d}; }
-static dual dmul(dual a, dual b)
-{
+static dual dmul(dual a, dual b) {
     return (dual){a.v * b.v, a.d * b.v + a.v * b.d};
 }
-static dual ddiv(dual a, dual b)
-{
+static dual ddiv(dual a, dual b) {
     long double q = a.v / b.v;
     return (dual){q, (a.d - q * b.d) / b.v};
 }
-static dual dexp(dual a)
-{
+static dual dexp(dual a) {
     long double e = expl(a.v);
     return (dual){e, e * a.d};
 }
 /* 1 - e^-a, without cancellation. */
-static dual d_one_minus_exp_neg(dual a)
-{
+static dual d_one_minus_exp_neg(dual a) {
     return (dual){-expm1l(-a.v), expl(-a.v) * a.d};
 }
 
@@ -116,8 +105,7 @@ typedef struct branch_p {
     dual p[2][2];
 } branch_p;
 
-static void transition(dual lam, dual mu, dual t, branch_p *out)
-{
+static void transition(dual lam, dual mu, dual t, branch_p *out) {
     dual s = dadd(lam, mu), x = dmul(s, t);
     dual e = dexp((dual){-x.v, -x.d}), em = d_one_minus_exp_neg(x);
     out->p[0][1] = ddiv(dmul(lam, em), s);
@@ -126,8 +114,7 @@ static void transition(dual lam, dual mu, dual t, branch_p *out)
     out->p[1][1] = ddiv(dadd(lam, dmul(mu, e)), s);
 }
 
-static void root_prior(const oracle_model *m, dual lam, dual mu, dual pi[2])
-{
+static void root_prior(const oracle_model *m, dual lam, dual mu, dual pi[2]) {
     switch (m->root_prior) {
     case PERSISTE_ROOT_STATIONARY: {
         dual s = dadd(lam, mu);
@@ -156,15 +143,13 @@ typedef struct tipset {
     dual first0, first1, rest0, rest1, rest_not0, rest_not1;
 } tipset;
 
-static tipset tipset_empty(void)
-{
+static tipset tipset_empty(void) {
     tipset s = {0};
     s.all0 = s.all1 = s.sum = s.rest0 = s.rest1 = dc(1);
     return s;
 }
 
-static void tipset_add(tipset *s, dual p0, dual p1)
-{
+static void tipset_add(tipset *s, dual p0, dual p1) {
     if (s->n == 0) {
         s->first0 = p0;
         s->first1 = p1;
@@ -183,8 +168,7 @@ static void tipset_add(tipset *s, dual p0, dual p1)
 }
 
 /* P(neither all 0 nor all 1): split on the first tip's state. */
-static dual tipset_variable(const tipset *s)
-{
+static dual tipset_variable(const tipset *s) {
     if (s->n < 2)
         return dc(0);
     return dadd(dmul(s->first0, s->rest_not0), dmul(s->first1, s->rest_not1));
@@ -195,10 +179,8 @@ enum { M_LIK, M_ABSENT, M_NOT_ABSENT, M_PRESENT, M_VARIABLE, N_MASSES };
 /* Masses of the tips given their parents' states, summed over the tips'
  * true states: the observed pattern, and the constant patterns over all
  * tips with their complements. */
-static void tip_masses(int n_tips, const branch_p *const *pb,
-                       const int *pstate, const uint8_t *obs,
-                       dual out[N_MASSES])
-{
+static void tip_masses(int n_tips, const branch_p *const *pb, const int *pstate,
+                       const uint8_t *obs, dual out[N_MASSES]) {
     tipset all = tipset_empty();
     dual lik = dc(1);
     for (int c = 0; c < n_tips; c++) {
@@ -215,8 +197,7 @@ static void tip_masses(int n_tips, const branch_p *const *pb,
     out[M_VARIABLE] = tipset_variable(&all);
 }
 
-static long double *mass_field(oracle_masses *x, int k)
-{
+static long double *mass_field(oracle_masses *x, int k) {
     long double *f[N_MASSES] = {&x->lik, &x->all_absent, &x->not_absent,
                                 &x->all_present, &x->variable};
     return f[k];
@@ -224,8 +205,8 @@ static long double *mass_field(oracle_masses *x, int k)
 
 void oracle_brute_masses(const oracle_tree *t, const oracle_model *m,
                          const uint8_t *obs, double log_gain, double log_loss,
-                         int wrt, oracle_masses *value, oracle_masses *tangent)
-{
+                         int wrt, oracle_masses *value,
+                         oracle_masses *tangent) {
     int32_t n = t->n_nodes, root = find_root(t);
     uint8_t *internal = internal_flags(t);
     int *bit = xmalloc(sizeof *bit * (size_t)n);
@@ -264,8 +245,9 @@ void oracle_brute_masses(const oracle_tree *t, const oracle_model *m,
         dual w = pi[STATE(root)];
         for (int j = 0; j < n_inner; j++)
             if (inner[j] != root)
-                w = dmul(w, p[inner[j]].p[STATE(t->parent[inner[j]])]
-                                         [STATE(inner[j])]);
+                w = dmul(
+                    w,
+                    p[inner[j]].p[STATE(t->parent[inner[j]])][STATE(inner[j])]);
         for (int c = 0; c < n_tips; c++)
             tip_pstate[c] = STATE(t->parent[tips[c]]);
 #undef STATE
@@ -289,8 +271,7 @@ void oracle_brute_masses(const oracle_tree *t, const oracle_model *m,
 
 /* Numerator and normaliser of the conditioned likelihood. */
 static void ratio_of(int condition, const oracle_masses *x, long double *num,
-                     long double *norm)
-{
+                     long double *norm) {
     *num = x->lik;
     *norm = condition == PERSISTE_CONDITION_PRESENT    ? x->not_absent
             : condition == PERSISTE_CONDITION_VARIABLE ? x->variable
@@ -298,8 +279,7 @@ static void ratio_of(int condition, const oracle_masses *x, long double *num,
 }
 
 long double oracle_masses_loglik(int condition, const oracle_masses *v,
-                                 const oracle_masses *d, long double *dll)
-{
+                                 const oracle_masses *d, long double *dll) {
     long double num, norm, dnum, dnorm;
     ratio_of(condition, v, &num, &norm);
     if (dll)
@@ -316,8 +296,7 @@ long double oracle_masses_loglik(int condition, const oracle_masses *v,
 
 long double oracle_brute_loglik(const oracle_tree *t, const oracle_model *m,
                                 const uint8_t *obs, double log_gain,
-                                double log_loss)
-{
+                                double log_loss) {
     oracle_masses v, d;
     oracle_brute_masses(t, m, obs, log_gain, log_loss, ORACLE_D_NONE, &v, &d);
     return oracle_masses_loglik(m->condition, &v, NULL, NULL);
@@ -325,8 +304,7 @@ long double oracle_brute_loglik(const oracle_tree *t, const oracle_model *m,
 
 long double oracle_brute_dloglik(const oracle_tree *t, const oracle_model *m,
                                  const uint8_t *obs, double log_gain,
-                                 double log_loss, int wrt)
-{
+                                 double log_loss, int wrt) {
     oracle_masses v, d;
     long double dll;
     oracle_brute_masses(t, m, obs, log_gain, log_loss, wrt, &v, &d);
@@ -334,9 +312,9 @@ long double oracle_brute_dloglik(const oracle_tree *t, const oracle_model *m,
     return dll;
 }
 
-/* ---- Log-space pruning ---------------------------------------------------- */
-static long double lse(long double a, long double b)
-{
+/* ---- Log-space pruning ----------------------------------------------------
+ */
+static long double lse(long double a, long double b) {
     long double hi = a > b ? a : b, lo = a > b ? b : a;
     if (hi == -INFINITY)
         return -INFINITY;
@@ -345,8 +323,7 @@ static long double lse(long double a, long double b)
 
 /* Children-before-parents order by peeling tips (Kahn), without recursion
  * and without assuming any numbering. */
-static int32_t *peel_order(const oracle_tree *t)
-{
+static int32_t *peel_order(const oracle_tree *t) {
     int32_t n = t->n_nodes, head = 0, tail = 0;
     int32_t *pending = calloc((size_t)n, sizeof *pending);
     int32_t *order = xmalloc(sizeof *order * (size_t)n);
@@ -373,8 +350,7 @@ static long double logspace_pass(const oracle_tree *t, const int32_t *order,
                                  const long double (*logp)[2][2],
                                  const long double logpi[2],
                                  const uint8_t *internal, const uint8_t *obs,
-                                 int fixed, long double (*lp)[2])
-{
+                                 int fixed, long double (*lp)[2]) {
     int32_t n = t->n_nodes;
     for (int32_t i = 0; i < n; i++) {
         int s = internal[i] ? PERSISTE_UNKNOWN : fixed >= 0 ? fixed : obs[i];
@@ -384,17 +360,16 @@ static long double logspace_pass(const oracle_tree *t, const int32_t *order,
     for (int32_t k = 0; k < n - 1; k++) {
         int32_t v = order[k], par = t->parent[v];
         for (int a = 0; a < 2; a++)
-            lp[par][a] += lse(logp[v][a][0] + lp[v][0],
-                              logp[v][a][1] + lp[v][1]);
+            lp[par][a] +=
+                lse(logp[v][a][0] + lp[v][0], logp[v][a][1] + lp[v][1]);
     }
     int32_t root = order[n - 1];
     return lse(logpi[0] + lp[root][0], logpi[1] + lp[root][1]);
 }
 
 void oracle_logspace_conds(const oracle_tree *t, const oracle_model *m,
-                           const uint8_t *obs, double log_gain,
-                           double log_loss, long double out[3])
-{
+                           const uint8_t *obs, double log_gain, double log_loss,
+                           long double out[3]) {
     int32_t n = t->n_nodes;
     int32_t *order = peel_order(t);
     uint8_t *internal = internal_flags(t);
@@ -424,7 +399,8 @@ void oracle_logspace_conds(const oracle_tree *t, const oracle_model *m,
     const long double(*cp)[2][2] = (const long double(*)[2][2])logp;
     long double ll = logspace_pass(t, order, cp, logpi, internal, obs, -1, lp);
     long double la = logspace_pass(t, order, cp, logpi, internal, obs, 0, lp);
-    long double lpres = logspace_pass(t, order, cp, logpi, internal, obs, 1, lp);
+    long double lpres =
+        logspace_pass(t, order, cp, logpi, internal, obs, 1, lp);
     out[PERSISTE_CONDITION_NONE] = ll;
     out[PERSISTE_CONDITION_PRESENT] = ll - logl(-expm1l(la));
     out[PERSISTE_CONDITION_VARIABLE] = ll - logl(-expm1l(la) - expl(lpres));
@@ -436,16 +412,15 @@ void oracle_logspace_conds(const oracle_tree *t, const oracle_model *m,
 
 long double oracle_logspace_loglik(const oracle_tree *t, const oracle_model *m,
                                    const uint8_t *obs, double log_gain,
-                                   double log_loss)
-{
+                                   double log_loss) {
     long double out[3];
     oracle_logspace_conds(t, m, obs, log_gain, log_loss, out);
     return out[m->condition];
 }
 
-/* ---- Library plumbing ----------------------------------------------------- */
-persiste_ctx *oracle_ctx(int n_threads)
-{
+/* ---- Library plumbing -----------------------------------------------------
+ */
+persiste_ctx *oracle_ctx(int n_threads) {
     persiste_ctx *ctx = NULL;
     if (persiste_ctx_create(&ctx) != PERSISTE_OK)
         return NULL;
@@ -457,13 +432,12 @@ persiste_ctx *oracle_ctx(int n_threads)
     return ctx;
 }
 
-persiste_model *oracle_lib_model(const oracle_model *m, double min_length)
-{
+persiste_model *oracle_lib_model(const oracle_model *m, double min_length) {
     persiste_model *model = NULL;
     if (persiste_model_create(&model) != PERSISTE_OK)
         return NULL;
-    if (persiste_model_set_int(model, PERSISTE_MODEL_CONDITION,
-                               m->condition) != PERSISTE_OK ||
+    if (persiste_model_set_int(model, PERSISTE_MODEL_CONDITION, m->condition) !=
+            PERSISTE_OK ||
         persiste_model_set_int(model, PERSISTE_MODEL_ROOT_PRIOR,
                                m->root_prior) != PERSISTE_OK ||
         persiste_model_set_double(model, PERSISTE_MODEL_ROOT_FREQ,
@@ -476,8 +450,7 @@ persiste_model *oracle_lib_model(const oracle_model *m, double min_length)
     return model;
 }
 
-persiste_tree *oracle_newick(const char *text)
-{
+persiste_tree *oracle_newick(const char *text) {
     persiste_tree *tree = NULL;
     if (persiste_tree_from_newick(&tree, text) != PERSISTE_OK) {
         printf("newick rejected: %s (%s)\n", text, persiste_last_error());
@@ -487,8 +460,7 @@ persiste_tree *oracle_newick(const char *text)
 }
 
 persiste_tree *oracle_random_tree(oracle_rng *rng, int n_tips, double p_multi,
-                                  double lo, double hi)
-{
+                                  double lo, double hi) {
     int32_t max_nodes = 2 * n_tips;
     int32_t *parent = xmalloc(sizeof *parent * (size_t)max_nodes);
     double *length = xmalloc(sizeof *length * (size_t)max_nodes);
@@ -527,9 +499,8 @@ persiste_tree *oracle_random_tree(oracle_rng *rng, int n_tips, double p_multi,
     return tree;
 }
 
-persiste_tree *oracle_tree_with_length(const persiste_tree *tree,
-                                       int32_t node, double length)
-{
+persiste_tree *oracle_tree_with_length(const persiste_tree *tree, int32_t node,
+                                       double length) {
     oracle_tree t, back = {0};
     oracle_tree_read(tree, &t);
     const char **names = xmalloc(sizeof *names * (size_t)t.n_nodes);
@@ -543,8 +514,10 @@ persiste_tree *oracle_tree_with_length(const persiste_tree *tree,
     if (out) { /* the numbering must be kept for the branch to mean anything */
         oracle_tree_read(out, &back);
         if (back.n_nodes != t.n_nodes ||
-            memcmp(back.parent, t.parent, sizeof *t.parent * (size_t)t.n_nodes) ||
-            memcmp(back.length, t.length, sizeof *t.length * (size_t)t.n_nodes)) {
+            memcmp(back.parent, t.parent,
+                   sizeof *t.parent * (size_t)t.n_nodes) ||
+            memcmp(back.length, t.length,
+                   sizeof *t.length * (size_t)t.n_nodes)) {
             persiste_tree_destroy(out);
             out = NULL;
         }
@@ -556,8 +529,7 @@ persiste_tree *oracle_tree_with_length(const persiste_tree *tree,
 }
 
 persiste_data *oracle_data(const persiste_tree *tree, const uint8_t *states,
-                           int64_t n_families)
-{
+                           int64_t n_families) {
     int32_t n_tips = persiste_tree_n_tips(tree);
     const char **names = xmalloc(sizeof *names * (size_t)n_tips);
     for (int32_t i = 0; i < n_tips; i++)
@@ -572,8 +544,7 @@ persiste_data *oracle_data(const persiste_tree *tree, const uint8_t *states,
     return data;
 }
 
-uint8_t *oracle_data_states(const persiste_data *data, int32_t n_tips)
-{
+uint8_t *oracle_data_states(const persiste_data *data, int32_t n_tips) {
     int64_t n_fam = persiste_data_n_families(data);
     uint8_t *states = xmalloc((size_t)n_fam * (size_t)n_tips);
     for (int64_t f = 0; f < n_fam; f++)
@@ -585,8 +556,7 @@ uint8_t *oracle_data_states(const persiste_data *data, int32_t n_tips)
 }
 
 void oracle_random_states(oracle_rng *rng, uint8_t *states, int64_t n,
-                          double p_present, double p_unknown)
-{
+                          double p_present, double p_unknown) {
     for (int64_t i = 0; i < n; i++) {
         double u = oracle_uniform(rng, 0, 1);
         states[i] = u < p_unknown               ? PERSISTE_UNKNOWN
@@ -595,7 +565,8 @@ void oracle_random_states(oracle_rng *rng, uint8_t *states, int64_t n,
     }
 }
 
-/* ---- Test cases ----------------------------------------------------------- */
+/* ---- Test cases -----------------------------------------------------------
+ */
 const char *const oracle_small_trees[] = {
     "(A:0.3,B:0.7);",
     "((A:0.1,B:0.2):0.3,C:0.4);",
@@ -615,8 +586,7 @@ const char *const oracle_small_trees[] = {
     "0.3):0.2):0.1);",
     NULL};
 
-persiste_tree *oracle_test_tree(int i, oracle_rng *rng)
-{
+persiste_tree *oracle_test_tree(int i, oracle_rng *rng) {
     int n_small = 0;
     while (oracle_small_trees[n_small])
         n_small++;
@@ -628,8 +598,7 @@ persiste_tree *oracle_test_tree(int i, oracle_rng *rng)
 }
 
 bool oracle_case_init(oracle_case *c, persiste_tree *tree, oracle_rng *rng,
-                      int64_t n_fam, double p_unknown)
-{
+                      int64_t n_fam, double p_unknown) {
     memset(c, 0, sizeof *c);
     if (!tree)
         return false;
@@ -648,15 +617,14 @@ bool oracle_case_init(oracle_case *c, persiste_tree *tree, oracle_rng *rng,
             memset(row, f == 0 ? PERSISTE_ABSENT : PERSISTE_PRESENT,
                    (size_t)n_tips);
         else
-            oracle_random_states(rng, row, n_tips, oracle_uniform(rng, 0.1, 0.9),
-                                 p_unknown);
+            oracle_random_states(rng, row, n_tips,
+                                 oracle_uniform(rng, 0.1, 0.9), p_unknown);
     }
     c->data = oracle_data(tree, c->states, n_fam);
     return c->t.n_nodes > 0 && c->data != NULL;
 }
 
-void oracle_case_free(oracle_case *c)
-{
+void oracle_case_free(oracle_case *c) {
     persiste_data_destroy(c->data);
     persiste_tree_destroy(c->tree);
     oracle_tree_free(&c->t);
@@ -666,13 +634,42 @@ void oracle_case_free(oracle_case *c)
     memset(c, 0, sizeof *c);
 }
 
-const uint8_t *oracle_case_obs(const oracle_case *c, int64_t f)
-{
+const uint8_t *oracle_case_obs(const oracle_case *c, int64_t f) {
     return c->states + f * c->t.n_tips;
 }
 
-void oracle_case_share_rates(oracle_case *c, int64_t period)
-{
+const int oracle_conditions[3] = {PERSISTE_CONDITION_NONE,
+                                  PERSISTE_CONDITION_PRESENT,
+                                  PERSISTE_CONDITION_VARIABLE};
+const int oracle_priors[3] = {PERSISTE_ROOT_STATIONARY, PERSISTE_ROOT_FIXED,
+                              PERSISTE_ROOT_ABSENT};
+
+void oracle_for_each_case(uint64_t seed, int64_t n_fam, double p_unknown,
+                          int n_layouts, oracle_case_fn fn) {
+    /* in this order: each layout takes rates from families 0 and 1 */
+    static const int64_t layouts[3] = {ORACLE_RATES_OWN, ORACLE_RATES_TWO,
+                                       ORACLE_RATES_GLOBAL};
+    oracle_rng rng = {seed};
+    persiste_ctx *ctx = oracle_ctx(1);
+    persiste_tree *tree;
+    char name[64];
+    for (int i = 0; ctx && (tree = oracle_test_tree(i, &rng)) != NULL; i++) {
+        oracle_case c;
+        if (!oracle_case_init(&c, tree, &rng, n_fam, p_unknown)) {
+            printf("cannot set up test tree %d\n", i);
+            exit(1);
+        }
+        for (int k = 0; k < n_layouts; k++) {
+            oracle_case_share_rates(&c, layouts[k]);
+            snprintf(name, sizeof name, "tree %d rates %d", i, k);
+            fn(ctx, &c, &rng, name);
+        }
+        oracle_case_free(&c);
+    }
+    persiste_ctx_destroy(ctx);
+}
+
+void oracle_case_share_rates(oracle_case *c, int64_t period) {
     if (period <= 0)
         return;
     for (int64_t f = 0; f < c->n_fam; f++) {
@@ -681,18 +678,17 @@ void oracle_case_share_rates(oracle_case *c, int64_t period)
     }
 }
 
-/* ---- Numerics ------------------------------------------------------------- */
+/* ---- Numerics -------------------------------------------------------------
+ */
 double oracle_fd(double (*f)(double x, void *arg), void *arg, double x,
-                 double h)
-{
+                 double h) {
     return (-f(x + 2 * h, arg) + 8 * f(x + h, arg) - 8 * f(x - h, arg) +
             f(x - 2 * h, arg)) /
            (12 * h);
 }
 
 double oracle_fd_length(double (*f)(double x, void *arg), void *arg, double t,
-                        double h)
-{
+                        double h) {
     if (t > 2 * h)
         return oracle_fd(f, arg, t, h);
     return (-11 * f(t, arg) + 18 * f(t + h, arg) - 9 * f(t + 2 * h, arg) +
@@ -701,8 +697,7 @@ double oracle_fd_length(double (*f)(double x, void *arg), void *arg, double t,
 }
 
 bool oracle_close(double got, long double want, double rel, double floor,
-                  const char *what)
-{
+                  const char *what) {
     bool ok;
     if (isnan(got) || isnan(want) || isinf(got) || isinf(want))
         ok = (long double)got == want;

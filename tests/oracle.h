@@ -87,8 +87,8 @@ long double oracle_brute_dloglik(const oracle_tree *t, const oracle_model *m,
 /* ---- Log-space pruning (any size) -------------------------------------- */
 /* All three conditionings at once: out[persiste_condition]. */
 void oracle_logspace_conds(const oracle_tree *t, const oracle_model *m,
-                           const uint8_t *obs, double log_gain,
-                           double log_loss, long double out[3]);
+                           const uint8_t *obs, double log_gain, double log_loss,
+                           long double out[3]);
 long double oracle_logspace_loglik(const oracle_tree *t, const oracle_model *m,
                                    const uint8_t *obs, double log_gain,
                                    double log_loss);
@@ -102,8 +102,8 @@ persiste_tree *oracle_newick(const char *text);
 persiste_tree *oracle_random_tree(oracle_rng *rng, int n_tips, double p_multi,
                                   double lo, double hi);
 /* Same tree (same node numbering) with branch `node` of length `length`. */
-persiste_tree *oracle_tree_with_length(const persiste_tree *tree,
-                                       int32_t node, double length);
+persiste_tree *oracle_tree_with_length(const persiste_tree *tree, int32_t node,
+                                       double length);
 /* states[f * n_tips + tip] in the tree's tip order. */
 persiste_data *oracle_data(const persiste_tree *tree, const uint8_t *states,
                            int64_t n_families);
@@ -139,10 +139,25 @@ bool oracle_case_init(oracle_case *c, persiste_tree *tree, oracle_rng *rng,
                       int64_t n_fam, double p_unknown);
 void oracle_case_free(oracle_case *c);
 const uint8_t *oracle_case_obs(const oracle_case *c, int64_t f);
+/* Calls fn(ctx, case, rng, name) for a case of n_fam families on every
+ * test tree, in the first n_layouts rate layouts (own, two pairs, global). */
+typedef void (*oracle_case_fn)(persiste_ctx *ctx, oracle_case *c,
+                               oracle_rng *rng, const char *name);
+void oracle_for_each_case(uint64_t seed, int64_t n_fam, double p_unknown,
+                          int n_layouts, oracle_case_fn fn);
+
+/* The three conditions and root priors (FIXED at ORACLE_FIXED_FREQ). */
+#define ORACLE_FIXED_FREQ 0.3
+extern const int oracle_conditions[3], oracle_priors[3];
+
 /* Rate layouts: ORACLE_RATES_OWN keeps per-family rates; otherwise family f
  * takes the rates of family (f / period) % 2: ORACLE_RATES_GLOBAL (one pair
  * for all), ORACLE_RATES_TWO (two pairs in runs of 5). Data unchanged. */
-enum { ORACLE_RATES_OWN = 0, ORACLE_RATES_GLOBAL = INT32_MAX, ORACLE_RATES_TWO = 5 };
+enum {
+    ORACLE_RATES_OWN = 0,
+    ORACLE_RATES_GLOBAL = INT32_MAX,
+    ORACLE_RATES_TWO = 5
+};
 void oracle_case_share_rates(oracle_case *c, int64_t period);
 
 /* ---- Numerics ----------------------------------------------------------- */
@@ -160,11 +175,11 @@ bool oracle_close(double got, long double want, double rel, double floor,
                   const char *what);
 
 /* cmocka check with a formatted label (use in files including cmocka.h). */
-#define ORACLE_ASSERT_CLOSE(got, want, rel, floor, ...)                      \
-    do {                                                                     \
-        char what_[200];                                                     \
-        snprintf(what_, sizeof what_, __VA_ARGS__);                          \
-        assert_true(oracle_close((got), (want), (rel), (floor), what_));     \
+#define ORACLE_ASSERT_CLOSE(got, want, rel, floor, ...)                        \
+    do {                                                                       \
+        char what_[200];                                                       \
+        snprintf(what_, sizeof what_, __VA_ARGS__);                            \
+        assert_true(oracle_close((got), (want), (rel), (floor), what_));       \
     } while (0)
 
 #endif

@@ -4,13 +4,14 @@
  * differences. The trees are built from our own parent arrays and the
  * oracle runs on those arrays, not on the library's renumbering. */
 #include <math.h>
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <setjmp.h>
+
 #include <cmocka.h>
 
 #include "oracle.h"
@@ -19,9 +20,9 @@
 #define N_FAM 6
 
 typedef struct big {
-    oracle_tree t;         /* our numbering: tips 0..N_TIPS-1 */
-    persiste_tree *tree;   /* the library's copy */
-    uint8_t *states;       /* [N_FAM * N_TIPS] */
+    oracle_tree t;       /* our numbering: tips 0..N_TIPS-1 */
+    persiste_tree *tree; /* the library's copy */
+    uint8_t *states;     /* [N_FAM * N_TIPS] */
     persiste_data *data;
     double lg[N_FAM], lm[N_FAM];
 } big;
@@ -29,8 +30,7 @@ typedef struct big {
 /* Tips 0..n-1; balanced: adjacent pairs joined level by level (an odd one
  * out moves up); caterpillar: each new internal node joins the previous one
  * and the next tip. Internal nodes are numbered in creation order. */
-static void build_shape(oracle_tree *t, bool balanced, oracle_rng *rng)
-{
+static void build_shape(oracle_tree *t, bool balanced, oracle_rng *rng) {
     int32_t n = N_TIPS, next = n;
     t->n_tips = n;
     t->n_nodes = 2 * n - 1;
@@ -66,8 +66,7 @@ static void build_shape(oracle_tree *t, bool balanced, oracle_rng *rng)
     free(level);
 }
 
-static void big_init(big *b, bool balanced, uint64_t seed)
-{
+static void big_init(big *b, bool balanced, uint64_t seed) {
     oracle_rng rng = {seed};
     build_shape(&b->t, balanced, &rng);
     char *buf = malloc((size_t)N_TIPS * 8);
@@ -78,7 +77,8 @@ static void big_init(big *b, bool balanced, uint64_t seed)
         names[i] = buf + 8 * i;
     }
     assert_int_equal(persiste_tree_from_parents(&b->tree, b->t.n_nodes,
-                                                b->t.parent, b->t.length, names),
+                                                b->t.parent, b->t.length,
+                                                names),
                      PERSISTE_OK);
     /* families: random halves, sparse with unknowns, all present, dense with
      * many unknowns, all present but a few, all absent */
@@ -100,24 +100,22 @@ static void big_init(big *b, bool balanced, uint64_t seed)
     free(buf);
 }
 
-static void big_free(big *b)
-{
+static void big_free(big *b) {
     persiste_data_destroy(b->data);
     persiste_tree_destroy(b->tree);
     oracle_tree_free(&b->t);
     free(b->states);
 }
 
-static void check_big(bool balanced, uint64_t seed)
-{
+static void check_big(bool balanced, uint64_t seed) {
     big b;
     big_init(&b, balanced, seed);
     persiste_ctx *ctx = oracle_ctx(2);
     assert_non_null(ctx);
     const char *shape = balanced ? "balanced" : "caterpillar";
     for (int p = 0; p < 2; p++) {
-        oracle_model m = {0, p ? PERSISTE_ROOT_ABSENT : PERSISTE_ROOT_STATIONARY,
-                          0.5};
+        oracle_model m = {
+            0, p ? PERSISTE_ROOT_ABSENT : PERSISTE_ROOT_STATIONARY, 0.5};
         long double want[N_FAM][3];
         for (int f = 0; f < N_FAM; f++) {
             oracle_logspace_conds(&b.t, &m, b.states + (size_t)f * N_TIPS,
@@ -134,8 +132,8 @@ static void check_big(bool balanced, uint64_t seed)
             assert_int_equal(persiste_ctx_n_impossible(ctx), 0);
             for (int f = 0; f < N_FAM; f++)
                 ORACLE_ASSERT_CLOSE(ll[f], want[f][k], 1e-9, 1.0,
-                                    "%s prior %d cond %d family %d", shape, p, k,
-                                    f);
+                                    "%s prior %d cond %d family %d", shape, p,
+                                    k, f);
             /* the gradient: finite, and d_log_gain a finite difference */
             double *db = malloc(sizeof *db * (size_t)b.t.n_nodes);
             assert_int_equal(persiste_gradient_batch(ctx, model, b.tree, b.data,
@@ -143,7 +141,8 @@ static void check_big(bool balanced, uint64_t seed)
                                                      ll2, dg, dl, db),
                              PERSISTE_OK);
             for (int f = 0; f < N_FAM; f++) {
-                ORACLE_ASSERT_CLOSE(ll2[f], ll[f], 1e-14, 1.0, "gradient loglik");
+                ORACLE_ASSERT_CLOSE(ll2[f], ll[f], 1e-14, 1.0,
+                                    "gradient loglik");
                 assert_true(isfinite(dg[f]) && isfinite(dl[f]));
             }
             for (int32_t i = 0; i < b.t.n_nodes; i++)
@@ -176,20 +175,17 @@ static void check_big(bool balanced, uint64_t seed)
     big_free(&b);
 }
 
-static void test_balanced(void **state)
-{
+static void test_balanced(void **state) {
     (void)state;
     check_big(true, 100);
 }
 
-static void test_caterpillar(void **state)
-{
+static void test_caterpillar(void **state) {
     (void)state;
     check_big(false, 200);
 }
 
-int main(void)
-{
+int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_balanced),
         cmocka_unit_test(test_caterpillar),

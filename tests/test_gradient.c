@@ -2,33 +2,26 @@
  * (dual numbers through the enumeration, tests/oracle.c) and against
  * finite differences of the library's own log-likelihood. */
 #include <math.h>
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <setjmp.h>
+
 #include <cmocka.h>
 
 #include "oracle.h"
 
 #define N_PRIORS 3
 #define N_CONDS 3
-#define FIXED_FREQ 0.3
-
-static const int conds[N_CONDS] = {PERSISTE_CONDITION_NONE,
-                                   PERSISTE_CONDITION_PRESENT,
-                                   PERSISTE_CONDITION_VARIABLE};
-static const int priors[N_PRIORS] = {PERSISTE_ROOT_STATIONARY,
-                                     PERSISTE_ROOT_FIXED, PERSISTE_ROOT_ABSENT};
 
 /* Outputs of one gradient call. */
 typedef struct grad {
     double *ll, *dg, *dl, *db;
 } grad;
 
-static void grad_alloc(grad *g, int64_t n_fam, int32_t n_nodes)
-{
+static void grad_alloc(grad *g, int64_t n_fam, int32_t n_nodes) {
     g->ll = malloc(sizeof(double) * (size_t)n_fam);
     g->dg = malloc(sizeof(double) * (size_t)n_fam);
     g->dl = malloc(sizeof(double) * (size_t)n_fam);
@@ -36,8 +29,7 @@ static void grad_alloc(grad *g, int64_t n_fam, int32_t n_nodes)
     assert_true(g->ll && g->dg && g->dl && g->db);
 }
 
-static void grad_free(grad *g)
-{
+static void grad_free(grad *g) {
     free(g->ll);
     free(g->dg);
     free(g->dl);
@@ -45,8 +37,7 @@ static void grad_free(grad *g)
 }
 
 static void run_gradient(persiste_ctx *ctx, const persiste_model *model,
-                         const oracle_case *c, const double *weight, grad *g)
-{
+                         const oracle_case *c, const double *weight, grad *g) {
     int rc = persiste_gradient_batch(ctx, model, c->tree, c->data, c->n_fam,
                                      c->log_gain, c->log_loss, weight, g->ll,
                                      g->dg, g->dl, g->db);
@@ -57,15 +48,13 @@ static void run_gradient(persiste_ctx *ctx, const persiste_model *model,
 
 static void run_loglik(persiste_ctx *ctx, const persiste_model *model,
                        const oracle_case *c, const double *lg, const double *lm,
-                       double *out)
-{
+                       double *out) {
     assert_int_equal(persiste_loglik_batch(ctx, model, c->tree, c->data,
                                            c->n_fam, lg, lm, out),
                      PERSISTE_OK);
 }
 
-static double *random_weights(oracle_rng *rng, int64_t n)
-{
+static double *random_weights(oracle_rng *rng, int64_t n) {
     double *w = malloc(sizeof *w * (size_t)n);
     assert_non_null(w);
     for (int64_t f = 0; f < n; f++)
@@ -73,7 +62,8 @@ static double *random_weights(oracle_rng *rng, int64_t n)
     return w;
 }
 
-/* ---- Exact brute-force derivatives ---------------------------------------- */
+/* ---- Exact brute-force derivatives ----------------------------------------
+ */
 /* Brute-force values and tangents of every family for every derivative:
  * slot 0 = log gain, 1 = log loss, 2 + i = branch i. */
 typedef struct brute_set {
@@ -81,15 +71,15 @@ typedef struct brute_set {
     oracle_masses *v, *d; /* v[f], d[f * n_wrt + slot] */
 } brute_set;
 
-static int slot_wrt(int slot)
-{
-    return slot == 0 ? ORACLE_D_LOG_GAIN : slot == 1 ? ORACLE_D_LOG_LOSS : slot - 2;
+static int slot_wrt(int slot) {
+    return slot == 0   ? ORACLE_D_LOG_GAIN
+           : slot == 1 ? ORACLE_D_LOG_LOSS
+                       : slot - 2;
 }
 
 static void brute_compute(brute_set *b, const oracle_tree *t, int prior,
-                          const oracle_case *c)
-{
-    oracle_model m = {0, prior, FIXED_FREQ};
+                          const oracle_case *c) {
+    oracle_model m = {0, prior, ORACLE_FIXED_FREQ};
     b->n_wrt = t->n_nodes + 1; /* the root's slot is never asked for */
     b->v = malloc(sizeof *b->v * (size_t)c->n_fam);
     b->d = malloc(sizeof *b->d * (size_t)(c->n_fam * b->n_wrt));
@@ -101,8 +91,8 @@ static void brute_compute(brute_set *b, const oracle_tree *t, int prior,
                                 &b->d[f * b->n_wrt + s]);
 }
 
-static long double brute_dll(const brute_set *b, int cond, int64_t f, int slot)
-{
+static long double brute_dll(const brute_set *b, int cond, int64_t f,
+                             int slot) {
     long double dll;
     oracle_masses_loglik(cond, &b->v[f], &b->d[f * b->n_wrt + slot], &dll);
     return dll;
@@ -113,9 +103,8 @@ static long double brute_dll(const brute_set *b, int cond, int64_t f, int slot)
 static void check_against_brute(persiste_ctx *ctx, const oracle_case *c,
                                 const oracle_tree *t, const brute_set *b,
                                 int prior, int cond, double min_length,
-                                const double *weight, const char *name)
-{
-    oracle_model m = {cond, prior, FIXED_FREQ};
+                                const double *weight, const char *name) {
+    oracle_model m = {cond, prior, ORACLE_FIXED_FREQ};
     persiste_model *model = oracle_lib_model(&m, min_length);
     assert_non_null(model);
     grad g;
@@ -135,12 +124,14 @@ static void check_against_brute(persiste_ctx *ctx, const oracle_case *c,
         }
         ORACLE_ASSERT_CLOSE(g.dg[f], brute_dll(b, cond, f, 0), 1e-9, 1e-3,
                             "%s prior %d cond %d: d_log_gain f %lld (lg %g ll "
-                            "%g)", name, prior, cond, (long long)f,
-                            c->log_gain[f], c->log_loss[f]);
+                            "%g)",
+                            name, prior, cond, (long long)f, c->log_gain[f],
+                            c->log_loss[f]);
         ORACLE_ASSERT_CLOSE(g.dl[f], brute_dll(b, cond, f, 1), 1e-9, 1e-3,
                             "%s prior %d cond %d: d_log_loss f %lld (lg %g ll "
-                            "%g)", name, prior, cond, (long long)f,
-                            c->log_gain[f], c->log_loss[f]);
+                            "%g)",
+                            name, prior, cond, (long long)f, c->log_gain[f],
+                            c->log_loss[f]);
     }
     int32_t root = t->n_nodes - 1;
     assert_true(g.db[root] == 0);
@@ -149,7 +140,8 @@ static void check_against_brute(persiste_ctx *ctx, const oracle_case *c,
         for (int64_t f = 0; f < c->n_fam; f++) {
             if (isinf(g.ll[f]))
                 continue;
-            long double d = (weight ? weight[f] : 1.0) * brute_dll(b, cond, f, 2 + i);
+            long double d =
+                (weight ? weight[f] : 1.0) * brute_dll(b, cond, f, 2 + i);
             want += d;
             scale += fabsl(d);
         }
@@ -167,18 +159,18 @@ static void check_against_brute(persiste_ctx *ctx, const oracle_case *c,
 }
 
 static void check_case(persiste_ctx *ctx, oracle_case *c, oracle_rng *rng,
-                       double min_length, const char *name)
-{
+                       double min_length, const char *name) {
     oracle_tree clamped;
     oracle_tree_read(c->tree, &clamped);
     oracle_tree_clamp(&clamped, min_length);
     double *w = random_weights(rng, c->n_fam);
     for (int p = 0; p < N_PRIORS; p++) {
         brute_set b;
-        brute_compute(&b, &clamped, priors[p], c);
+        brute_compute(&b, &clamped, oracle_priors[p], c);
         for (int k = 0; k < N_CONDS; k++) /* c->t: unclamped lengths */
-            check_against_brute(ctx, c, &c->t, &b, priors[p], conds[k],
-                                min_length, k == 1 ? NULL : w, name);
+            check_against_brute(ctx, c, &c->t, &b, oracle_priors[p],
+                                oracle_conditions[k], min_length,
+                                k == 1 ? NULL : w, name);
         free(b.v);
         free(b.d);
     }
@@ -186,8 +178,7 @@ static void check_case(persiste_ctx *ctx, oracle_case *c, oracle_rng *rng,
     oracle_tree_free(&clamped);
 }
 
-static void test_oracle_derivatives(void **state)
-{
+static void test_oracle_derivatives(void **state) {
     (void)state;
     /* the dual-number derivatives against long-double central differences
      * of the brute force itself */
@@ -198,61 +189,48 @@ static void test_oracle_derivatives(void **state)
                                      &rng, 6, 0.1));
         for (int p = 0; p < N_PRIORS; p++)
             for (int k = 0; k < N_CONDS; k++) {
-                oracle_model m = {conds[k], priors[p], FIXED_FREQ};
+                oracle_model m = {oracle_conditions[k], oracle_priors[p],
+                                  ORACLE_FIXED_FREQ};
                 for (int64_t f = 0; f < c.n_fam; f++) {
                     const uint8_t *obs = oracle_case_obs(&c, f);
                     double lg = c.log_gain[f], lm = c.log_loss[f], h = 1e-6;
-                    long double ll0 = oracle_brute_loglik(&c.t, &m, obs, lg, lm);
+                    long double ll0 =
+                        oracle_brute_loglik(&c.t, &m, obs, lg, lm);
                     if (isinf(ll0))
                         continue;
-                    long double fd =
-                        (oracle_brute_loglik(&c.t, &m, obs, lg + h, lm) -
-                         oracle_brute_loglik(&c.t, &m, obs, lg - h, lm)) /
-                        (2 * h);
-                    ORACLE_ASSERT_CLOSE(
-                        (double)fd,
-                        oracle_brute_dloglik(&c.t, &m, obs, lg, lm,
-                                             ORACLE_D_LOG_GAIN),
-                        1e-7, 1e-3, "oracle d_log_gain tree %d", i);
-                    fd = (oracle_brute_loglik(&c.t, &m, obs, lg, lm + h) -
-                          oracle_brute_loglik(&c.t, &m, obs, lg, lm - h)) /
-                         (2 * h);
-                    ORACLE_ASSERT_CLOSE(
-                        (double)fd,
-                        oracle_brute_dloglik(&c.t, &m, obs, lg, lm,
-                                             ORACLE_D_LOG_LOSS),
-                        1e-7, 1e-3, "oracle d_log_loss tree %d", i);
+                    for (int which = 0; which < 2; which++) {
+                        double dg = which ? 0 : h, dl = which ? h : 0;
+                        long double fd =
+                            (oracle_brute_loglik(&c.t, &m, obs, lg + dg,
+                                                 lm + dl) -
+                             oracle_brute_loglik(&c.t, &m, obs, lg - dg,
+                                                 lm - dl)) /
+                            (2 * h);
+                        ORACLE_ASSERT_CLOSE(
+                            (double)fd,
+                            oracle_brute_dloglik(&c.t, &m, obs, lg, lm,
+                                                 which ? ORACLE_D_LOG_LOSS
+                                                       : ORACLE_D_LOG_GAIN),
+                            1e-7, 1e-3, "oracle derivative %d tree %d", which,
+                            i);
+                    }
                 }
             }
         oracle_case_free(&c);
     }
 }
 
-static void test_brute_force_gradients(void **state)
-{
-    (void)state;
-    oracle_rng rng = {17};
-    persiste_ctx *ctx = oracle_ctx(1);
-    /* (in this order: each layout takes rates from families 0 and 1) */
-    static const int64_t layouts[3] = {ORACLE_RATES_OWN, ORACLE_RATES_TWO,
-                                       ORACLE_RATES_GLOBAL};
-    char name[64];
-    persiste_tree *tree;
-    for (int i = 0; (tree = oracle_test_tree(i, &rng)) != NULL; i++) {
-        oracle_case c;
-        assert_true(oracle_case_init(&c, tree, &rng, 12, 0.15));
-        for (int k = 0; k < 3; k++) {
-            oracle_case_share_rates(&c, layouts[k]);
-            snprintf(name, sizeof name, "tree %d rates %d", i, k);
-            check_case(ctx, &c, &rng, 0.0, name);
-        }
-        oracle_case_free(&c);
-    }
-    persiste_ctx_destroy(ctx);
+static void brute_case(persiste_ctx *ctx, oracle_case *c, oracle_rng *rng,
+                       const char *name) {
+    check_case(ctx, c, rng, 0.0, name);
 }
 
-static void test_min_length_gradients(void **state)
-{
+static void test_brute_force_gradients(void **state) {
+    (void)state;
+    oracle_for_each_case(17, 12, 0.15, 3, brute_case);
+}
+
+static void test_min_length_gradients(void **state) {
     (void)state;
     oracle_rng rng = {23};
     persiste_ctx *ctx = oracle_ctx(1);
@@ -264,7 +242,8 @@ static void test_min_length_gradients(void **state)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         oracle_case c;
         assert_true(oracle_case_init(
-            &c, oracle_newick(oracle_small_trees[cases[i].tree]), &rng, 12, 0.1));
+            &c, oracle_newick(oracle_small_trees[cases[i].tree]), &rng, 12,
+            0.1));
         snprintf(name, sizeof name, "tree %d clamped at %g", cases[i].tree,
                  cases[i].min);
         check_case(ctx, &c, &rng, cases[i].min, name);
@@ -273,7 +252,8 @@ static void test_min_length_gradients(void **state)
     persiste_ctx_destroy(ctx);
 }
 
-/* ---- Finite differences of the library itself ----------------------------- */
+/* ---- Finite differences of the library itself -----------------------------
+ */
 /* Weighted total over the families finite at the base point, with branch
  * `node` set to length x (tree and data rebuilt). */
 typedef struct branch_fd {
@@ -286,8 +266,7 @@ typedef struct branch_fd {
     double *scratch;
 } branch_fd;
 
-static double weighted_total(double x, void *arg)
-{
+static double weighted_total(double x, void *arg) {
     branch_fd *a = arg;
     const oracle_case *c = a->c;
     persiste_tree *tree = oracle_tree_with_length(c->tree, a->node, x);
@@ -310,8 +289,8 @@ static double weighted_total(double x, void *arg)
 /* Per-family fourth-order central differences in log gain (which = 0) or
  * log loss (which = 1): every family is shifted at once. */
 static void fd_log_rate(persiste_ctx *ctx, const persiste_model *model,
-                        const oracle_case *c, int which, double h, double *out)
-{
+                        const oracle_case *c, int which, double h,
+                        double *out) {
     static const double step[4] = {-2, -1, 1, 2}, coef[4] = {1, -8, 8, -1};
     size_t n = (size_t)c->n_fam;
     double *lg = malloc(sizeof *lg * n), *lm = malloc(sizeof *lm * n),
@@ -333,9 +312,8 @@ static void fd_log_rate(persiste_ctx *ctx, const persiste_model *model,
 
 static void check_finite_differences(persiste_ctx *ctx, const oracle_case *c,
                                      const double *weight, int prior, int cond,
-                                     const char *name)
-{
-    oracle_model m = {cond, prior, FIXED_FREQ};
+                                     const char *name) {
+    oracle_model m = {cond, prior, ORACLE_FIXED_FREQ};
     persiste_model *model = oracle_lib_model(&m, 0);
     grad g;
     grad_alloc(&g, c->n_fam, c->t.n_nodes);
@@ -345,10 +323,10 @@ static void check_finite_differences(persiste_ctx *ctx, const oracle_case *c,
         fd_log_rate(ctx, model, c, which, 1e-4, fd);
         for (int64_t f = 0; f < c->n_fam; f++)
             if (!isinf(g.ll[f]))
-                ORACLE_ASSERT_CLOSE(which ? g.dl[f] : g.dg[f], fd[f], 1e-6, 1e-2,
-                                    "%s prior %d cond %d: FD d_log_%s f %lld",
-                                    name, prior, cond, which ? "loss" : "gain",
-                                    (long long)f);
+                ORACLE_ASSERT_CLOSE(
+                    which ? g.dl[f] : g.dg[f], fd[f], 1e-6, 1e-2,
+                    "%s prior %d cond %d: FD d_log_%s f %lld", name, prior,
+                    cond, which ? "loss" : "gain", (long long)f);
     }
     branch_fd a = {ctx, model, c, weight, g.ll, 0, fd};
     double wabs = 0; /* FD rounding: ~1000 eps |sum w ll| / h */
@@ -373,44 +351,39 @@ static void check_finite_differences(persiste_ctx *ctx, const oracle_case *c,
     persiste_model_destroy(model);
 }
 
-static void test_finite_differences(void **state)
-{
-    (void)state;
-    oracle_rng rng = {4711};
-    persiste_ctx *ctx = oracle_ctx(1);
-    char name[64];
-    persiste_tree *tree;
-    for (int i = 0; (tree = oracle_test_tree(i, &rng)) != NULL; i++) {
-        oracle_case c;
-        assert_true(oracle_case_init(&c, tree, &rng, 16, 0.1));
-        double *w = random_weights(&rng, c.n_fam);
-        snprintf(name, sizeof name, "FD tree %d", i);
-        for (int p = 0; p < N_PRIORS; p++)
-            for (int k = 0; k < N_CONDS; k++)
-                check_finite_differences(ctx, &c, (p + k) % 2 ? w : NULL,
-                                         priors[p], conds[k], name);
-        free(w);
-        oracle_case_free(&c);
-    }
-    persiste_ctx_destroy(ctx);
+static void fd_case(persiste_ctx *ctx, oracle_case *c, oracle_rng *rng,
+                    const char *name) {
+    double *w = random_weights(rng, c->n_fam);
+    for (int p = 0; p < N_PRIORS; p++)
+        for (int k = 0; k < N_CONDS; k++)
+            check_finite_differences(ctx, c, (p + k) % 2 ? w : NULL,
+                                     oracle_priors[p], oracle_conditions[k],
+                                     name);
+    free(w);
 }
 
-/* ---- Thread count and optional outputs ------------------------------------ */
-static void test_threads_bitwise(void **state)
-{
+static void test_finite_differences(void **state) {
+    (void)state;
+    oracle_for_each_case(4711, 16, 0.1, 1, fd_case);
+}
+
+/* ---- Thread count and optional outputs ------------------------------------
+ */
+static void test_threads_bitwise(void **state) {
     (void)state;
     static const int threads[3] = {1, 2, 8};
     oracle_rng rng = {271828};
     oracle_case c;
-    assert_true(oracle_case_init(&c, oracle_random_tree(&rng, 50, 0.2, 0.0, 1.0),
-                                 &rng, 3001, 0.05));
+    assert_true(oracle_case_init(
+        &c, oracle_random_tree(&rng, 50, 0.2, 0.0, 1.0), &rng, 3001, 0.05));
     double *w = random_weights(&rng, c.n_fam);
     size_t fam_bytes = sizeof(double) * (size_t)c.n_fam;
     size_t node_bytes = sizeof(double) * (size_t)c.t.n_nodes;
     static const int64_t layouts[3] = {ORACLE_RATES_OWN, ORACLE_RATES_TWO,
                                        ORACLE_RATES_GLOBAL};
     for (int k = 0; k < N_CONDS; k++) {
-        oracle_model m = {conds[k], priors[k], FIXED_FREQ};
+        oracle_model m = {oracle_conditions[k], oracle_priors[k],
+                          ORACLE_FIXED_FREQ};
         persiste_model *model = oracle_lib_model(&m, 0);
         oracle_case_share_rates(&c, layouts[k]);
         grad g[3];
@@ -437,8 +410,7 @@ static void test_threads_bitwise(void **state)
     oracle_case_free(&c);
 }
 
-static void test_optional_outputs(void **state)
-{
+static void test_optional_outputs(void **state) {
     (void)state;
     oracle_rng rng = {1618};
     oracle_case c;
@@ -450,7 +422,8 @@ static void test_optional_outputs(void **state)
     for (int64_t f = 0; f < c.n_fam; f++)
         ones[f] = 1.0;
     for (int k = 0; k < N_CONDS; k++) {
-        oracle_model m = {conds[k], PERSISTE_ROOT_STATIONARY, FIXED_FREQ};
+        oracle_model m = {oracle_conditions[k], PERSISTE_ROOT_STATIONARY,
+                          ORACLE_FIXED_FREQ};
         persiste_model *model = oracle_lib_model(&m, 0);
         grad full, part;
         grad_alloc(&full, c.n_fam, n_nodes);
@@ -464,13 +437,12 @@ static void test_optional_outputs(void **state)
         /* without d_branch, without either rate derivative */
         const char *const what[3] = {"d_branch", "d_log_gain", "d_log_loss"};
         for (int omit = 0; omit < 3; omit++) {
-            assert_int_equal(persiste_gradient_batch(
-                                 ctx, model, c.tree, c.data, c.n_fam,
-                                 c.log_gain, c.log_loss, NULL, part.ll,
-                                 omit == 1 ? NULL : part.dg,
-                                 omit == 2 ? NULL : part.dl,
-                                 omit == 0 ? NULL : part.db),
-                             PERSISTE_OK);
+            assert_int_equal(
+                persiste_gradient_batch(
+                    ctx, model, c.tree, c.data, c.n_fam, c.log_gain, c.log_loss,
+                    NULL, part.ll, omit == 1 ? NULL : part.dg,
+                    omit == 2 ? NULL : part.dl, omit == 0 ? NULL : part.db),
+                PERSISTE_OK);
             for (int64_t f = 0; f < c.n_fam; f++) {
                 ORACLE_ASSERT_CLOSE(part.ll[f], full.ll[f], 1e-14, 1.0,
                                     "loglik without %s", what[omit]);
@@ -495,8 +467,7 @@ static void test_optional_outputs(void **state)
     oracle_case_free(&c);
 }
 
-int main(void)
-{
+int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_oracle_derivatives),
         cmocka_unit_test(test_brute_force_gradients),

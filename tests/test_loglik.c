@@ -3,31 +3,24 @@
  * probability sums over all patterns, re-rooting invariance, thread-count
  * invariance, and argument errors. */
 #include <math.h>
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <setjmp.h>
+
 #include <cmocka.h>
 
 #include "oracle.h"
 
 #define N_PRIORS 3
 #define N_CONDS 3
-#define FIXED_FREQ 0.3
-
-static const int conds[N_CONDS] = {PERSISTE_CONDITION_NONE,
-                                   PERSISTE_CONDITION_PRESENT,
-                                   PERSISTE_CONDITION_VARIABLE};
-static const int priors[N_PRIORS] = {PERSISTE_ROOT_STATIONARY,
-                                     PERSISTE_ROOT_FIXED, PERSISTE_ROOT_ABSENT};
 
 /* loglik_batch on a case (asserting success); returns the impossible count. */
 static int64_t run_loglik(persiste_ctx *ctx, const oracle_model *m,
                           double min_length, const oracle_case *c,
-                          double *out)
-{
+                          double *out) {
     persiste_model *model = oracle_lib_model(m, min_length);
     assert_non_null(model);
     int rc = persiste_loglik_batch(ctx, model, c->tree, c->data, c->n_fam,
@@ -42,8 +35,7 @@ static int64_t run_loglik(persiste_ctx *ctx, const oracle_model *m,
 /* Library vs brute force on every family of c, for every prior and
  * condition; brute force at lengths clamped to min_length. */
 static void check_case_brute(persiste_ctx *ctx, const oracle_case *c,
-                             double min_length, double rel, const char *name)
-{
+                             double min_length, double rel, const char *name) {
     oracle_tree clamped;
     oracle_tree_read(c->tree, &clamped);
     oracle_tree_clamp(&clamped, min_length);
@@ -52,7 +44,7 @@ static void check_case_brute(persiste_ctx *ctx, const oracle_case *c,
     assert_non_null(v);
     assert_non_null(ll);
     for (int p = 0; p < N_PRIORS; p++) {
-        oracle_model m = {0, priors[p], FIXED_FREQ};
+        oracle_model m = {0, oracle_priors[p], ORACLE_FIXED_FREQ};
         for (int64_t f = 0; f < c->n_fam; f++) {
             oracle_masses d;
             oracle_brute_masses(&clamped, &m, oracle_case_obs(c, f),
@@ -60,7 +52,7 @@ static void check_case_brute(persiste_ctx *ctx, const oracle_case *c,
                                 &v[f], &d);
         }
         for (int k = 0; k < N_CONDS; k++) {
-            m.condition = conds[k];
+            m.condition = oracle_conditions[k];
             int64_t n_impossible = run_loglik(ctx, &m, min_length, c, ll);
             int64_t want_impossible = 0;
             for (int64_t f = 0; f < c->n_fam; f++) {
@@ -83,8 +75,7 @@ static void check_case_brute(persiste_ctx *ctx, const oracle_case *c,
 }
 
 /* ---- The oracles agree with each other (no library arithmetic) ---------- */
-static void test_oracles_agree(void **state)
-{
+static void test_oracles_agree(void **state) {
     (void)state;
     oracle_rng rng = {11};
     for (int i = 0; oracle_small_trees[i]; i++) {
@@ -93,7 +84,8 @@ static void test_oracles_agree(void **state)
                                      &rng, 12, 0.15));
         for (int p = 0; p < N_PRIORS; p++)
             for (int k = 0; k < N_CONDS; k++) {
-                oracle_model m = {conds[k], priors[p], FIXED_FREQ};
+                oracle_model m = {oracle_conditions[k], oracle_priors[p],
+                                  ORACLE_FIXED_FREQ};
                 for (int64_t f = 0; f < c.n_fam; f++) {
                     const uint8_t *obs = oracle_case_obs(&c, f);
                     long double bf = oracle_brute_loglik(
@@ -102,15 +94,16 @@ static void test_oracles_agree(void **state)
                         &c.t, &m, obs, c.log_gain[f], c.log_loss[f]);
                     ORACLE_ASSERT_CLOSE((double)ls, bf, 1e-13, 1.0,
                                         "oracles tree %d prior %d cond %d "
-                                        "family %lld", i, p, k, (long long)f);
+                                        "family %lld",
+                                        i, p, k, (long long)f);
                     oracle_masses v, d;
                     oracle_brute_masses(&c.t, &m, obs, c.log_gain[f],
                                         c.log_loss[f], ORACLE_D_NONE, &v, &d);
                     ORACLE_ASSERT_CLOSE((double)(v.all_absent + v.not_absent),
                                         1.0L, 1e-15, 1.0, "absent complement");
-                    ORACLE_ASSERT_CLOSE((double)(v.all_absent + v.all_present +
-                                                 v.variable),
-                                        1.0L, 1e-15, 1.0, "variable complement");
+                    ORACLE_ASSERT_CLOSE(
+                        (double)(v.all_absent + v.all_present + v.variable),
+                        1.0L, 1e-15, 1.0, "variable complement");
                 }
             }
         oracle_case_free(&c);
@@ -121,8 +114,7 @@ static void test_oracles_agree(void **state)
  * the same enumeration with exact complements), where double precision
  * cancels: a tree of very short branches under VARIABLE, and slow gain
  * (1e-12) under PRESENT and VARIABLE. */
-static void test_oracle_anchors(void **state)
-{
+static void test_oracle_anchors(void **state) {
     (void)state;
     static const struct {
         const char *newick;
@@ -131,13 +123,23 @@ static void test_oracle_anchors(void **state)
         int condition;
         long double want;
     } anchors[] = {
-        {"((A:1e-7,B:2e-7):1e-7,(C:3e-7,D:1e-7):2e-7);", {0, 0, 0, 0}, -1.88136,
-         -4.86569, PERSISTE_CONDITION_VARIABLE, 15.003723274649266121453913L},
-        {"((A:0.5,B:0.25):0.1,(C:0.3,D:0.9):0.2);", {1, 0, 0, 0},
-         -27.631021115928547, 0, PERSISTE_CONDITION_PRESENT,
+        {"((A:1e-7,B:2e-7):1e-7,(C:3e-7,D:1e-7):2e-7);",
+         {0, 0, 0, 0},
+         -1.88136,
+         -4.86569,
+         PERSISTE_CONDITION_VARIABLE,
+         15.003723274649266121453913L},
+        {"((A:0.5,B:0.25):0.1,(C:0.3,D:0.9):0.2);",
+         {1, 0, 0, 0},
+         -27.631021115928547,
+         0,
+         PERSISTE_CONDITION_PRESENT,
          -1.7891061304222456489432048L},
-        {"((A:0.5,B:0.25):0.1,(C:0.3,D:0.9):0.2);", {1, 0, 0, 0},
-         -27.631021115928547, 0, PERSISTE_CONDITION_VARIABLE,
+        {"((A:0.5,B:0.25):0.1,(C:0.3,D:0.9):0.2);",
+         {1, 0, 0, 0},
+         -27.631021115928547,
+         0,
+         PERSISTE_CONDITION_VARIABLE,
          -1.7485846156742971877537514L},
     };
     persiste_ctx *ctx = oracle_ctx(1);
@@ -147,9 +149,8 @@ static void test_oracle_anchors(void **state)
         persiste_data *data = oracle_data(tree, anchors[i].obs, 1);
         oracle_tree t;
         oracle_tree_read(tree, &t);
-        long double got = oracle_brute_loglik(&t, &m, anchors[i].obs,
-                                              anchors[i].log_gain,
-                                              anchors[i].log_loss);
+        long double got = oracle_brute_loglik(
+            &t, &m, anchors[i].obs, anchors[i].log_gain, anchors[i].log_loss);
         ORACLE_ASSERT_CLOSE((double)got, anchors[i].want, 1e-15, 1.0,
                             "brute force, anchor %zu", i);
         persiste_model *model = oracle_lib_model(&m, 0);
@@ -158,8 +159,8 @@ static void test_oracle_anchors(void **state)
                                                &anchors[i].log_gain,
                                                &anchors[i].log_loss, &ll),
                          PERSISTE_OK);
-        ORACLE_ASSERT_CLOSE(ll, anchors[i].want, 1e-12, 1.0, "library, anchor %zu",
-                            i);
+        ORACLE_ASSERT_CLOSE(ll, anchors[i].want, 1e-12, 1.0,
+                            "library, anchor %zu", i);
         persiste_model_destroy(model);
         oracle_tree_free(&t);
         persiste_data_destroy(data);
@@ -169,57 +170,41 @@ static void test_oracle_anchors(void **state)
 }
 
 /* ---- Brute force on small trees ----------------------------------------- */
-static void test_brute_force_small_trees(void **state)
-{
+static void brute_case(persiste_ctx *ctx, oracle_case *c, oracle_rng *rng,
+                       const char *name) {
+    (void)rng;
+    check_case_brute(ctx, c, 0.0, 1e-12, name);
+}
+
+static void test_brute_force_small_trees(void **state) {
     (void)state;
-    oracle_rng rng = {42};
-    persiste_ctx *ctx = oracle_ctx(1);
-    assert_non_null(ctx);
-    /* (in this order: each layout takes rates from families 0 and 1) */
-    static const int64_t layouts[3] = {ORACLE_RATES_OWN, ORACLE_RATES_TWO,
-                                       ORACLE_RATES_GLOBAL};
-    char name[64];
-    persiste_tree *tree;
-    for (int i = 0; (tree = oracle_test_tree(i, &rng)) != NULL; i++) {
-        oracle_case c;
-        assert_true(oracle_case_init(&c, tree, &rng, 60, 0.15));
-        for (int k = 0; k < 3; k++) {
-            oracle_case_share_rates(&c, layouts[k]);
-            snprintf(name, sizeof name, "tree %d rates %d", i, k);
-            check_case_brute(ctx, &c, 0.0, 1e-12, name);
-        }
-        oracle_case_free(&c);
-    }
-    persiste_ctx_destroy(ctx);
+    oracle_for_each_case(42, 60, 0.15, 3, brute_case);
 }
 
 /* A tree whose every branch is very short: under VARIABLE the normaliser
  * 1 - P(all absent) - P(all present) is itself tiny. */
-static void test_short_tree_variable(void **state)
-{
+static void test_short_tree_variable(void **state) {
     (void)state;
     oracle_rng rng = {7};
     persiste_ctx *ctx = oracle_ctx(1);
     oracle_case c;
     assert_true(oracle_case_init(
-        &c, oracle_newick("((A:1e-7,B:2e-7):1e-7,(C:3e-7,D:1e-7):2e-7);"),
-        &rng, 40, 0.1));
+        &c, oracle_newick("((A:1e-7,B:2e-7):1e-7,(C:3e-7,D:1e-7):2e-7);"), &rng,
+        40, 0.1));
     check_case_brute(ctx, &c, 0.0, 1e-12, "short tree");
     oracle_case_free(&c);
     persiste_ctx_destroy(ctx);
 }
 
 /* ---- Two tips, written out by hand -------------------------------------- */
-static double p_trans(double lam, double mu, double t, int a, int b)
-{
+static double p_trans(double lam, double mu, double t, int a, int b) {
     double s = lam + mu, em = -expm1(-s * t);
     double p01 = lam / s * em, p10 = mu / s * em;
     return a == 0 ? (b == 0 ? (mu + lam * exp(-s * t)) / s : p01)
                   : (b == 1 ? (lam + mu * exp(-s * t)) / s : p10);
 }
 
-static void test_two_tips_closed_form(void **state)
-{
+static void test_two_tips_closed_form(void **state) {
     (void)state;
     const double t1 = 0.37, t2 = 1.4;
     const double rates[][2] = {{0.1, 0.2}, {2.0, 0.5}, {0.01, 3.0}, {7, 7}};
@@ -242,7 +227,7 @@ static void test_two_tips_closed_form(void **state)
             lm[k] = log(mu);
         }
         for (int p = 0; p < N_PRIORS; p++) {
-            double pi1 = p == 0 ? lam / s : p == 1 ? FIXED_FREQ : 0.0;
+            double pi1 = p == 0 ? lam / s : p == 1 ? ORACLE_FIXED_FREQ : 0.0;
             double pi[2] = {1 - pi1, pi1};
             /* L(a, b) = sum_r pi_r P_ra(t1) P_rb(t2); unknown sums over a */
             double lik[3][3];
@@ -262,16 +247,18 @@ static void test_two_tips_closed_form(void **state)
             double norm[3] = {1, lik[0][1] + lik[1][0] + lik[1][1],
                               lik[0][1] + lik[1][0]};
             for (int k = 0; k < N_CONDS; k++) {
-                oracle_model m = {conds[k], priors[p], FIXED_FREQ};
+                oracle_model m = {oracle_conditions[k], oracle_priors[p],
+                                  ORACLE_FIXED_FREQ};
                 persiste_model *model = oracle_lib_model(&m, 0);
-                assert_int_equal(persiste_loglik_batch(ctx, model, tree, data, 9,
-                                                       lg, lm, ll),
+                assert_int_equal(persiste_loglik_batch(ctx, model, tree, data,
+                                                       9, lg, lm, ll),
                                  PERSISTE_OK);
                 for (int f = 0; f < 9; f++) {
                     double want = log(lik[f / 3][f % 3]) - log(norm[k]);
                     ORACLE_ASSERT_CLOSE(ll[f], want, 1e-12, 1.0,
                                         "2 tips rates %zu prior %d cond %d "
-                                        "pattern %d%d", r, p, k, f / 3, f % 3);
+                                        "pattern %d%d",
+                                        r, p, k, f / 3, f % 3);
                 }
                 persiste_model_destroy(model);
             }
@@ -283,8 +270,7 @@ static void test_two_tips_closed_form(void **state)
 }
 
 /* ---- Probabilities over all 2^n patterns sum to one -------------------- */
-static void test_pattern_sums(void **state)
-{
+static void test_pattern_sums(void **state) {
     (void)state;
     oracle_rng rng = {2024};
     persiste_ctx *ctx = oracle_ctx(2);
@@ -302,14 +288,16 @@ static void test_pattern_sums(void **state)
         persiste_data *data = oracle_data(tree, states, n_pat);
         assert_non_null(data);
         for (int r = 0; r < 3; r++) {
-            double g = oracle_uniform(&rng, -4, 2), l = oracle_uniform(&rng, -4, 2);
+            double g = oracle_uniform(&rng, -4, 2),
+                   l = oracle_uniform(&rng, -4, 2);
             for (int64_t k = 0; k < n_pat; k++) {
                 lg[k] = g;
                 lm[k] = l;
             }
             for (int p = 0; p < N_PRIORS; p++)
                 for (int c = 0; c < N_CONDS; c++) {
-                    oracle_model m = {conds[c], priors[p], FIXED_FREQ};
+                    oracle_model m = {oracle_conditions[c], oracle_priors[p],
+                                      ORACLE_FIXED_FREQ};
                     persiste_model *model = oracle_lib_model(&m, 0);
                     assert_int_equal(persiste_loglik_batch(ctx, model, tree,
                                                            data, n_pat, lg, lm,
@@ -317,14 +305,15 @@ static void test_pattern_sums(void **state)
                                      PERSISTE_OK);
                     long double sum = 0;
                     for (int64_t k = 0; k < n_pat; k++) {
-                        bool dropped = (c >= 1 && k == 0) ||
-                                       (c == 2 && k == n_pat - 1);
+                        bool dropped =
+                            (c >= 1 && k == 0) || (c == 2 && k == n_pat - 1);
                         if (!dropped)
                             sum += expl((long double)ll[k]);
                     }
                     ORACLE_ASSERT_CLOSE((double)sum, 1.0L, 1e-12, 1.0,
                                         "pattern sum n %d rates %g %g prior %d "
-                                        "cond %d", n, g, l, p, c);
+                                        "cond %d",
+                                        n, g, l, p, c);
                     persiste_model_destroy(model);
                 }
         }
@@ -349,8 +338,7 @@ static const char *const rootings[] = {
     "((A:0.1,B:0.2):0.3,C:0.4,(D:0.5,E:0.6):0.25);",
 };
 
-static void test_rerooting_invariance(void **state)
-{
+static void test_rerooting_invariance(void **state) {
     (void)state;
     enum { N_TAXA = 5, N_FAM = 32 + 40, N_ROOT = 5 };
     static const char *const taxa[N_TAXA] = {"A", "B", "C", "D", "E"};
@@ -367,7 +355,8 @@ static void test_rerooting_invariance(void **state)
     }
     persiste_ctx *ctx = oracle_ctx(1);
     for (int c = 0; c < N_CONDS; c++) {
-        oracle_model m = {conds[c], PERSISTE_ROOT_STATIONARY, FIXED_FREQ};
+        oracle_model m = {oracle_conditions[c], PERSISTE_ROOT_STATIONARY,
+                          ORACLE_FIXED_FREQ};
         persiste_model *model = oracle_lib_model(&m, 0);
         for (int r = 0; r < N_ROOT; r++) {
             persiste_tree *tree = oracle_newick(rootings[r]);
@@ -391,8 +380,7 @@ static void test_rerooting_invariance(void **state)
 }
 
 /* ---- Impossible families and the minimum branch length ------------------ */
-static void test_impossible_and_min_length(void **state)
-{
+static void test_impossible_and_min_length(void **state) {
     (void)state;
     oracle_rng rng = {5};
     persiste_ctx *ctx = oracle_ctx(1);
@@ -409,7 +397,7 @@ static void test_impossible_and_min_length(void **state)
 
     double *ll = malloc(sizeof *ll * (size_t)c.n_fam);
     oracle_model m = {PERSISTE_CONDITION_PRESENT, PERSISTE_ROOT_STATIONARY,
-                      FIXED_FREQ};
+                      ORACLE_FIXED_FREQ};
     int64_t n_imp = run_loglik(ctx, &m, 0.0, &c, ll);
     assert_true(isinf(ll[2]) && ll[2] < 0);
     assert_true(isinf(ll[3]) && ll[3] < 0);
@@ -426,8 +414,8 @@ static void test_impossible_and_min_length(void **state)
     oracle_case_free(&c);
 
     /* a clamp above several ordinary lengths */
-    assert_true(oracle_case_init(&c, oracle_newick(oracle_small_trees[8]),
-                                 &rng, 30, 0.1));
+    assert_true(oracle_case_init(&c, oracle_newick(oracle_small_trees[8]), &rng,
+                                 30, 0.1));
     check_case_brute(ctx, &c, 0.25, 1e-12, "clamped 0.25");
     oracle_case_free(&c);
     free(ll);
@@ -435,8 +423,7 @@ static void test_impossible_and_min_length(void **state)
 }
 
 /* ---- Slow gain: 1 - P(all absent) must not cancel ----------------------- */
-static void test_slow_gain(void **state)
-{
+static void test_slow_gain(void **state) {
     (void)state;
     static const int trees[] = {2, 4, 8, 11};
     static const double gains[] = {1e-8, 1e-12};
@@ -462,7 +449,8 @@ static void test_slow_gain(void **state)
             }
             for (int p = 0; p < N_PRIORS; p++)
                 for (int k = 1; k < N_CONDS; k++) {
-                    oracle_model m = {conds[k], priors[p], FIXED_FREQ};
+                    oracle_model m = {oracle_conditions[k], oracle_priors[p],
+                                      ORACLE_FIXED_FREQ};
                     run_loglik(ctx, &m, 0, &c, ll);
                     for (int64_t f = 0; f < c.n_fam; f++) {
                         long double want = oracle_brute_loglik(
@@ -481,17 +469,17 @@ static void test_slow_gain(void **state)
 }
 
 /* ---- Thread count changes no bit ---------------------------------------- */
-static void test_threads_bitwise(void **state)
-{
+static void test_threads_bitwise(void **state) {
     (void)state;
     oracle_rng rng = {31337};
     oracle_case c;
-    assert_true(oracle_case_init(&c, oracle_random_tree(&rng, 40, 0.2, 0.0, 1.0),
-                                 &rng, 3001, 0.05));
+    assert_true(oracle_case_init(
+        &c, oracle_random_tree(&rng, 40, 0.2, 0.0, 1.0), &rng, 3001, 0.05));
     double *ll[3];
     static const int threads[3] = {1, 2, 8};
     for (int k = 0; k < N_CONDS; k++) {
-        oracle_model m = {conds[k], PERSISTE_ROOT_STATIONARY, FIXED_FREQ};
+        oracle_model m = {oracle_conditions[k], PERSISTE_ROOT_STATIONARY,
+                          ORACLE_FIXED_FREQ};
         for (int i = 0; i < 3; i++) {
             persiste_ctx *ctx = oracle_ctx(threads[i]);
             assert_non_null(ctx);
@@ -512,11 +500,11 @@ static void test_threads_bitwise(void **state)
     double *out = malloc(sizeof *out * (size_t)c.n_fam);
     run_loglik(ctx, &m, 0, &c, out);
     for (int64_t f = 0; f < c.n_fam; f += 97)
-        ORACLE_ASSERT_CLOSE(out[f],
-                            oracle_logspace_loglik(&c.t, &m,
-                                                   oracle_case_obs(&c, f),
-                                                   c.log_gain[f], c.log_loss[f]),
-                            1e-12, 1.0, "40 tips family %lld", (long long)f);
+        ORACLE_ASSERT_CLOSE(
+            out[f],
+            oracle_logspace_loglik(&c.t, &m, oracle_case_obs(&c, f),
+                                   c.log_gain[f], c.log_loss[f]),
+            1e-12, 1.0, "40 tips family %lld", (long long)f);
     free(out);
     persiste_ctx_destroy(ctx);
     oracle_case_free(&c);
@@ -526,30 +514,30 @@ static void test_threads_bitwise(void **state)
 #define N_ERR 5
 static double sentinel[N_ERR];
 
-static void fill_sentinel(double *out)
-{
+static void fill_sentinel(double *out) {
     for (int i = 0; i < N_ERR; i++)
         out[i] = sentinel[i] = 1234.5 + i;
 }
 
 /* Both batch calls with the given arguments must fail with `code`, record
  * a message, and leave every output untouched. */
-static void expect_error(int code, persiste_ctx *ctx, const persiste_model *model,
-                         const persiste_tree *tree, const persiste_data *data,
-                         int64_t n, const double *lg, const double *lm,
-                         bool null_out, const char *what)
-{
+static void expect_error(int code, persiste_ctx *ctx,
+                         const persiste_model *model, const persiste_tree *tree,
+                         const persiste_data *data, int64_t n, const double *lg,
+                         const double *lm, bool null_out, const char *what) {
     double out[4][N_ERR];
     for (int i = 0; i < 4; i++)
         fill_sentinel(out[i]);
     int rc = persiste_loglik_batch(ctx, model, tree, data, n, lg, lm,
                                    null_out ? NULL : out[0]);
     if (rc != code)
-        print_message("%s: loglik_batch returned %d, want %d\n", what, rc, code);
+        print_message("%s: loglik_batch returned %d, want %d\n", what, rc,
+                      code);
     assert_int_equal(rc, code);
     assert_true(strlen(persiste_last_error()) > 0);
-    rc = persiste_gradient_batch(ctx, model, tree, data, n, lg, lm, NULL,
-                                 null_out ? NULL : out[1], out[2], out[3], NULL);
+    rc =
+        persiste_gradient_batch(ctx, model, tree, data, n, lg, lm, NULL,
+                                null_out ? NULL : out[1], out[2], out[3], NULL);
     if (rc != code)
         print_message("%s: gradient_batch returned %d, want %d\n", what, rc,
                       code);
@@ -559,29 +547,35 @@ static void expect_error(int code, persiste_ctx *ctx, const persiste_model *mode
         assert_memory_equal(out[i], sentinel, sizeof sentinel);
 }
 
-static void test_argument_errors(void **state)
-{
+static void test_argument_errors(void **state) {
     (void)state;
     oracle_rng rng = {3};
     oracle_case c;
     assert_true(oracle_case_init(&c, oracle_newick(oracle_small_trees[2]), &rng,
                                  N_ERR, 0.1));
     persiste_ctx *ctx = oracle_ctx(1);
-    oracle_model m = {PERSISTE_CONDITION_PRESENT, PERSISTE_ROOT_STATIONARY, 0.5};
+    oracle_model m = {PERSISTE_CONDITION_PRESENT, PERSISTE_ROOT_STATIONARY,
+                      0.5};
     persiste_model *model = oracle_lib_model(&m, 0);
     const double *lg = c.log_gain, *lm = c.log_loss;
     int64_t n = c.n_fam;
     const int INV = PERSISTE_E_INVALID;
 
-    expect_error(INV, NULL, model, c.tree, c.data, n, lg, lm, false, "NULL ctx");
-    expect_error(INV, ctx, NULL, c.tree, c.data, n, lg, lm, false, "NULL model");
+    expect_error(INV, NULL, model, c.tree, c.data, n, lg, lm, false,
+                 "NULL ctx");
+    expect_error(INV, ctx, NULL, c.tree, c.data, n, lg, lm, false,
+                 "NULL model");
     expect_error(INV, ctx, model, NULL, c.data, n, lg, lm, false, "NULL tree");
     expect_error(INV, ctx, model, c.tree, NULL, n, lg, lm, false, "NULL data");
-    expect_error(INV, ctx, model, c.tree, c.data, n, NULL, lm, false, "NULL gain");
-    expect_error(INV, ctx, model, c.tree, c.data, n, lg, NULL, false, "NULL loss");
+    expect_error(INV, ctx, model, c.tree, c.data, n, NULL, lm, false,
+                 "NULL gain");
+    expect_error(INV, ctx, model, c.tree, c.data, n, lg, NULL, false,
+                 "NULL loss");
     expect_error(INV, ctx, model, c.tree, c.data, n, lg, lm, true, "NULL out");
-    expect_error(INV, ctx, model, c.tree, c.data, n - 1, lg, lm, false, "n - 1");
-    expect_error(INV, ctx, model, c.tree, c.data, n + 1, lg, lm, false, "n + 1");
+    expect_error(INV, ctx, model, c.tree, c.data, n - 1, lg, lm, false,
+                 "n - 1");
+    expect_error(INV, ctx, model, c.tree, c.data, n + 1, lg, lm, false,
+                 "n + 1");
     expect_error(INV, ctx, model, c.tree, c.data, -1, lg, lm, false, "n = -1");
 
     const double bad[] = {NAN, INFINITY, -INFINITY};
@@ -615,8 +609,7 @@ static void test_argument_errors(void **state)
     oracle_case_free(&c);
 }
 
-int main(void)
-{
+int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_oracles_agree),
         cmocka_unit_test(test_oracle_anchors),

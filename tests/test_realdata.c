@@ -3,13 +3,14 @@
  * IQ-TREE, phytools), and their gradients match finite differences of the
  * total log-likelihood. */
 #include <math.h>
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <setjmp.h>
+
 #include <cmocka.h>
 
 #include "oracle.h"
@@ -24,8 +25,7 @@ typedef struct dataset {
 } dataset;
 
 static void load(dataset *d, const char *dir, const char *tree_file,
-                 const char *table_file, uint32_t flags)
-{
+                 const char *table_file, uint32_t flags) {
     const char *root = getenv("PERSISTE_DATA_DIR");
     char path[4096];
     assert_non_null(root);
@@ -47,8 +47,7 @@ static void load(dataset *d, const char *dir, const char *tree_file,
     assert_true(d->lg && d->lm && d->ll);
 }
 
-static void unload(dataset *d)
-{
+static void unload(dataset *d) {
     persiste_data_destroy(d->data);
     persiste_tree_destroy(d->tree);
     free(d->lg);
@@ -56,16 +55,14 @@ static void unload(dataset *d)
     free(d->ll);
 }
 
-static void set_rates(dataset *d, double lg, double lm)
-{
+static void set_rates(dataset *d, double lg, double lm) {
     for (int64_t f = 0; f < d->n_fam; f++) {
         d->lg[f] = lg;
         d->lm[f] = lm;
     }
 }
 
-static persiste_model *model_for(int cond)
-{
+static persiste_model *model_for(int cond) {
     oracle_model m = {cond, PERSISTE_ROOT_STATIONARY, 0.5};
     persiste_model *model = oracle_lib_model(&m, 0);
     assert_non_null(model);
@@ -76,8 +73,7 @@ static persiste_model *model_for(int cond)
  * rounding of its own), at global log rates (lg, lm), on tree/data. */
 static long double total(persiste_ctx *ctx, int cond, dataset *d,
                          const persiste_tree *tree, const persiste_data *data,
-                         double lg, double lm)
-{
+                         double lg, double lm) {
     persiste_model *model = model_for(cond);
     set_rates(d, lg, lm);
     int rc = persiste_loglik_batch(ctx, model, tree, data, d->n_fam, d->lg,
@@ -93,8 +89,7 @@ static long double total(persiste_ctx *ctx, int cond, dataset *d,
 /* Reference totals (and optionally first five families) per condition. */
 static void check_reference(persiste_ctx *ctx, dataset *d, double lam,
                             double mu, const double want_total[3],
-                            const double want_first[3][5])
-{
+                            const double want_first[3][5]) {
     for (int k = 0; k < 3; k++) {
         long double sum = total(ctx, k, d, d->tree, d->data, log(lam), log(mu));
         ORACLE_ASSERT_CLOSE((double)sum, want_total[k], REL, 1.0,
@@ -107,7 +102,8 @@ static void check_reference(persiste_ctx *ctx, dataset *d, double lam,
     }
 }
 
-/* ---- Gradient checks at global rates -------------------------------------- */
+/* ---- Gradient checks at global rates --------------------------------------
+ */
 typedef struct fd_arg {
     persiste_ctx *ctx;
     dataset *d;
@@ -117,8 +113,7 @@ typedef struct fd_arg {
     const uint8_t *states;
 } fd_arg;
 
-static double total_at(double x, void *p)
-{
+static double total_at(double x, void *p) {
     fd_arg *a = p;
     if (a->which < 2)
         return (double)total(a->ctx, a->cond, a->d, a->d->tree, a->d->data,
@@ -137,8 +132,8 @@ static double total_at(double x, void *p)
 /* d total / d log rate = sum_f d_log_rate[f]; d_branch of the two longest
  * branches (one tip branch, one internal branch) against finite
  * differences. */
-static void check_gradient(persiste_ctx *ctx, dataset *d, double lam, double mu)
-{
+static void check_gradient(persiste_ctx *ctx, dataset *d, double lam,
+                           double mu) {
     int32_t n_nodes = persiste_tree_n_nodes(d->tree),
             n_tips = persiste_tree_n_tips(d->tree);
     oracle_tree t;
@@ -191,9 +186,9 @@ static void check_gradient(persiste_ctx *ctx, dataset *d, double lam, double mu)
     oracle_tree_free(&t);
 }
 
-/* ---- data/efm-clade-powerbacgwas/REFERENCE.md ----------------------------- */
-static void test_efm_clade(void **state)
-{
+/* ---- data/efm-clade-powerbacgwas/REFERENCE.md -----------------------------
+ */
+static void test_efm_clade(void **state) {
     (void)state;
     dataset d;
     load(&d, "efm-clade-powerbacgwas", "efm_clade.tree.nwk",
@@ -209,8 +204,8 @@ static void test_efm_clade(void **state)
     assert_int_equal(persiste_data_n_dropped_families(d.data), 86);
     assert_int_equal(d.n_fam, 5357);
 
-    static const double want_total[3] = {
-        -477505.6824325649, -477505.6822940703, -477505.6793157684};
+    static const double want_total[3] = {-477505.6824325649, -477505.6822940703,
+                                         -477505.6793157684};
     /* the first five families are present everywhere: same value each */
     static const double want_first[3][5] = {
         {-14.402561684227566, -14.402561684227566, -14.402561684227566,
@@ -225,9 +220,9 @@ static void test_efm_clade(void **state)
     unload(&d);
 }
 
-/* ---- data/harris2022-plants30/REFERENCE.md -------------------------------- */
-static void test_harris2022(void **state)
-{
+/* ---- data/harris2022-plants30/REFERENCE.md --------------------------------
+ */
+static void test_harris2022(void **state) {
     (void)state;
     dataset d;
     load(&d, "harris2022-plants30", "harris2022_dated_tree.nwk",
@@ -236,8 +231,8 @@ static void test_harris2022(void **state)
     assert_int_equal(d.n_fam, 20822);
     assert_int_equal(persiste_data_n_all_absent(d.data), 0);
 
-    static const double want_total[3] = {
-        -205361.7276424572, -201262.4335841910, -201067.7062615576};
+    static const double want_total[3] = {-205361.7276424572, -201262.4335841910,
+                                         -201067.7062615576};
     static const double want_first[3][5] = {
         {-12.802627074919, -8.920948884983, -21.280171853575, -6.966540751921,
          -9.709389152363},
@@ -252,7 +247,8 @@ static void test_harris2022(void **state)
     /* log(1 - P(all absent)) = none - present for every family, and the
      * log-space oracle gives the same number on this tree */
     double *none = malloc(sizeof *none * (size_t)d.n_fam);
-    total(ctx, PERSISTE_CONDITION_NONE, &d, d.tree, d.data, log(0.14), log(0.35));
+    total(ctx, PERSISTE_CONDITION_NONE, &d, d.tree, d.data, log(0.14),
+          log(0.35));
     memcpy(none, d.ll, sizeof *none * (size_t)d.n_fam);
     total(ctx, PERSISTE_CONDITION_PRESENT, &d, d.tree, d.data, log(0.14),
           log(0.35));
@@ -279,8 +275,7 @@ static void test_harris2022(void **state)
     unload(&d);
 }
 
-int main(void)
-{
+int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_efm_clade),
         cmocka_unit_test(test_harris2022),
