@@ -178,48 +178,6 @@ static void check_case(persiste_ctx *ctx, oracle_case *c, oracle_rng *rng,
     oracle_tree_free(&clamped);
 }
 
-static void test_oracle_derivatives(void **state) {
-    (void)state;
-    /* the dual-number derivatives against long-double central differences
-     * of the brute force itself */
-    oracle_rng rng = {8};
-    for (int i = 0; oracle_small_trees[i]; i += 3) {
-        oracle_case c;
-        assert_true(oracle_case_init(&c, oracle_newick(oracle_small_trees[i]),
-                                     &rng, 6, 0.1));
-        for (int p = 0; p < N_PRIORS; p++)
-            for (int k = 0; k < N_CONDS; k++) {
-                oracle_model m = {oracle_conditions[k], oracle_priors[p],
-                                  ORACLE_FIXED_FREQ};
-                for (int64_t f = 0; f < c.n_fam; f++) {
-                    const uint8_t *obs = oracle_case_obs(&c, f);
-                    double lg = c.log_gain[f], lm = c.log_loss[f], h = 1e-6;
-                    long double ll0 =
-                        oracle_brute_loglik(&c.t, &m, obs, lg, lm);
-                    if (isinf(ll0))
-                        continue;
-                    for (int which = 0; which < 2; which++) {
-                        double dg = which ? 0 : h, dl = which ? h : 0;
-                        long double fd =
-                            (oracle_brute_loglik(&c.t, &m, obs, lg + dg,
-                                                 lm + dl) -
-                             oracle_brute_loglik(&c.t, &m, obs, lg - dg,
-                                                 lm - dl)) /
-                            (2 * h);
-                        ORACLE_ASSERT_CLOSE(
-                            (double)fd,
-                            oracle_brute_dloglik(&c.t, &m, obs, lg, lm,
-                                                 which ? ORACLE_D_LOG_LOSS
-                                                       : ORACLE_D_LOG_GAIN),
-                            1e-7, 1e-3, "oracle derivative %d tree %d", which,
-                            i);
-                    }
-                }
-            }
-        oracle_case_free(&c);
-    }
-}
-
 static void brute_case(persiste_ctx *ctx, oracle_case *c, oracle_rng *rng,
                        const char *name) {
     check_case(ctx, c, rng, 0.0, name);
@@ -469,7 +427,6 @@ static void test_optional_outputs(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_oracle_derivatives),
         cmocka_unit_test(test_brute_force_gradients),
         cmocka_unit_test(test_min_length_gradients),
         cmocka_unit_test(test_finite_differences),

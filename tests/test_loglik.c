@@ -75,6 +75,32 @@ static void check_case_brute(persiste_ctx *ctx, const oracle_case *c,
 }
 
 /* ---- The oracles agree with each other (no library arithmetic) ---------- */
+/* Dual-number derivatives against long-double central differences of the
+ * brute force itself, in both log rates and every branch length > 0. */
+static void check_oracle_derivatives(oracle_tree *t, const oracle_model *m,
+                                     const uint8_t *obs, double lg, double lm) {
+    const double h = 1e-6;
+    for (int wrt = ORACLE_D_LOG_LOSS; wrt < t->n_nodes - 1; wrt++) {
+        double dg = wrt == ORACLE_D_LOG_GAIN ? h : 0;
+        double dl = wrt == ORACLE_D_LOG_LOSS ? h : 0, len = 0;
+        if (wrt >= 0) {
+            len = t->length[wrt];
+            if (len < 2 * h)
+                continue;
+            t->length[wrt] = len + h;
+        }
+        long double up = oracle_brute_loglik(t, m, obs, lg + dg, lm + dl);
+        if (wrt >= 0)
+            t->length[wrt] = len - h;
+        long double down = oracle_brute_loglik(t, m, obs, lg - dg, lm - dl);
+        if (wrt >= 0)
+            t->length[wrt] = len;
+        ORACLE_ASSERT_CLOSE((double)((up - down) / (2 * h)),
+                            oracle_brute_dloglik(t, m, obs, lg, lm, wrt), 1e-7,
+                            1e-3, "oracle derivative %d", wrt);
+    }
+}
+
 static void test_oracles_agree(void **state) {
     (void)state;
     oracle_rng rng = {11};
@@ -104,6 +130,9 @@ static void test_oracles_agree(void **state) {
                     ORACLE_ASSERT_CLOSE(
                         (double)(v.all_absent + v.all_present + v.variable),
                         1.0L, 1e-15, 1.0, "variable complement");
+                    if (f < 3 && !isinf(bf)) /* (costly: a few) */
+                        check_oracle_derivatives(&c.t, &m, obs, c.log_gain[f],
+                                                 c.log_loss[f]);
                 }
             }
         oracle_case_free(&c);
