@@ -26,40 +26,30 @@ class PersisteError(Exception):
         super().__init__(self.message)
 
 
-class NoMemoryError(PersisteError, MemoryError):
-    code = lib.PERSISTE_E_NOMEM
+def _error(name, code, builtin, doc):
+    """A PersisteError subclass that is also the matching built-in exception."""
+    return type(name, (PersisteError, builtin),
+                {"code": code, "__doc__": doc, "__module__": __name__})
 
 
-class InvalidArgumentError(PersisteError, ValueError):
-    code = lib.PERSISTE_E_INVALID
-
-
-class ParseError(PersisteError, ValueError):
-    code = lib.PERSISTE_E_PARSE
-
-
-class FileError(PersisteError, OSError):
-    code = lib.PERSISTE_E_IO
-
-
-class NamesError(PersisteError, ValueError):
-    code = lib.PERSISTE_E_NAMES
-
-
-class DomainError(PersisteError, ValueError):
-    code = lib.PERSISTE_E_DOMAIN
-
-
-class StateError(PersisteError, RuntimeError):
-    code = lib.PERSISTE_E_STATE
-
-
-class BusyError(PersisteError, RuntimeError):
-    code = lib.PERSISTE_E_BUSY
-
-
-class SizeOverflowError(PersisteError, OverflowError):
-    code = lib.PERSISTE_E_OVERFLOW
+NoMemoryError = _error("NoMemoryError", lib.PERSISTE_E_NOMEM, MemoryError,
+                       "An allocation failed.")
+InvalidArgumentError = _error("InvalidArgumentError", lib.PERSISTE_E_INVALID, ValueError,
+                              "Bad argument: size, shape, unknown option.")
+ParseError = _error("ParseError", lib.PERSISTE_E_PARSE, ValueError,
+                    "Malformed Newick or table text.")
+FileError = _error("FileError", lib.PERSISTE_E_IO, OSError,
+                   "A file cannot be opened, read or inflated.")
+NamesError = _error("NamesError", lib.PERSISTE_E_NAMES, ValueError,
+                    "Duplicate names, or data and tree disagree.")
+DomainError = _error("DomainError", lib.PERSISTE_E_DOMAIN, ValueError,
+                     "NaN, infinite or negative number.")
+StateError = _error("StateError", lib.PERSISTE_E_STATE, RuntimeError,
+                    "Object unusable here (closed handle, context after fork).")
+BusyError = _error("BusyError", lib.PERSISTE_E_BUSY, RuntimeError,
+                   "Context in use by another thread.")
+SizeOverflowError = _error("SizeOverflowError", lib.PERSISTE_E_OVERFLOW, OverflowError,
+                           "Sizes beyond what can be addressed.")
 
 
 _ERRORS = {cls.code: cls for cls in (
@@ -230,6 +220,7 @@ def _data_flags(drop_extra_taxa, drop_absent_families, missing_as_unknown, taxa_
 class Data(_Handle):
     """Presence/absence of gene families bound to a tree's tips (copied in)."""
     _destroy = lib.persiste_data_destroy
+    _family_names = None
 
     @classmethod
     def read(cls, tree, path, *, drop_extra_taxa=False, drop_absent_families=False,
@@ -286,8 +277,11 @@ class Data(_Handle):
 
     @property
     def family_names(self):
-        p = self.ptr
-        return [_str(lib.persiste_data_family_name(p, f)) for f in range(self.n_families)]
+        if self._family_names is None:      # the data are immutable: read once
+            p = self.ptr
+            self._family_names = tuple(_str(lib.persiste_data_family_name(p, f))
+                                       for f in range(self.n_families))
+        return list(self._family_names)
 
     @property
     def dropped_taxa(self):

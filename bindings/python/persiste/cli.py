@@ -151,14 +151,11 @@ def load(args):
 
 
 def remedies(args):
-    out = [f"evaluate short branches at a minimum length: --min-branch-length X "
-           f"(e.g. 1e-6 in tree units){'' if args.min_branch_length == 0 else ', larger than now'}",
-           "resolve the zero-length branches between differing genomes in the tree",
-           "remove these families from the table"]
-    if args.condition == "variable":
-        out.insert(0, "families present in every genome are impossible under --condition "
-                      "variable: use --condition present")
-    return out
+    bigger = " larger than now" if args.min_branch_length else ""
+    return [f"evaluate short branches at a minimum length{bigger}: --min-branch-length X "
+            f"(e.g. 1e-6 in tree units)",
+            "resolve the zero-length branches between differing genomes in the tree",
+            "remove these families from the table"]
 
 
 def summary(args, tree, data, impossible):

@@ -70,21 +70,17 @@ def pruning(parent, length, states, gain, loss, root="stationary", root_freq=0.5
 
 
 def loglik(parent, length, states, gain, loss, condition="present", **root):
-    """Per-family log-likelihood conditioned on what can be observed:
-    'none', 'present' (not all tips absent) or 'variable' (neither all absent
-    nor all present): log P(observed and observable) - log P(observable)."""
+    """Per-family log-likelihood divided by P(observable), as the reference
+    programs do: 'none'; 'present', 1 - P(all tips absent); 'variable',
+    1 - P(all absent) - P(all present)."""
     ll = pruning(parent, length, states, gain, loss, **root)
     if condition == "none":
         return ll
 
-    def p_all(state):     # P(every tip in `state`), and which families allow it
-        p = np.exp(pruning(parent, length, np.full_like(states, state), gain, loss, **root))
-        return p, np.all((states == state) | (states == 2), axis=1)
-    (p0, c0), (p1, c1) = p_all(0), p_all(1)
-    if condition == "present":
-        p1, c1 = 0.0, False
-    with np.errstate(divide="ignore"):
-        return np.log(np.maximum(np.exp(ll) - c0 * p0 - c1 * p1, 0)) - np.log(1 - p0 - p1)
+    def p_all(state):
+        return np.exp(pruning(parent, length, np.full_like(states, state), gain, loss, **root))
+    p_observable = 1 - p_all(0) - (p_all(1) if condition == "variable" else 0)
+    return ll - np.log(p_observable)
 
 
 def simulate(parent, length, gain, loss, n_families, rng, condition="present"):
