@@ -176,24 +176,29 @@ def fit(engine, design=None, start=None, progress=None, bound=50.0):
     w = possible.astype(np.float64)
     scale = 1.0 / n_possible
 
+    last = {}
+
     def evaluate(coef):
+        if last.get("coef") is not None and np.array_equal(last["coef"], coef):
+            return last["ll"], last["grad"]
         g = engine.gradient(*design.rates(coef))
         ll = np.where(possible, g.loglik, 0.0).sum()
-        return ll, design.chain(g.d_log_gain * w, g.d_log_loss * w)
+        last.update(coef=np.array(coef), ll=ll, grad=design.chain(g.d_log_gain * w,
+                                                                  g.d_log_loss * w))
+        return ll, last["grad"]
 
     def objective(coef):
         ll, grad = evaluate(coef)
         if not np.isfinite(ll):
             return 1e300, np.zeros_like(coef)
-        state["ll"] = ll
         return -ll * scale, -grad * scale
 
-    state = {"ll": -np.inf, "it": 0}
+    iteration = [0]
 
-    def callback(_):
-        state["it"] += 1
+    def callback(coef):
+        iteration[0] += 1
         if progress:
-            progress(state["it"], state["ll"])
+            progress(iteration[0], evaluate(coef)[0])
 
     res = optimize.minimize(objective, coef0, jac=True, method="L-BFGS-B",
                             bounds=[(-bound, bound)] * len(coef0), callback=callback,
@@ -202,28 +207,24 @@ def fit(engine, design=None, start=None, progress=None, bound=50.0):
     ll, grad = evaluate(coef)
     H = _hessian(lambda c: evaluate(c)[1], coef)
     try:
-        step = np.linalg.solve(-H, grad)
-        newton_ok = np.all(np.linalg.eigvalsh(-H) > 0)
-    except np.linalg.LinAlgError:
-        newton_ok = False
-    if newton_ok:
-        ll_new, grad_new = evaluate(coef + step)
-        if ll_new >= ll:
-            coef, ll, grad = coef + step, ll_new, grad_new
-    if newton_ok:
+        np.linalg.cholesky(-H)                   # observed information > 0
         cov = np.linalg.inv(-H)
-        se = np.sqrt(np.diag(cov))
-        decrement = float(grad @ cov @ grad)
+    except np.linalg.LinAlgError:
+        cov = None
+    if cov is not None:                          # one Newton step, if it helps
+        ll_new, grad_new = evaluate(coef + cov @ grad)
+        if ll_new >= ll:
+            coef, ll, grad = coef + cov @ grad, ll_new, grad_new
+        se, decrement = np.sqrt(np.diag(cov)), float(grad @ cov @ grad)
     else:
         cov = np.full_like(H, np.nan)
-        se = np.full(len(coef), np.nan)
-        decrement = np.inf
+        se, decrement = np.full(len(coef), np.nan), np.inf
     converged = bool(np.isfinite(ll) and decrement < 1e-6)
     names = engine.data.family_names
     return FitResult(list(design.names), coef, se, cov, float(ll), converged,
                      str(res.message) if converged else
                      f"not converged ({res.message}; observed information "
-                     f"{'positive definite' if newton_ok else 'not positive definite'})",
+                     f"{'not ' if np.isnan(se).any() else ''}positive definite)",
                      engine.n_evaluations - evals0, n_possible, engine.n_taxa,
                      [names[i] for i in np.flatnonzero(~possible)], design)
 

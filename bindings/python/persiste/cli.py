@@ -278,6 +278,9 @@ def cmd_test(args, tree, data, engine):
               f"    p-value     {res.p_value:.4g}   ({how})" if res.p_value > 0 else
               f"    p-value     < 1e-300   ({how})",
               f"    AIC         null {null.aic:.4f}, alternative {alt.aic:.4f}"]
+    if res.one_sided and res.statistic == 0 and res.delta_loglik > 0:
+        lines.append("    (statistic 0: the multiplier lies on the other side of 1 than "
+                     "--alternative; --alternative two-sided tests either side)")
     return out, lines
 
 
