@@ -20,6 +20,11 @@ class Design:
     continuous covariate a log-linear effect). ``one_sided`` optionally names
     one coefficient and the sign of its alternative, e.g.
     ``("loss:retained", -1)``: the tested effect is one-sided.
+
+    Examples (n families): retention bias ``Design(n, loss={"set": mask})``;
+    gain bias ``Design(n, gain={"set": mask})``; one loss multiplier per
+    pathway against a reference group ``Design(n, loss={g: labels == g for g in
+    groups[1:]})``; a continuous covariate ``Design(n, loss={"gc": gc})``.
     """
 
     def __init__(self, n_families, gain=None, loss=None, offset=None, one_sided=None):
