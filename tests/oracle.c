@@ -584,6 +584,8 @@ const char *const oracle_small_trees[] = {
     "(((A:0.2,B:0.1):0.3,(C:0.2,D:0.4):0.1):0.2,((E:0.3,F:0.2):0.1,"
     "((G:0.1,H:0.5):0.2,(I:0.3,(J:0.2,(K:0.1,(L:0.2,M:0.3):0.1):0.2):0.1):"
     "0.3):0.2):0.1);",
+    /* every branch short: the VARIABLE normaliser is itself tiny */
+    "((A:1e-7,B:2e-7):1e-7,(C:3e-7,D:1e-7):2e-7);",
     NULL};
 
 persiste_tree *oracle_test_tree(int i, oracle_rng *rng) {

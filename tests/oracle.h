@@ -115,7 +115,8 @@ void oracle_random_states(oracle_rng *rng, uint8_t *states, int64_t n,
                           double p_present, double p_unknown);
 
 /* Small hand-written trees (multifurcations, zero, very long and very short
- * branches, a root length, 12 internal nodes), NULL-terminated. */
+ * branches, a root length, 12 internal nodes, a tree of only very short
+ * branches), NULL-terminated. */
 extern const char *const oracle_small_trees[];
 
 /* A tree with random families: per-family log rates uniform in [-5, 3];
