@@ -225,13 +225,14 @@ def fit(engine, design=None, start=None, progress=None, bound=50.0):
         cov = np.full_like(H, np.nan)
         se, decrement = np.full(len(coef), np.nan), np.inf
     converged = bool(np.isfinite(ll) and decrement < 1e-6)
-    names = engine.data.family_names
+    left_out = np.flatnonzero(~possible)
+    names = engine.data.family_names if left_out.size else []
     return FitResult(list(design.names), coef, se, cov, float(ll), converged,
                      str(res.message) if converged else
                      f"not converged ({res.message}; observed information "
                      f"{'not ' if np.isnan(se).any() else ''}positive definite)",
                      engine.n_evaluations - evals0, n_possible, engine.n_taxa,
-                     [names[i] for i in np.flatnonzero(~possible)], design)
+                     [names[i] for i in left_out], design)
 
 
 @dataclass
