@@ -22,8 +22,7 @@ int oracle_below(oracle_rng *rng, int n) {
     return (int)(oracle_next(rng) % (uint64_t)n);
 }
 
-/* ---- Trees ----------------------------------------------------------------
- */
+/* ---- Trees --------------------------------------------------------------- */
 static void *xmalloc(size_t n) {
     void *p = malloc(n ? n : 1);
     if (!p) {
@@ -74,8 +73,7 @@ static uint8_t *internal_flags(const oracle_tree *t) {
     return f;
 }
 
-/* ---- Dual numbers: value and one tangent, long double ---------------------
- */
+/* ---- Dual numbers: value and one tangent, long double -------------------- */
 typedef struct dual {
     long double v, d;
 } dual;
@@ -312,8 +310,7 @@ long double oracle_brute_dloglik(const oracle_tree *t, const oracle_model *m,
     return dll;
 }
 
-/* ---- Log-space pruning ----------------------------------------------------
- */
+/* ---- Log-space pruning --------------------------------------------------- */
 static long double lse(long double a, long double b) {
     long double hi = a > b ? a : b, lo = a > b ? b : a;
     if (hi == -INFINITY)
@@ -418,8 +415,7 @@ long double oracle_logspace_loglik(const oracle_tree *t, const oracle_model *m,
     return out[m->condition];
 }
 
-/* ---- Library plumbing -----------------------------------------------------
- */
+/* ---- Library plumbing ---------------------------------------------------- */
 persiste_ctx *oracle_ctx(int n_threads) {
     persiste_ctx *ctx = NULL;
     if (persiste_ctx_create(&ctx) != PERSISTE_OK)
@@ -565,8 +561,7 @@ void oracle_random_states(oracle_rng *rng, uint8_t *states, int64_t n,
     }
 }
 
-/* ---- Test cases -----------------------------------------------------------
- */
+/* ---- Test cases ---------------------------------------------------------- */
 const char *const oracle_small_trees[] = {
     "(A:0.3,B:0.7);",
     "((A:0.1,B:0.2):0.3,C:0.4);",
@@ -622,6 +617,10 @@ bool oracle_case_init(oracle_case *c, persiste_tree *tree, oracle_rng *rng,
             oracle_random_states(rng, row, n_tips,
                                  oracle_uniform(rng, 0.1, 0.9), p_unknown);
     }
+    for (int k = 0; k < 2; k++) {
+        c->pairs[k][0] = c->log_gain[k < n_fam ? k : 0];
+        c->pairs[k][1] = c->log_loss[k < n_fam ? k : 0];
+    }
     c->data = oracle_data(tree, c->states, n_fam);
     return c->t.n_nodes > 0 && c->data != NULL;
 }
@@ -648,9 +647,6 @@ const int oracle_priors[3] = {PERSISTE_ROOT_STATIONARY, PERSISTE_ROOT_FIXED,
 
 void oracle_for_each_case(uint64_t seed, int64_t n_fam, double p_unknown,
                           int n_layouts, oracle_case_fn fn) {
-    /* in this order: each layout takes rates from families 0 and 1 */
-    static const int64_t layouts[3] = {ORACLE_RATES_OWN, ORACLE_RATES_TWO,
-                                       ORACLE_RATES_GLOBAL};
     oracle_rng rng = {seed};
     persiste_ctx *ctx = oracle_ctx(1);
     persiste_tree *tree;
@@ -662,7 +658,7 @@ void oracle_for_each_case(uint64_t seed, int64_t n_fam, double p_unknown,
             exit(1);
         }
         for (int k = 0; k < n_layouts; k++) {
-            oracle_case_share_rates(&c, layouts[k]);
+            oracle_case_share_rates(&c, k);
             snprintf(name, sizeof name, "tree %d rates %d", i, k);
             fn(ctx, &c, &rng, name);
         }
@@ -671,17 +667,22 @@ void oracle_for_each_case(uint64_t seed, int64_t n_fam, double p_unknown,
     persiste_ctx_destroy(ctx);
 }
 
-void oracle_case_share_rates(oracle_case *c, int64_t period) {
-    if (period <= 0)
-        return;
-    for (int64_t f = 0; f < c->n_fam; f++) {
-        c->log_gain[f] = c->log_gain[(f / period) % 2];
-        c->log_loss[f] = c->log_loss[(f / period) % 2];
+void oracle_case_share_rates(oracle_case *c, int layout) {
+    static const int runs[4][2] = {{0, 0}, {0, 1}, {1, 1}, {1, 0}};
+    for (int64_t f = 0; layout != ORACLE_RATES_OWN && f < c->n_fam; f++) {
+        int gain = 0, loss = 0;
+        if (layout == ORACLE_RATES_TWO)
+            gain = loss = (int)(f / 5 % 2);
+        else if (layout == ORACLE_RATES_RUNS) {
+            gain = runs[f / 12 % 4][0];
+            loss = runs[f / 12 % 4][1];
+        }
+        c->log_gain[f] = c->pairs[gain][0];
+        c->log_loss[f] = c->pairs[loss][1];
     }
 }
 
-/* ---- Numerics -------------------------------------------------------------
- */
+/* ---- Numerics ------------------------------------------------------------ */
 double oracle_fd(double (*f)(double x, void *arg), void *arg, double x,
                  double h) {
     return (-f(x + 2 * h, arg) + 8 * f(x + h, arg) - 8 * f(x - h, arg) +

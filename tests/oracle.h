@@ -128,6 +128,7 @@ typedef struct oracle_case {
     int64_t n_fam;
     uint8_t *states; /* [n_fam * n_tips], tip order */
     double *log_gain, *log_loss;
+    double pairs[2][2]; /* rates first drawn for families 0 and 1 */
     persiste_data *data;
 } oracle_case;
 
@@ -141,7 +142,7 @@ bool oracle_case_init(oracle_case *c, persiste_tree *tree, oracle_rng *rng,
 void oracle_case_free(oracle_case *c);
 const uint8_t *oracle_case_obs(const oracle_case *c, int64_t f);
 /* Calls fn(ctx, case, rng, name) for a case of n_fam families on every
- * test tree, in the first n_layouts rate layouts (own, two pairs, global). */
+ * test tree, in the first n_layouts rate layouts. */
 typedef void (*oracle_case_fn)(persiste_ctx *ctx, oracle_case *c,
                                oracle_rng *rng, const char *name);
 void oracle_for_each_case(uint64_t seed, int64_t n_fam, double p_unknown,
@@ -151,15 +152,20 @@ void oracle_for_each_case(uint64_t seed, int64_t n_fam, double p_unknown,
 #define ORACLE_FIXED_FREQ 0.3
 extern const int oracle_conditions[3], oracle_priors[3];
 
-/* Rate layouts: ORACLE_RATES_OWN keeps per-family rates; otherwise family f
- * takes the rates of family (f / period) % 2: ORACLE_RATES_GLOBAL (one pair
- * for all), ORACLE_RATES_TWO (two pairs in runs of 5). Data unchanged. */
+/* Rate layouts. OWN: per-family rates (as drawn); the others use the
+ * pairs (g0, l0), (g1, l1) first drawn for families 0 and 1: GLOBAL, one
+ * pair for all; TWO, the two pairs in runs of 5; RUNS, the four pairs
+ * (g0,l0), (g0,l1), (g1,l1), (g1,l0) in runs of 12, so that neighbouring runs
+ * share a gain or a loss and blocks of families are sometimes uniform,
+ * sometimes mixed. Data unchanged. */
 enum {
-    ORACLE_RATES_OWN = 0,
-    ORACLE_RATES_GLOBAL = INT32_MAX,
-    ORACLE_RATES_TWO = 5
+    ORACLE_RATES_OWN,
+    ORACLE_RATES_TWO,
+    ORACLE_RATES_GLOBAL,
+    ORACLE_RATES_RUNS,
+    ORACLE_N_LAYOUTS
 };
-void oracle_case_share_rates(oracle_case *c, int64_t period);
+void oracle_case_share_rates(oracle_case *c, int layout);
 
 /* ---- Numerics ----------------------------------------------------------- */
 /* Fourth-order central difference of f at x with step h. */

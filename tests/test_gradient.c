@@ -62,8 +62,7 @@ static double *random_weights(oracle_rng *rng, int64_t n) {
     return w;
 }
 
-/* ---- Exact brute-force derivatives ----------------------------------------
- */
+/* ---- Exact brute-force derivatives --------------------------------------- */
 /* Brute-force values and tangents of every family for every derivative:
  * slot 0 = log gain, 1 = log loss, 2 + i = branch i. */
 typedef struct brute_set {
@@ -188,6 +187,24 @@ static void test_brute_force_gradients(void **state) {
     oracle_for_each_case(17, 12, 0.15, 3, brute_case);
 }
 
+/* Rates in runs (uniform and mixed blocks of families, neighbouring runs
+ * sharing a gain or a loss), on a few trees with enough families. */
+static void test_rate_runs(void **state) {
+    (void)state;
+    static const int trees[] = {2, 4, 9};
+    oracle_rng rng = {99};
+    persiste_ctx *ctx = oracle_ctx(1);
+    for (size_t i = 0; i < sizeof trees / sizeof trees[0]; i++) {
+        oracle_case c;
+        assert_true(oracle_case_init(
+            &c, oracle_newick(oracle_small_trees[trees[i]]), &rng, 56, 0.1));
+        oracle_case_share_rates(&c, ORACLE_RATES_RUNS);
+        check_case(ctx, &c, &rng, 0.0, "rate runs");
+        oracle_case_free(&c);
+    }
+    persiste_ctx_destroy(ctx);
+}
+
 static void test_min_length_gradients(void **state) {
     (void)state;
     oracle_rng rng = {23};
@@ -210,8 +227,7 @@ static void test_min_length_gradients(void **state) {
     persiste_ctx_destroy(ctx);
 }
 
-/* ---- Finite differences of the library itself -----------------------------
- */
+/* ---- Finite differences of the library itself ---------------------------- */
 /* Weighted total over the families finite at the base point, with branch
  * `node` set to length x (tree and data rebuilt). */
 typedef struct branch_fd {
@@ -325,8 +341,7 @@ static void test_finite_differences(void **state) {
     oracle_for_each_case(4711, 16, 0.1, 1, fd_case);
 }
 
-/* ---- Thread count and optional outputs ------------------------------------
- */
+/* ---- Thread count and optional outputs ----------------------------------- */
 static void test_threads_bitwise(void **state) {
     (void)state;
     static const int threads[3] = {1, 2, 8};
@@ -337,13 +352,11 @@ static void test_threads_bitwise(void **state) {
     double *w = random_weights(&rng, c.n_fam);
     size_t fam_bytes = sizeof(double) * (size_t)c.n_fam;
     size_t node_bytes = sizeof(double) * (size_t)c.t.n_nodes;
-    static const int64_t layouts[3] = {ORACLE_RATES_OWN, ORACLE_RATES_TWO,
-                                       ORACLE_RATES_GLOBAL};
-    for (int k = 0; k < N_CONDS; k++) {
-        oracle_model m = {oracle_conditions[k], oracle_priors[k],
+    for (int k = 0; k < ORACLE_N_LAYOUTS; k++) {
+        oracle_model m = {oracle_conditions[k % 3], oracle_priors[k % 3],
                           ORACLE_FIXED_FREQ};
         persiste_model *model = oracle_lib_model(&m, 0);
-        oracle_case_share_rates(&c, layouts[k]);
+        oracle_case_share_rates(&c, k);
         grad g[3];
         for (int i = 0; i < 3; i++) {
             persiste_ctx *ctx = oracle_ctx(threads[i]);
@@ -428,6 +441,7 @@ static void test_optional_outputs(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_brute_force_gradients),
+        cmocka_unit_test(test_rate_runs),
         cmocka_unit_test(test_min_length_gradients),
         cmocka_unit_test(test_finite_differences),
         cmocka_unit_test(test_threads_bitwise),

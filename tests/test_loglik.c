@@ -209,7 +209,7 @@ static void brute_case(persiste_ctx *ctx, oracle_case *c, oracle_rng *rng,
 
 static void test_brute_force_small_trees(void **state) {
     (void)state;
-    oracle_for_each_case(42, 60, 0.15, 3, brute_case);
+    oracle_for_each_case(42, 60, 0.15, ORACLE_N_LAYOUTS, brute_case);
 }
 
 /* ---- Two tips, written out by hand -------------------------------------- */

@@ -102,8 +102,7 @@ static void check_reference(persiste_ctx *ctx, dataset *d, double lam,
     }
 }
 
-/* ---- Gradient checks at global rates --------------------------------------
- */
+/* ---- Gradient checks at global rates ------------------------------------- */
 typedef struct fd_arg {
     persiste_ctx *ctx;
     dataset *d;
@@ -186,8 +185,7 @@ static void check_gradient(persiste_ctx *ctx, dataset *d, double lam,
     oracle_tree_free(&t);
 }
 
-/* ---- data/efm-clade-powerbacgwas/REFERENCE.md -----------------------------
- */
+/* ---- data/efm-clade-powerbacgwas/REFERENCE.md ---------------------------- */
 static void test_efm_clade(void **state) {
     (void)state;
     dataset d;
@@ -220,8 +218,7 @@ static void test_efm_clade(void **state) {
     unload(&d);
 }
 
-/* ---- data/harris2022-plants30/REFERENCE.md --------------------------------
- */
+/* ---- data/harris2022-plants30/REFERENCE.md ------------------------------- */
 static void test_harris2022(void **state) {
     (void)state;
     dataset d;
