@@ -674,8 +674,10 @@ void oracle_case_share_rates(oracle_case *c, int layout) {
         if (layout == ORACLE_RATES_TWO)
             gain = loss = (int)(f / 5 % 2);
         else if (layout == ORACLE_RATES_RUNS) {
-            gain = runs[f / 12 % 4][0];
-            loss = runs[f / 12 % 4][1];
+            int64_t r = f % 56; /* runs of 16, 16, 12, 12 */
+            int k = r < 16 ? 0 : r < 32 ? 1 : r < 44 ? 2 : 3;
+            gain = runs[k][0];
+            loss = runs[k][1];
         }
         c->log_gain[f] = c->pairs[gain][0];
         c->log_loss[f] = c->pairs[loss][1];

@@ -155,9 +155,9 @@ extern const int oracle_conditions[3], oracle_priors[3];
 /* Rate layouts. OWN: per-family rates (as drawn); the others use the
  * pairs (g0, l0), (g1, l1) first drawn for families 0 and 1: GLOBAL, one
  * pair for all; TWO, the two pairs in runs of 5; RUNS, the four pairs
- * (g0,l0), (g0,l1), (g1,l1), (g1,l0) in runs of 12, so that neighbouring runs
- * share a gain or a loss and blocks of families are sometimes uniform,
- * sometimes mixed. Data unchanged. */
+ * (g0,l0), (g0,l1), (g1,l1), (g1,l0) in runs of 16, 16, 12 and 12 families,
+ * so that neighbouring runs share a gain or a loss and blocks of families
+ * (of 4 or 8) are uniform in a row, or mixed. Data unchanged. */
 enum {
     ORACLE_RATES_OWN,
     ORACLE_RATES_TWO,
