@@ -185,6 +185,66 @@ static void check_gradient(persiste_ctx *ctx, dataset *d, double lam,
     oracle_tree_free(&t);
 }
 
+/* Total PRESENT log-likelihood and its gradient in the global log rates. */
+static long double total_gradient(persiste_ctx *ctx, dataset *d,
+                                  const double x[2], double g[2]) {
+    persiste_model *model = model_for(PERSISTE_CONDITION_PRESENT);
+    double *dg = malloc(sizeof *dg * (size_t)d->n_fam);
+    double *dl = malloc(sizeof *dl * (size_t)d->n_fam);
+    set_rates(d, x[0], x[1]);
+    assert_int_equal(persiste_gradient_batch(ctx, model, d->tree, d->data,
+                                             d->n_fam, d->lg, d->lm, NULL,
+                                             d->ll, dg, dl, NULL),
+                     PERSISTE_OK);
+    long double sum = 0, sg = 0, sl = 0;
+    for (int64_t f = 0; f < d->n_fam; f++) {
+        sum += d->ll[f];
+        sg += dg[f];
+        sl += dl[f];
+    }
+    g[0] = (double)sg;
+    g[1] = (double)sl;
+    free(dg);
+    free(dl);
+    persiste_model_destroy(model);
+    return sum;
+}
+
+/* The reference's maximum of the PRESENT likelihood ("near lam, mu", rounded
+ * to `decimals`; its value rounded to 3 decimals unless NAN): Newton steps
+ * in the log rates from the reference point, with the library's gradient
+ * and its central differences as Hessian. */
+static void check_maximum(persiste_ctx *ctx, dataset *d, double lam0,
+                          double mu0, double want_lam, double want_mu,
+                          int decimals, double want_max) {
+    double x[2] = {log(lam0), log(mu0)}, g[2], gp[2], gm[2], h[2][2];
+    long double top = 0;
+    for (int it = 0; it < 4; it++) {
+        top = total_gradient(ctx, d, x, g);
+        for (int j = 0; j < 2; j++) {
+            double xp[2] = {x[0], x[1]}, xm[2] = {x[0], x[1]};
+            xp[j] += 1e-4;
+            xm[j] -= 1e-4;
+            total_gradient(ctx, d, xp, gp);
+            total_gradient(ctx, d, xm, gm);
+            for (int i = 0; i < 2; i++)
+                h[i][j] = (gp[i] - gm[i]) / 2e-4;
+        }
+        double det = h[0][0] * h[1][1] - h[0][1] * h[1][0];
+        assert_true(det > 0 && h[0][0] < 0); /* a maximum */
+        x[0] -= (h[1][1] * g[0] - h[0][1] * g[1]) / det;
+        x[1] -= (h[0][0] * g[1] - h[1][0] * g[0]) / det;
+    }
+    assert_true(fabs(g[0]) < 1e-4 && fabs(g[1]) < 1e-4); /* converged */
+    /* within half a unit of the last printed decimal (absolute) */
+    double half = 0.5 * pow(10, -decimals);
+    ORACLE_ASSERT_CLOSE(exp(x[0]), want_lam, half / want_lam, 0, "argmax gain");
+    ORACLE_ASSERT_CLOSE(exp(x[1]), want_mu, half / want_mu, 0, "argmax loss");
+    if (!isnan(want_max))
+        ORACLE_ASSERT_CLOSE((double)top, want_max, 5e-4 / fabs(want_max), 0,
+                            "maximum");
+}
+
 /* ---- data/efm-clade-powerbacgwas/REFERENCE.md ---------------------------- */
 static void test_efm_clade(void **state) {
     (void)state;
@@ -214,6 +274,7 @@ static void test_efm_clade(void **state) {
     persiste_ctx *ctx = oracle_ctx(2);
     check_reference(ctx, &d, 32, 27, want_total, want_first);
     check_gradient(ctx, &d, 32, 27);
+    check_maximum(ctx, &d, 32, 27, 32.02, 27.14, 2, -477505.280);
     persiste_ctx_destroy(ctx);
     unload(&d);
 }
@@ -268,6 +329,7 @@ static void test_harris2022(void **state) {
     free(none);
 
     check_gradient(ctx, &d, 0.14, 0.35);
+    check_maximum(ctx, &d, 0.14, 0.35, 0.139, 0.355, 3, NAN);
     persiste_ctx_destroy(ctx);
     unload(&d);
 }
