@@ -348,7 +348,7 @@ static void test_threads_bitwise(void **state) {
     oracle_rng rng = {271828};
     oracle_case c;
     assert_true(oracle_case_init(
-        &c, oracle_random_tree(&rng, 50, 0.2, 0.0, 1.0), &rng, 3001, 0.05));
+        &c, oracle_random_tree(&rng, 50, 0.2, 0.0, 1.0), &rng, 5001, 0.05));
     double *w = random_weights(&rng, c.n_fam);
     size_t fam_bytes = sizeof(double) * (size_t)c.n_fam;
     size_t node_bytes = sizeof(double) * (size_t)c.t.n_nodes;

@@ -527,40 +527,48 @@ static void test_threads_bitwise(void **state) {
 }
 
 /* ---- Argument errors ---------------------------------------------------- */
-#define N_ERR 5
-static double sentinel[N_ERR];
+#define N_ERR 5 /* families */
+#define N_BUF 8 /* >= families, >= nodes */
+static double sentinel[N_BUF];
 
-static void fill_sentinel(double *out) {
-    for (int i = 0; i < N_ERR; i++)
-        out[i] = sentinel[i] = 1234.5 + i;
-}
-
-/* Both batch calls with the given arguments must fail with `code`, record
- * a message, and leave every output untouched. */
-static void expect_error(int code, persiste_ctx *ctx,
-                         const persiste_model *model, const persiste_tree *tree,
-                         const persiste_data *data, int64_t n, const double *lg,
-                         const double *lm, bool null_out, const char *what) {
-    double out[4][N_ERR];
-    for (int i = 0; i < 4; i++)
-        fill_sentinel(out[i]);
-    int rc = persiste_loglik_batch(ctx, model, tree, data, n, lg, lm,
-                                   null_out ? NULL : out[0]);
+/* Both batch calls with the given arguments (gradient: weights w) must fail
+ * with `code`, record a message, and leave every output untouched. */
+static void expect_error_w(int code, persiste_ctx *ctx,
+                           const persiste_model *model,
+                           const persiste_tree *tree, const persiste_data *data,
+                           int64_t n, const double *lg, const double *lm,
+                           const double *w, bool null_out, const char *what) {
+    double out[5][N_BUF];
+    for (int i = 0; i < N_BUF; i++)
+        sentinel[i] = 1234.5 + i;
+    for (int i = 0; i < 5; i++)
+        memcpy(out[i], sentinel, sizeof sentinel);
+    int rc = w ? code
+               : persiste_loglik_batch(ctx, model, tree, data, n, lg, lm,
+                                       null_out ? NULL : out[0]);
     if (rc != code)
         print_message("%s: loglik_batch returned %d, want %d\n", what, rc,
                       code);
     assert_int_equal(rc, code);
-    assert_true(strlen(persiste_last_error()) > 0);
-    rc =
-        persiste_gradient_batch(ctx, model, tree, data, n, lg, lm, NULL,
-                                null_out ? NULL : out[1], out[2], out[3], NULL);
+    assert_true(w || strlen(persiste_last_error()) > 0);
+    rc = persiste_gradient_batch(ctx, model, tree, data, n, lg, lm, w,
+                                 null_out ? NULL : out[1], out[2], out[3],
+                                 out[4]);
     if (rc != code)
         print_message("%s: gradient_batch returned %d, want %d\n", what, rc,
                       code);
     assert_int_equal(rc, code);
     assert_true(strlen(persiste_last_error()) > 0);
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 5; i++)
         assert_memory_equal(out[i], sentinel, sizeof sentinel);
+}
+
+static void expect_error(int code, persiste_ctx *ctx,
+                         const persiste_model *model, const persiste_tree *tree,
+                         const persiste_data *data, int64_t n, const double *lg,
+                         const double *lm, bool null_out, const char *what) {
+    expect_error_w(code, ctx, model, tree, data, n, lg, lm, NULL, null_out,
+                   what);
 }
 
 static void test_argument_errors(void **state) {
@@ -606,6 +614,11 @@ static void test_argument_errors(void **state) {
         expect_error(PERSISTE_E_DOMAIN, ctx, model, c.tree, c.data, n, lg, lm2,
                      false, "bad log loss");
     }
+
+    /* weights must be finite too */
+    double w[N_ERR] = {1, 1, NAN, 1, 1};
+    expect_error_w(PERSISTE_E_DOMAIN, ctx, model, c.tree, c.data, n, lg, lm, w,
+                   false, "NaN weight");
 
     /* data bound to another tree: other names, or the same names reordered */
     static const char *const others[] = {
