@@ -110,7 +110,7 @@ static void big_free(big *b) {
 static void check_big(bool balanced, uint64_t seed) {
     big b;
     big_init(&b, balanced, seed);
-    persiste_ctx *ctx = oracle_ctx(2);
+    persiste_ctx *ctx = oracle_ctx(1); /* (one block of families) */
     assert_non_null(ctx);
     const char *shape = balanced ? "balanced" : "caterpillar";
     for (int p = 0; p < 2; p++) {
