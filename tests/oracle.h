@@ -172,7 +172,7 @@ void oracle_case_share_rates(oracle_case *c, int layout);
 double oracle_fd(double (*f)(double x, void *arg), void *arg, double x,
                  double h);
 /* Derivative in a length t >= 0: central when t > 2h, else one-sided
- * (second order), so that lengths stay non-negative. */
+ * (third order), so that lengths stay non-negative. */
 double oracle_fd_length(double (*f)(double x, void *arg), void *arg, double t,
                         double h);
 
