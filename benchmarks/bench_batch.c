@@ -3,8 +3,9 @@
  * the model (fixed seed), with global rates and with distinct per-family
  * rates, on 1 and 2 threads. Run on purpose (not a test):
  *
- *   build/benchmarks/bench_batch [N F [repeats]]
+ *   build/benchmarks/bench_batch [N F [repeats [task]]]
  *
+ * task 0-3 runs one row of the table only (for profilers).
  * Prints a table of median times and the 2-thread speed-up. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
@@ -49,6 +50,7 @@ int main(int argc, char **argv)
     int32_t n_tips = argc > 1 ? atoi(argv[1]) : 1324;
     int64_t n_fam = argc > 2 ? atoll(argv[2]) : 25420;
     int reps = argc > 3 ? atoi(argv[3]) : 7;
+    int only = argc > 4 ? atoi(argv[4]) : -1;
     double gain = 0.5, loss = 1.5;
     if (n_tips < 2 || n_fam < 1 || reps < 1) {
         fprintf(stderr, "usage: bench_batch [N F [repeats]]\n");
@@ -132,6 +134,8 @@ int main(int argc, char **argv)
     const char *task[4] = {"lnL, global rates", "lnL, per-family rates",
                            "gradient (+branches), global", "gradient (+branches), per-family"};
     for (int k = 0; k < 4; k++) {
+        if (only >= 0 && k != only)
+            continue;
         const double *g = k % 2 ? lgd : lg, *u = k % 2 ? lld : ll;
         double med[2];
         for (int th = 1; th <= 2; th++) {

@@ -15,6 +15,7 @@
 
 struct batch {
     const struct persiste__job *job;
+    persiste__block_fn eval_block;
     persiste_ctx *ctx;
     int64_t n_blocks;
     int64_t first_chunk;  /* of the current round */
@@ -37,8 +38,7 @@ static void run_chunk(void *arg, int64_t task, int worker)
         end = b->n_blocks;
     int64_t n_imp = 0;
     for (int64_t blk = chunk * CHUNK_BLOCKS; blk < end; blk++)
-        n_imp += persiste__eval_block(b->job, b->ctx->scratch[worker], blk,
-                                      branch);
+        n_imp += b->eval_block(b->job, b->ctx->scratch[worker], blk, branch);
     atomic_fetch_add(&b->n_impossible, n_imp);
 }
 
@@ -109,15 +109,16 @@ static int reserve_scratch(persiste_ctx *ctx, size_t n_nodes)
     return PERSISTE_OK;
 }
 
-/* Evaluates into the job's outputs (staged by the caller) and d_branch. */
-static int run(persiste_ctx *ctx, const struct persiste__job *job,
-               double *d_branch)
+/* Evaluates into the job's outputs and d_branch. */
+static int run(persiste_ctx *ctx, struct persiste__job *job, double *d_branch)
 {
     size_t n_nodes = (size_t)job->tree->n_nodes;
     int rc = reserve_scratch(ctx, n_nodes);
     if (rc)
         return rc;
-    struct batch b = {.job = job, .ctx = ctx};
+    persiste__assign_slots(job->tree, job->gradient, ctx->scratch[0]->slot);
+    job->slot = ctx->scratch[0]->slot;
+    struct batch b = {.job = job, .ctx = ctx, .eval_block = persiste__kernel()};
     b.n_blocks = (job->n_families + PERSISTE_LANES - 1) / PERSISTE_LANES;
     atomic_init(&b.n_impossible, 0);
     int64_t n_chunks = (b.n_blocks + CHUNK_BLOCKS - 1) / CHUNK_BLOCKS;

@@ -1,79 +1,132 @@
 /* Pruning over one block of families, forward (likelihood) and reverse
- * (exact gradients), with power-of-two rescaling.
+ * (exact gradients), with power-of-two rescaling. Families are the lanes of
+ * a vector (GCC vector extensions), so one source compiles to AVX-512, AVX2
+ * or plain SSE2 code; lib/meson.build builds one copy per instruction set
+ * under the name persiste__eval_block_<KERNEL_ISA>.
  *
  * Notation: q1 = gain/s, q0 = loss/s with s = gain + loss; on a branch of
  * length t, e = exp(-s t), em = 1 - e (from expm1):
  *   P00 = q0 + q1 e   P01 = q1 em   P10 = q0 em   P11 = q1 + q0 e
  * Every entry is a sum of non-negative terms, so none cancels.
  *
- * Gradients use the outside ("U") vector at the top of each branch:
- * dL/dtheta through branch c = U . dP_c . in_c, and L = U . P_c . in_c for
+ * Gradients use the outside vector U at the top of each branch:
+ * dL/dtheta through branch c = U . dP_c . x_c, and L = U . P_c . x_c for
  * the same U, so the ratio of the two is exact whatever the scaling of U and
- * in_c: the reverse pass rescales freely and tracks no exponents. */
+ * x_c: the reverse pass rescales freely and tracks no exponents. */
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "kernel.h"
 
+#ifndef KERNEL_ISA
+#define KERNEL_ISA generic
+#endif
+#define CAT2(a, b) a##b
+#define CAT(a, b) CAT2(a, b)
+#define EVAL_BLOCK CAT(persiste__eval_block_, KERNEL_ISA)
+
 #define L PERSISTE_LANES
+enum { P00 = PERSISTE_P00, P01, P10, P11, D01G, D01L, D10G, D10L, D01T, D10T,
+       NP = PERSISTE_NP };
 /* Rescale a partial whose larger entry falls below 2^-256 by 2^256: exact. */
 #define SCALE_LOW 0x1p-256
 #define SCALE_UP 0x1p256
 #define LN2 0.693147180559945309417232121458176568
 
-enum { P00, P01, P10, P11, D01G, D01L, D10G, D10L, D01T, D10T, NP };
+typedef double vd __attribute__((vector_size(L * sizeof(double))));
+typedef int64_t vi __attribute__((vector_size(L * sizeof(int64_t))));
+typedef uint64_t vu __attribute__((vector_size(L * sizeof(uint64_t))));
 
-
-void persiste__scratch_destroy(struct persiste__scratch *s)
+static inline vd ld(const double *p)
 {
-    if (!s)
-        return;
-    persiste__free(s->p);
-    persiste__free(s->in);
-    persiste__free(s->acd);
-    persiste__free(s->b);
-    persiste__free(s->out);
-    persiste__free(s->cond_branch);
-    persiste__free(s);
+    vd v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+static inline void st(double *p, vd v) { memcpy(p, &v, sizeof v); }
+static inline vd splat(double x) { return (vd){x, x, x, x, x, x, x, x}; }
+static inline vd sel(vi m, vd a, vd b) /* m ? a : b, lane-wise */
+{
+    return (vd)((m & (vi)a) | (~m & (vi)b));
+}
+static inline double hsum(vd v) /* fixed order: deterministic */
+{
+    double s = 0.0;
+    for (int l = 0; l < L; l++)
+        s += v[l];
+    return s;
 }
 
-static int grow(double **p, size_t n_nodes, size_t per_node)
+/* Lane masks (all bits set where true) from integer arithmetic: GCC turns
+ * vector comparisons wider than the instruction set into scalar code, but
+ * splits shifts and logic cleanly. Non-negative doubles order like their
+ * bit patterns. */
+static inline vi sign_mask(vi x) { return -(vi)((vu)x >> 63); }
+static inline vi lt_nonneg(vd a, vd b) { return sign_mask((vi)a - (vi)b); }
+static inline vi nonzero(vd a) { return sign_mask(-((vi)a & INT64_MAX)); }
+static inline vd max_nonneg(vd a, vd b) { return sel(lt_nonneg(a, b), b, a); }
+/* Lane l is set where bit l of `bits` is. */
+static inline vi lane_mask(unsigned bits)
 {
-    size_t bytes;
-    int rc = persiste__mul_size(n_nodes, per_node * sizeof(double), &bytes);
-    if (rc)
-        return rc;
-    double *q = persiste__realloc(*p, bytes);
-    if (!q)
-        return persiste__error(PERSISTE_E_NOMEM,
-                               "workspace: cannot allocate %zu bytes", bytes);
-    *p = q;
-    return PERSISTE_OK;
+    vu v = (vu){0} + (uint64_t)bits;
+    return -(vi)((v >> (vu){0, 1, 2, 3, 4, 5, 6, 7}) & 1);
 }
 
-int persiste__scratch_reserve(struct persiste__scratch **sp, size_t n_nodes)
+/* Keep a partial's larger entry above 2^-256; count the rescales. */
+static inline void rescale(vd *a0, vd *a1, vi *cnt)
 {
-    struct persiste__scratch *s = *sp;
-    if (!s) {
-        s = persiste__calloc(1, sizeof *s);
-        if (!s)
-            return persiste__error(PERSISTE_E_NOMEM, "workspace: out of memory");
-        *sp = s;
+    vd m = max_nonneg(*a0, *a1);
+    vi r = lt_nonneg(m, splat(SCALE_LOW)) & nonzero(m);
+    vd f = sel(r, splat(SCALE_UP), splat(1.0));
+    *a0 *= f;
+    *a1 *= f;
+    *cnt -= r; /* r is -1 where rescaled */
+}
+static inline void renormalise(vd *a0, vd *a1)
+{
+    vi cnt = {0};
+    rescale(a0, a1, &cnt);
+}
+
+/* Rates and root prior of the block's lanes. */
+struct lanes {
+    vd gain, loss, q0, q1, pi0, pi1;
+    vd dpi_g, dpi_l; /* d pi1 / d log gain, d log loss */
+    int n_active;    /* lanes 0 .. n_active-1 hold families */
+};
+
+static void lanes_init(struct lanes *ln, const struct persiste__job *job,
+                       int64_t f0)
+{
+    const persiste_model *m = job->model;
+    int64_t left = job->n_families - f0;
+    ln->n_active = left < L ? (int)left : L;
+    for (int l = 0; l < L; l++) {
+        int64_t f = l < ln->n_active ? f0 + l : f0; /* padding: a copy */
+        double g = exp(job->log_gain[f]), u = exp(job->log_loss[f]);
+        double s = g + u, q1 = g / s, q0 = u / s;
+        ln->gain[l] = g;
+        ln->loss[l] = u;
+        ln->q1[l] = q1;
+        ln->q0[l] = q0;
+        switch (m->root_prior) {
+        case PERSISTE_ROOT_FIXED:
+            ln->pi1[l] = m->root_freq;
+            ln->pi0[l] = 1.0 - m->root_freq;
+            ln->dpi_g[l] = ln->dpi_l[l] = 0.0;
+            break;
+        case PERSISTE_ROOT_ABSENT:
+            ln->pi1[l] = 0.0;
+            ln->pi0[l] = 1.0;
+            ln->dpi_g[l] = ln->dpi_l[l] = 0.0;
+            break;
+        default:
+            ln->pi1[l] = q1;
+            ln->pi0[l] = q0;
+            ln->dpi_g[l] = q0 * q1;
+            ln->dpi_l[l] = -q0 * q1;
+        }
     }
-    s->cache_valid = 0;
-    if (s->cap_nodes >= n_nodes)
-        return PERSISTE_OK;
-    int rc;
-    if ((rc = grow(&s->p, n_nodes, NP * L)) ||
-        (rc = grow(&s->in, n_nodes, 2 * L)) ||
-        (rc = grow(&s->acd, n_nodes, 6 * L)) ||
-        (rc = grow(&s->b, n_nodes, 2 * L)) ||
-        (rc = grow(&s->out, n_nodes, 2 * L)) ||
-        (rc = grow(&s->cond_branch, n_nodes, 1)))
-        return rc;
-    s->cap_nodes = n_nodes;
-    return PERSISTE_OK;
 }
 
 /* e^-x - (1 - e^-x)/x, which cancels for small x: series there. */
@@ -91,177 +144,200 @@ static double e_minus_phi(double x, double e, double em)
     return r * x;
 }
 
-/* Rates and root prior of the block's lanes. */
-struct lanes {
-    double gain[L], loss[L], q0[L], q1[L];
-    double pi0[L], pi1[L];   /* root prior */
-    double dpi_g[L], dpi_l[L]; /* d pi1 / d log gain, d log loss */
-    int active[L];
-};
-
-static void lanes_init(struct lanes *ln, const struct persiste__job *job,
-                       int64_t f0)
+/* One table entry (stride apart) for gain g, loss u on a branch of length
+ * t (clamped: the derivative in t is 0). */
+static void transition(double g, double u, double t, int clamped,
+                       int gradient, double *pv, size_t stride)
 {
-    const persiste_model *m = job->model;
-    for (int l = 0; l < L; l++) {
-        int64_t f = f0 + l;
-        ln->active[l] = f < job->n_families;
-        if (!ln->active[l])
-            f = f0; /* padding lanes repeat the first family */
-        double g = exp(job->log_gain[f]), u = exp(job->log_loss[f]);
-        double s = g + u;
-        ln->gain[l] = g;
-        ln->loss[l] = u;
-        ln->q1[l] = g / s;
-        ln->q0[l] = u / s;
-        switch (m->root_prior) {
-        case PERSISTE_ROOT_FIXED:
-            ln->pi1[l] = m->root_freq;
-            ln->pi0[l] = 1.0 - m->root_freq;
-            ln->dpi_g[l] = ln->dpi_l[l] = 0.0;
-            break;
-        case PERSISTE_ROOT_ABSENT:
-            ln->pi1[l] = 0.0;
-            ln->pi0[l] = 1.0;
-            ln->dpi_g[l] = ln->dpi_l[l] = 0.0;
-            break;
-        default:
-            ln->pi1[l] = ln->q1[l];
-            ln->pi0[l] = ln->q0[l];
-            ln->dpi_g[l] = ln->q0[l] * ln->q1[l];
-            ln->dpi_l[l] = -ln->dpi_g[l];
-        }
-    }
+    double s = g + u, q1 = g / s, q0 = u / s;
+    double x = s * t, e = exp(-x), em = -expm1(-x);
+    pv[P00 * stride] = q0 + q1 * e;
+    pv[P01 * stride] = q1 * em;
+    pv[P10 * stride] = q0 * em;
+    pv[P11 * stride] = q1 + q0 * e;
+    if (!gradient)
+        return;
+    double gm = e_minus_phi(x, e, em);
+    pv[D01G * stride] = q1 * (q0 * em + g * t * e);
+    pv[D01L * stride] = q1 * u * t * gm;
+    pv[D10G * stride] = q0 * g * t * gm;
+    pv[D10L * stride] = q0 * (q1 * em + u * t * e);
+    pv[D01T * stride] = clamped ? 0.0 : g * e;
+    pv[D10T * stride] = clamped ? 0.0 : u * e;
 }
 
-/* Transition probabilities (and their derivatives) of every branch. */
+/* Transition tables of every branch: one pair for the whole block
+ * (uniform) or one a lane. */
 static void fill_p(const struct persiste__job *job, const struct lanes *ln,
-                   double *p)
+                   int uniform, struct persiste__scratch *s)
 {
     const persiste_tree *tr = job->tree;
     double tmin = job->model->min_branch_length;
     for (int32_t v = 0; v + 1 < tr->n_nodes; v++) {
-        double *pv = p + (size_t)v * NP * L;
         double t = tr->length[v];
         int clamped = t < tmin;
         if (clamped)
             t = tmin;
-        for (int l = 0; l < L; l++) {
-            double g = ln->gain[l], u = ln->loss[l];
-            double q0 = ln->q0[l], q1 = ln->q1[l];
-            double x = (g + u) * t, e = exp(-x), em = -expm1(-x);
-            pv[P00 * L + l] = q0 + q1 * e;
-            pv[P01 * L + l] = q1 * em;
-            pv[P10 * L + l] = q0 * em;
-            pv[P11 * L + l] = q1 + q0 * e;
-            if (!job->gradient)
-                continue;
-            double gm = e_minus_phi(x, e, em);
-            pv[D01G * L + l] = q1 * (q0 * em + g * t * e);
-            pv[D01L * L + l] = q1 * u * t * gm;
-            pv[D10G * L + l] = q0 * g * t * gm;
-            pv[D10L * L + l] = q0 * (q1 * em + u * t * e);
-            pv[D01T * L + l] = clamped ? 0.0 : g * e;
-            pv[D10T * L + l] = clamped ? 0.0 : u * e;
+        if (uniform) {
+            transition(ln->gain[0], ln->loss[0], t, clamped, job->gradient,
+                       s->p_uni + (size_t)v * NP, 1);
+            continue;
         }
+        for (int l = 0; l < L; l++)
+            transition(ln->gain[l], ln->loss[l], t, clamped, job->gradient,
+                       s->p_lane + (size_t)v * NP * L + l, L);
     }
 }
 
-/* Tip partials from the bit-packed data. */
-static void fill_tips(const struct persiste__job *job, int64_t f0, double *in)
+/* Where the kernel reads a branch's table: scalars broadcast to every lane,
+ * or one value a lane. */
+struct pview {
+    const double *uni, *lane;
+};
+
+static inline vd pget(const struct pview *pv, int32_t c, int row)
+{
+    if (pv->uni)
+        return splat(pv->uni[(size_t)c * NP + row]);
+    return ld(pv->lane + ((size_t)c * NP + row) * L);
+}
+
+/* Masks of a tip's cells in the block: observed present, unknown. */
+static inline void tip_masks(const struct persiste__job *job, int64_t f0,
+                             int32_t tip, vi *present, vi *unknown)
 {
     const persiste_data *d = job->data;
-    int32_t nt = job->tree->n_tips;
-    int64_t word = f0 / 64;
+    size_t i = (size_t)(f0 / 64) * (size_t)d->n_tips + (size_t)tip;
     int shift = (int)(f0 % 64);
-    for (int32_t v = 0; v < nt; v++) {
-        double *x = in + (size_t)v * 2 * L;
-        unsigned pres = (unsigned)(d->present[word * nt + v] >> shift) & 0xFF;
-        unsigned unk = (unsigned)(d->unknown[word * nt + v] >> shift) & 0xFF;
-        for (int l = 0; l < L; l++) {
-            unsigned pb = (pres >> l) & 1, ub = (unk >> l) & 1;
-            x[l] = (double)((pb ^ 1) | ub);
-            x[L + l] = (double)(pb | ub);
+    *present = lane_mask((unsigned)(d->present[i] >> shift) & 0xFF);
+    *unknown = lane_mask((unsigned)(d->unknown[i] >> shift) & 0xFF);
+}
+
+/* A child's vector in the parent's pruning: for the pattern (x), for
+ * P(all absent) (x = A = 1 - B, dx = x1 - x0 = B0 - B1 without
+ * cancellation) or P(all present) (x = C). Tips come from bits or are
+ * constants. */
+enum pass_kind { PASS_PATTERN, PASS_ABSENT, PASS_PRESENT };
+
+struct source {
+    enum pass_kind kind;
+    const double *buf; /* slot-indexed partials of internal nodes */
+    size_t stride;     /* doubles per slot */
+    const int32_t *slot;
+    const struct persiste__job *job;
+    int64_t f0;
+};
+
+static inline void child_x(const struct source *src, int32_t c, vd *x0,
+                           vd *x1, vd *dx)
+{
+    int32_t nt = src->job->tree->n_tips;
+    if (c < nt) {
+        if (src->kind == PASS_PATTERN) {
+            vi pm, um;
+            tip_masks(src->job, src->f0, c, &pm, &um);
+            *x0 = sel(pm & ~um, splat(0.0), splat(1.0));
+            *x1 = sel(~pm & ~um, splat(0.0), splat(1.0));
+        } else { /* A = (1, 0), C = (0, 1) at a tip */
+            *x0 = splat(src->kind == PASS_ABSENT ? 1.0 : 0.0);
+            *x1 = splat(src->kind == PASS_ABSENT ? 0.0 : 1.0);
         }
+        *dx = *x1 - *x0;
+        return;
+    }
+    const double *p = src->buf + (size_t)src->slot[c] * src->stride;
+    vd y0 = ld(p), y1 = ld(p + L);
+    if (src->kind == PASS_ABSENT) {
+        *x0 = 1.0 - y0;
+        *x1 = 1.0 - y1;
+        *dx = y0 - y1;
+    } else {
+        *x0 = y0;
+        *x1 = y1;
+        *dx = y1 - y0;
     }
 }
 
-/* Post-order pruning of a pattern; returns per lane the scaled root
- * likelihood in lik[] and the number of 2^256 rescales in nscale[]. */
+/* Post-order pruning of the block's pattern into s->in; per lane the scaled
+ * root likelihood and the number of 2^256 rescales. */
 static void forward(const struct persiste__job *job, const struct lanes *ln,
-                    const double *p, double *in, double *lik, int64_t *nscale)
+                    const struct pview *pv, struct persiste__scratch *s,
+                    int64_t f0, vd *lik, vi *nscale)
 {
     const persiste_tree *tr = job->tree;
-    int64_t cnt[L] = {0};
-    for (int32_t v = tr->n_tips; v < tr->n_nodes; v++) {
-        double a0[L], a1[L];
-        for (int l = 0; l < L; l++)
-            a0[l] = a1[l] = 1.0;
-        for (int32_t k = tr->child_start[v]; k < tr->child_start[v + 1]; k++) {
+    int32_t nt = tr->n_tips;
+    vi cnt = {0};
+    for (int32_t v = nt; v < tr->n_nodes; v++) {
+        vd a0 = splat(1.0), a1 = splat(1.0);
+        int32_t k0 = tr->child_start[v], k1 = tr->child_start[v + 1];
+        for (int32_t k = k0; k < k1; k++) {
             int32_t c = tr->children[k];
-            const double *pc = p + (size_t)c * NP * L;
-            const double *x = in + (size_t)c * 2 * L;
-            for (int l = 0; l < L; l++) {
-                a0[l] *= pc[P00 * L + l] * x[l] + pc[P01 * L + l] * x[L + l];
-                a1[l] *= pc[P10 * L + l] * x[l] + pc[P11 * L + l] * x[L + l];
-                /* per child, so even a huge multifurcation cannot underflow */
-                double m = a0[l] > a1[l] ? a0[l] : a1[l];
-                int r = m < SCALE_LOW && m > 0.0;
-                a0[l] *= r ? SCALE_UP : 1.0;
-                a1[l] *= r ? SCALE_UP : 1.0;
-                cnt[l] += r;
+            vd p00 = pget(pv, c, P00), p01 = pget(pv, c, P01);
+            vd p10 = pget(pv, c, P10), p11 = pget(pv, c, P11);
+            vd f0v, f1v;
+            if (c < nt) { /* a tip selects a column of P */
+                vi pm, um;
+                tip_masks(job, f0, c, &pm, &um);
+                f0v = sel(um, splat(1.0), sel(pm, p01, p00));
+                f1v = sel(um, splat(1.0), sel(pm, p11, p10));
+            } else {
+                const double *x = s->in + (size_t)job->slot[c] * 2 * L;
+                vd x0 = ld(x), x1 = ld(x + L);
+                f0v = p00 * x0 + p01 * x1;
+                f1v = p10 * x0 + p11 * x1;
             }
+            a0 *= f0v;
+            a1 *= f1v;
+            /* a product of more than two factors is kept in range as it
+             * grows, so even a huge multifurcation cannot underflow */
+            if (k1 - k0 > 2)
+                rescale(&a0, &a1, &cnt);
         }
-        double *y = in + (size_t)v * 2 * L;
-        for (int l = 0; l < L; l++) {
-            y[l] = a0[l];
-            y[L + l] = a1[l];
-        }
+        if (k1 - k0 <= 2)
+            rescale(&a0, &a1, &cnt);
+        double *y = s->in + (size_t)job->slot[v] * 2 * L;
+        st(y, a0);
+        st(y + L, a1);
     }
-    const double *r = in + (size_t)(tr->n_nodes - 1) * 2 * L;
-    for (int l = 0; l < L; l++) {
-        lik[l] = ln->pi0[l] * r[l] + ln->pi1[l] * r[L + l];
-        nscale[l] = cnt[l];
-    }
+    /* the root's vector (a tip only in a one-node tree) */
+    struct source root = {PASS_PATTERN, s->in, 2 * L, job->slot, job, f0};
+    vd r0, r1, dx;
+    child_x(&root, tr->n_nodes - 1, &r0, &r1, &dx);
+    *lik = ln->pi0 * r0 + ln->pi1 * r1;
+    *nscale = cnt;
 }
 
 /* B(s) = 1 - P(all tips below absent | state s), carried directly so that
  * slow gain (B tiny) loses no digits: 1-(1-B)(1-y) = B + y(1-B).
  * Returns per lane B at the root under the root prior. */
-static void forward_absent(const struct persiste__job *job,
-                           const struct lanes *ln, const double *p, double *b,
-                           double *b_total)
+static vd forward_absent(const struct persiste__job *job,
+                         const struct lanes *ln, const struct pview *pv,
+                         double *b)
 {
     const persiste_tree *tr = job->tree;
-    for (int32_t v = 0; v < tr->n_tips; v++) {
-        double *x = b + (size_t)v * 2 * L;
-        for (int l = 0; l < L; l++) {
-            x[l] = 0.0;
-            x[L + l] = 1.0;
-        }
-    }
-    for (int32_t v = tr->n_tips; v < tr->n_nodes; v++) {
-        double b0[L] = {0}, b1[L] = {0};
+    int32_t nt = tr->n_tips;
+    for (int32_t v = nt; v < tr->n_nodes; v++) {
+        vd b0 = {0}, b1 = {0};
         for (int32_t k = tr->child_start[v]; k < tr->child_start[v + 1]; k++) {
             int32_t c = tr->children[k];
-            const double *pc = p + (size_t)c * NP * L;
-            const double *x = b + (size_t)c * 2 * L;
-            for (int l = 0; l < L; l++) {
-                double y0 = pc[P00 * L + l] * x[l] + pc[P01 * L + l] * x[L + l];
-                double y1 = pc[P10 * L + l] * x[l] + pc[P11 * L + l] * x[L + l];
-                b0[l] += y0 * (1.0 - b0[l]);
-                b1[l] += y1 * (1.0 - b1[l]);
+            vd y0 = pget(pv, c, P01), y1 = pget(pv, c, P11); /* tip: (0, 1) */
+            if (c >= nt) {
+                const double *x = b + (size_t)job->slot[c] * 2 * L;
+                vd x0 = ld(x), x1 = ld(x + L);
+                y0 = pget(pv, c, P00) * x0 + y0 * x1;
+                y1 = pget(pv, c, P10) * x0 + y1 * x1;
             }
+            b0 += y0 * (1.0 - b0);
+            b1 += y1 * (1.0 - b1);
         }
-        double *y = b + (size_t)v * 2 * L;
-        for (int l = 0; l < L; l++) {
-            y[l] = b0[l];
-            y[L + l] = b1[l];
-        }
+        double *y = b + (size_t)job->slot[v] * 2 * L;
+        st(y, b0);
+        st(y + L, b1);
     }
-    const double *r = b + (size_t)(tr->n_nodes - 1) * 2 * L;
-    for (int l = 0; l < L; l++)
-        b_total[l] = ln->pi0[l] * r[l] + ln->pi1[l] * r[L + l];
+    if (tr->n_nodes == nt) /* one node: B = (0, 1) */
+        return ln->pi1;
+    const double *r = b + (size_t)job->slot[tr->n_nodes - 1] * 2 * L;
+    return ln->pi0 * ld(r) + ln->pi1 * ld(r + L);
 }
 
 /* P(tips below neither all absent nor all present | state), carried as
@@ -270,237 +346,179 @@ static void forward_absent(const struct persiste__job *job,
  * cancels, so short trees, where d is tiny next to a and c, keep every
  * digit (1 - A - C would lose them). a and c may underflow harmlessly.
  * Returns per lane d at the root under the root prior. */
-static void forward_variable(const struct persiste__job *job,
-                             const struct lanes *ln, const double *p,
-                             double *acd, double *d_total)
+enum { A0, A1, C0, C1, D0, D1, NV };
+
+static vd forward_variable(const struct persiste__job *job,
+                           const struct lanes *ln, const struct pview *pv,
+                           double *acd)
 {
     const persiste_tree *tr = job->tree;
-    enum { A0, A1, C0, C1, D0, D1, NV };
-    for (int32_t v = 0; v < tr->n_tips; v++) {
-        double *x = acd + (size_t)v * NV * L;
-        for (int l = 0; l < L; l++) {
-            x[A0 * L + l] = 1.0;
-            x[C1 * L + l] = 1.0;
-            x[A1 * L + l] = x[C0 * L + l] = x[D0 * L + l] = x[D1 * L + l] = 0.0;
-        }
-    }
-    for (int32_t v = tr->n_tips; v < tr->n_nodes; v++) {
-        double *y = acd + (size_t)v * NV * L;
+    int32_t nt = tr->n_tips;
+    for (int32_t v = nt; v < tr->n_nodes; v++) {
+        vd y[NV] = {{0}}; /* set by the first child */
         int32_t k0 = tr->child_start[v];
         for (int32_t k = k0; k < tr->child_start[v + 1]; k++) {
             int32_t c = tr->children[k];
-            const double *pc = p + (size_t)c * NP * L;
-            const double *x = acd + (size_t)c * NV * L;
-            for (int s = 0; s < 2; s++) {
-                const double *ps = pc + (s ? P10 : P00) * L; /* P_s0, P_s1 */
-                for (int l = 0; l < L; l++) {
-                    double t0 = ps[l], t1 = ps[L + l];
-                    double a2 = t0 * x[A0 * L + l] + t1 * x[A1 * L + l];
-                    double c2 = t0 * x[C0 * L + l] + t1 * x[C1 * L + l];
-                    double d2 = t0 * x[D0 * L + l] + t1 * x[D1 * L + l];
-                    double *a1 = &y[(A0 + s) * L + l], *c1 = &y[(C0 + s) * L + l];
-                    double *d1 = &y[(D0 + s) * L + l];
-                    if (k == k0) { /* an empty set would be both a and c */
-                        *a1 = a2;
-                        *c1 = c2;
-                        *d1 = d2;
-                        continue;
-                    }
-                    *d1 = *d1 + d2 * (1.0 - *d1) + *a1 * c2 + *c1 * a2;
-                    *a1 *= a2;
-                    *c1 *= c2;
+            vd x[NV] = {splat(1.0), {0}, {0}, splat(1.0), {0}, {0}}; /* tip */
+            if (c >= nt)
+                for (int i = 0; i < NV; i++)
+                    x[i] = ld(acd + ((size_t)job->slot[c] * NV + i) * L);
+            for (int st0 = 0; st0 < 2; st0++) {
+                vd t0 = pget(pv, c, st0 ? P10 : P00);
+                vd t1 = pget(pv, c, st0 ? P11 : P01);
+                vd a2 = t0 * x[A0] + t1 * x[A1];
+                vd c2 = t0 * x[C0] + t1 * x[C1];
+                vd d2 = t0 * x[D0] + t1 * x[D1];
+                if (k == k0) { /* an empty set would be both a and c */
+                    y[A0 + st0] = a2;
+                    y[C0 + st0] = c2;
+                    y[D0 + st0] = d2;
+                    continue;
                 }
+                vd a1 = y[A0 + st0], c1 = y[C0 + st0], d1 = y[D0 + st0];
+                y[D0 + st0] = d1 + d2 * (1.0 - d1) + a1 * c2 + c1 * a2;
+                y[A0 + st0] = a1 * a2;
+                y[C0 + st0] = c1 * c2;
             }
         }
+        for (int i = 0; i < NV; i++)
+            st(acd + ((size_t)job->slot[v] * NV + i) * L, y[i]);
     }
-    const double *r = acd + (size_t)(tr->n_nodes - 1) * NV * L;
-    for (int l = 0; l < L; l++)
-        d_total[l] = ln->pi0[l] * r[D0 * L + l] + ln->pi1[l] * r[D1 * L + l];
+    if (tr->n_nodes == nt) /* one node: never mixed */
+        return splat(0.0);
+    const double *r = acd + (size_t)job->slot[tr->n_nodes - 1] * NV * L;
+    return ln->pi0 * ld(r + D0 * L) + ln->pi1 * ld(r + D1 * L);
 }
 
-/* What the reverse pass differentiates: the family's pattern (scaled
- * partials, ratio form), or, absolutely, P(all tips absent) from s->b or
- * P(all tips present) from the c entries of s->acd. */
-enum pass_kind { PASS_PATTERN, PASS_ABSENT, PASS_PRESENT };
-
-/* Per-lane state of a child vector for the reverse pass: the vector that
- * multiplies into the parent (x), and x1 - x0 computed without
- * cancellation. For the all-absent pass x = A = 1 - B and x1 - x0 = B0 - B1. */
-static inline void child_vec(enum pass_kind kind, const double *src, int l,
-                             double *x0, double *x1, double *dx)
-{
-    if (kind != PASS_ABSENT) {
-        *x0 = src[l];
-        *x1 = src[L + l];
-        *dx = *x1 - *x0;
-    } else {
-        *x0 = 1.0 - src[l];
-        *x1 = 1.0 - src[L + l];
-        *dx = src[l] - src[L + l];
-    }
-}
-
-static inline void renormalise(double *u0, double *u1)
-{
-    double m = *u0 > *u1 ? *u0 : *u1;
-    int r = m < SCALE_LOW && m > 0.0;
-    *u0 *= r ? SCALE_UP : 1.0;
-    *u1 *= r ? SCALE_UP : 1.0;
-}
-
-/* Reverse (pre-order) pass. PASS_PATTERN adds coef[l] * dlogX/dtheta (ratio
- * form, free scaling); PASS_ABSENT / PASS_PRESENT add coef[l] * dX/dtheta
+/* Reverse (pre-order) pass. PASS_PATTERN adds coef * dlogX/dtheta (ratio
+ * form, free scaling); PASS_ABSENT / PASS_PRESENT add coef * dX/dtheta
  * (absolute, no scaling: X <= 1 and what underflows is negligible; exact
  * zeros, e.g. C on a zero-length path from an absent root, keep their
- * nonzero derivatives). theta = log gain
- * (dg), log loss (dl) and, if branch != NULL, each branch length, whose
- * terms are summed over lanes with weights wcoef[l]. */
+ * nonzero derivatives). theta = log gain (dg), log loss (dl) and, if
+ * branch != NULL, each branch length, whose terms are summed over lanes
+ * with weights wcoef. s->out holds the outside vectors. */
 static void reverse(const struct persiste__job *job, const struct lanes *ln,
-                    enum pass_kind kind, const double *p, const double *src,
-                    double *out, const double *coef, const double *wcoef,
-                    double *dg, double *dl, double *branch)
+                    const struct pview *pv, const struct source *src,
+                    struct persiste__scratch *s, vd coef, vd wcoef, vd *dg,
+                    vd *dl, double *branch)
 {
     const persiste_tree *tr = job->tree;
-    int scaled = kind == PASS_PATTERN;
-    size_t stride = kind == PASS_PRESENT ? 6 * L : 2 * L; /* see struct scratch */
+    int scaled = src->kind == PASS_PATTERN;
+    vi use = nonzero(coef), wuse = nonzero(wcoef);
     int32_t root = tr->n_nodes - 1;
-    double *o = out + (size_t)root * 2 * L;
-    const double *sr = src + (size_t)root * stride;
-    for (int l = 0; l < L; l++) {
-        double x0, x1, dx;
-        child_vec(kind, sr, l, &x0, &x1, &dx);
-        double den = scaled ? ln->pi0[l] * x0 + ln->pi1[l] * x1 : 1.0;
-        double c = coef[l] != 0.0 ? coef[l] / den : 0.0;
-        dg[l] += c * ln->dpi_g[l] * dx;
-        dl[l] += c * ln->dpi_l[l] * dx;
-        o[l] = ln->pi0[l];
-        o[L + l] = ln->pi1[l];
+    {
+        vd x0, x1, dx;
+        child_x(src, root, &x0, &x1, &dx);
+        vd den = scaled ? ln->pi0 * x0 + ln->pi1 * x1 : splat(1.0);
+        vd c = sel(use, coef / den, splat(0.0));
+        *dg += c * ln->dpi_g * dx;
+        *dl += c * ln->dpi_l * dx;
+        st(s->out + (size_t)root * 2 * L, ln->pi0);
+        st(s->out + (size_t)root * 2 * L + L, ln->pi1);
     }
     for (int32_t v = root; v >= tr->n_tips; v--) {
-        const double *ov = out + (size_t)v * 2 * L;
+        const double *ov = s->out + (size_t)v * 2 * L;
         int32_t k0 = tr->child_start[v], k1 = tr->child_start[v + 1];
         /* prefix products of the siblings, parked in the children's slots */
-        double r0[L], r1[L];
-        for (int l = 0; l < L; l++) {
-            r0[l] = ov[l];
-            r1[l] = ov[L + l];
-        }
+        vd r0 = ld(ov), r1 = ld(ov + L);
         for (int32_t k = k0; k < k1; k++) {
             int32_t c = tr->children[k];
-            const double *pc = p + (size_t)c * NP * L;
-            const double *sc = src + (size_t)c * stride;
-            double *oc = out + (size_t)c * 2 * L;
-            for (int l = 0; l < L; l++) {
-                oc[l] = r0[l];
-                oc[L + l] = r1[l];
-                double x0, x1, dx;
-                child_vec(kind, sc, l, &x0, &x1, &dx);
-                r0[l] *= pc[P00 * L + l] * x0 + pc[P01 * L + l] * x1;
-                r1[l] *= pc[P10 * L + l] * x0 + pc[P11 * L + l] * x1;
-                if (scaled)
-                    renormalise(&r0[l], &r1[l]);
-            }
+            double *oc = s->out + (size_t)c * 2 * L;
+            st(oc, r0);
+            st(oc + L, r1);
+            vd x0, x1, dx;
+            child_x(src, c, &x0, &x1, &dx);
+            r0 *= pget(pv, c, P00) * x0 + pget(pv, c, P01) * x1;
+            r1 *= pget(pv, c, P10) * x0 + pget(pv, c, P11) * x1;
+            if (scaled)
+                renormalise(&r0, &r1);
         }
         /* suffix products, then each child's U, its terms and outside */
-        for (int l = 0; l < L; l++)
-            r0[l] = r1[l] = 1.0;
+        r0 = r1 = splat(1.0);
         for (int32_t k = k1 - 1; k >= k0; k--) {
             int32_t c = tr->children[k];
-            const double *pc = p + (size_t)c * NP * L;
-            const double *sc = src + (size_t)c * stride;
-            double *oc = out + (size_t)c * 2 * L;
-            double bt = 0.0;
-            for (int l = 0; l < L; l++) {
-                double u0 = oc[l] * r0[l], u1 = oc[L + l] * r1[l];
-                if (scaled)
-                    renormalise(&u0, &u1);
-                double x0, x1, dx;
-                child_vec(kind, sc, l, &x0, &x1, &dx);
-                double f0 = pc[P00 * L + l] * x0 + pc[P01 * L + l] * x1;
-                double f1 = pc[P10 * L + l] * x0 + pc[P11 * L + l] * x1;
-                double den = scaled ? u0 * f0 + u1 * f1 : 1.0;
-                double cf = coef[l] != 0.0 ? coef[l] / den : 0.0;
-                dg[l] += cf * dx * (u0 * pc[D01G * L + l] - u1 * pc[D10G * L + l]);
-                dl[l] += cf * dx * (u0 * pc[D01L * L + l] - u1 * pc[D10L * L + l]);
-                double wf = wcoef[l] != 0.0 ? wcoef[l] / den : 0.0;
-                bt += wf * dx * (u0 * pc[D01T * L + l] - u1 * pc[D10T * L + l]);
-                r0[l] *= f0;
-                r1[l] *= f1;
-                if (scaled)
-                    renormalise(&r0[l], &r1[l]);
-                /* outside of c in its own states: U P_c */
-                double w0 = u0 * pc[P00 * L + l] + u1 * pc[P10 * L + l];
-                double w1 = u0 * pc[P01 * L + l] + u1 * pc[P11 * L + l];
-                if (scaled)
-                    renormalise(&w0, &w1);
-                oc[l] = w0;
-                oc[L + l] = w1;
+            double *oc = s->out + (size_t)c * 2 * L;
+            vd p00 = pget(pv, c, P00), p01 = pget(pv, c, P01);
+            vd p10 = pget(pv, c, P10), p11 = pget(pv, c, P11);
+            vd u0 = ld(oc) * r0, u1 = ld(oc + L) * r1;
+            if (scaled)
+                renormalise(&u0, &u1);
+            vd x0, x1, dx;
+            child_x(src, c, &x0, &x1, &dx);
+            vd f0 = p00 * x0 + p01 * x1, f1 = p10 * x0 + p11 * x1;
+            vd den = scaled ? u0 * f0 + u1 * f1 : splat(1.0);
+            vd cf = sel(use, coef / den, splat(0.0)) * dx;
+            *dg += cf * (u0 * pget(pv, c, D01G) - u1 * pget(pv, c, D10G));
+            *dl += cf * (u0 * pget(pv, c, D01L) - u1 * pget(pv, c, D10L));
+            if (branch) {
+                vd wf = sel(wuse, wcoef / den, splat(0.0)) * dx;
+                branch[c] += hsum(
+                    wf * (u0 * pget(pv, c, D01T) - u1 * pget(pv, c, D10T)));
             }
-            if (branch)
-                branch[c] += bt;
+            r0 *= f0;
+            r1 *= f1;
+            if (scaled)
+                renormalise(&r0, &r1);
+            if (c < tr->n_tips)
+                continue;
+            /* outside of c in its own states: U P_c */
+            vd w0 = u0 * p00 + u1 * p10, w1 = u0 * p01 + u1 * p11;
+            if (scaled)
+                renormalise(&w0, &w1);
+            st(oc, w0);
+            st(oc + L, w1);
         }
     }
-}
-
-static int lanes_uniform(const struct persiste__job *job, int64_t f0)
-{
-    int64_t end = f0 + L < job->n_families ? f0 + L : job->n_families;
-    for (int64_t f = f0 + 1; f < end; f++)
-        if (memcmp(&job->log_gain[f], &job->log_gain[f0], sizeof(double)) ||
-            memcmp(&job->log_loss[f], &job->log_loss[f0], sizeof(double)))
-            return 0;
-    return 1;
 }
 
 /* Conditioning of every lane: log P(observable) and 1 / P(observable),
  * the coefficient of its derivative: P(obs) = 1 - A (PRESENT) or
  * 1 - A - C (VARIABLE), so d log P(obs) = -(dA + dC) / P(obs). Fills s->b
  * and, for VARIABLE, s->acd. */
-struct cond {
-    double log[L], inv[L];
-};
-
 static void conditioning(const struct persiste__job *job,
-                         const struct lanes *ln, struct persiste__scratch *s,
-                         struct cond *cd)
+                         const struct lanes *ln, const struct pview *pv,
+                         struct persiste__scratch *s, vd *log_cond,
+                         vd *inv_cond)
 {
     int mode = job->model->condition;
-    double obs[L];
-    for (int l = 0; l < L; l++)
-        obs[l] = 1.0;
+    vd obs = splat(1.0);
     if (mode != PERSISTE_CONDITION_NONE)
-        forward_absent(job, ln, s->p, s->b, obs);
+        obs = forward_absent(job, ln, pv, s->b);
     if (mode == PERSISTE_CONDITION_VARIABLE)
-        forward_variable(job, ln, s->p, s->acd, obs);
-    for (int l = 0; l < L; l++) {
-        cd->log[l] = log(obs[l]);
-        cd->inv[l] = 1.0 / obs[l];
+        obs = forward_variable(job, ln, pv, s->acd);
+    for (int l = 0; l < L; l++)
+        (*log_cond)[l] = log(obs[l]);
+    *inv_cond = 1.0 / obs;
+}
+
+/* Adds the derivatives of -log P(observable), as k * d(A + C)/dtheta with
+ * branch terms weighted by wk. */
+static void conditioning_reverse(const struct persiste__job *job,
+                                 const struct lanes *ln,
+                                 const struct pview *pv,
+                                 struct persiste__scratch *s, vd k, vd wk,
+                                 vd *dg, vd *dl, double *branch)
+{
+    struct source a = {PASS_ABSENT, s->b, 2 * L, job->slot, job, 0};
+    reverse(job, ln, pv, &a, s, k, wk, dg, dl, branch);
+    if (job->model->condition == PERSISTE_CONDITION_VARIABLE) {
+        struct source c = {PASS_PRESENT, s->acd + C0 * L, NV * L, job->slot,
+                           job, 0};
+        reverse(job, ln, pv, &c, s, k, wk, dg, dl, branch);
     }
 }
 
-/* Adds the derivatives of -log P(observable), as k[l] * d(A + C)/dtheta
- * with branch terms weighted by wk[l]. */
-static void conditioning_reverse(const struct persiste__job *job,
-                                 const struct lanes *ln,
-                                 struct persiste__scratch *s, const double *k,
-                                 const double *wk, double *dg, double *dl,
-                                 double *branch)
+static int lanes_uniform(const struct persiste__job *job, int64_t f0, int n)
 {
-    reverse(job, ln, PASS_ABSENT, s->p, s->b, s->out, k, wk, dg, dl, branch);
-    if (job->model->condition == PERSISTE_CONDITION_VARIABLE)
-        reverse(job, ln, PASS_PRESENT, s->p, s->acd + 2 * L, s->out, k, wk, dg,
-                dl, branch);
+    for (int64_t f = f0 + 1; f < f0 + n; f++)
+        if (memcmp(&job->log_gain[f], &job->log_gain[f0], sizeof(double)) ||
+            memcmp(&job->log_loss[f], &job->log_loss[f0], sizeof(double)))
+            return 0;
+    return 1;
 }
 
-static void times(const double *a, const double *b, double *out)
-{
-    for (int l = 0; l < L; l++)
-        out[l] = a[l] * b[l];
-}
-
-int64_t persiste__eval_block(const struct persiste__job *job,
-                             struct persiste__scratch *s, int64_t block,
-                             double *branch)
+int64_t EVAL_BLOCK(const struct persiste__job *job,
+                   struct persiste__scratch *s, int64_t block, double *branch)
 {
     const persiste_tree *tr = job->tree;
     int mode = job->model->condition;
@@ -508,75 +526,67 @@ int64_t persiste__eval_block(const struct persiste__job *job,
     struct lanes ln;
     lanes_init(&ln, job, f0);
 
-    /* A block whose lanes share the rate pair of the worker's previous
-     * uniform block reuses its matrices and conditioning. */
-    int uniform = lanes_uniform(job, f0);
+    /* A block whose lanes share one rate pair uses one table, and reuses
+     * the table and conditioning of the worker's previous such block. */
+    int uniform = lanes_uniform(job, f0, ln.n_active);
     int cached = uniform && s->cache_valid &&
                  !memcmp(&s->cache_log_gain, &job->log_gain[f0], sizeof(double)) &&
                  !memcmp(&s->cache_log_loss, &job->log_loss[f0], sizeof(double));
+    struct pview pv = {uniform ? s->p_uni : NULL, s->p_lane};
     if (!cached) {
         s->cache_valid = 0;
-        fill_p(job, &ln, s->p);
+        fill_p(job, &ln, uniform, s);
     }
 
-    double lik[L];
-    int64_t nscale[L];
-    struct cond cd;
-    fill_tips(job, f0, s->in);
-    forward(job, &ln, s->p, s->in, lik, nscale);
+    vd lik, log_cond, inv_cond;
+    vi nscale;
+    forward(job, &ln, &pv, s, f0, &lik, &nscale);
     if (cached) {
-        for (int l = 0; l < L; l++) {
-            cd.log[l] = s->cache_log_cond;
-            cd.inv[l] = s->cache_inv_cond;
-        }
+        log_cond = splat(s->cache_log_cond);
+        inv_cond = splat(s->cache_inv_cond);
     } else {
-        conditioning(job, &ln, s, &cd);
+        conditioning(job, &ln, &pv, s, &log_cond, &inv_cond);
     }
 
     int64_t n_impossible = 0;
-    double w[L], coef[L], dg[L] = {0}, dl[L] = {0};
-    for (int l = 0; l < L; l++) {
-        int possible = lik[l] > 0.0 && isfinite(cd.log[l]);
-        w[l] = job->weight && ln.active[l] ? job->weight[f0 + l] : 1.0;
-        coef[l] = ln.active[l] && possible ? 1.0 : 0.0;
-        if (!ln.active[l])
-            continue;
+    vd coef = {0}, w = splat(1.0), dg = {0}, dl = {0};
+    for (int l = 0; l < ln.n_active; l++) {
+        int possible = lik[l] > 0.0 && isfinite(log_cond[l]);
+        if (job->weight)
+            w[l] = job->weight[f0 + l];
+        coef[l] = possible ? 1.0 : 0.0;
         n_impossible += !possible;
-        job->loglik[f0 + l] = possible ? log(lik[l]) - nscale[l] * 256 * LN2 -
-                                             cd.log[l]
+        job->loglik[f0 + l] = possible ? log(lik[l]) -
+                                             (double)nscale[l] * 256 * LN2 -
+                                             log_cond[l]
                                        : -INFINITY;
     }
 
     if (job->gradient) {
-        double wk[L], k[L];
-        times(coef, w, wk);
-        reverse(job, &ln, PASS_PATTERN, s->p, s->in, s->out, coef, wk, dg, dl,
-                branch);
+        vd wk = coef * w;
+        struct source x = {PASS_PATTERN, s->in, 2 * L, job->slot, job, f0};
+        reverse(job, &ln, &pv, &x, s, coef, wk, &dg, &dl, branch);
         if (mode != PERSISTE_CONDITION_NONE && uniform) {
             /* one family's normaliser terms, shared by every lane */
             if (!cached) {
-                double one[L] = {cd.inv[0]}, cg[L] = {0}, cl[L] = {0};
+                vd one = {inv_cond[0]}, cg = {0}, cl = {0};
                 memset(s->cond_branch, 0, (size_t)tr->n_nodes * sizeof(double));
-                conditioning_reverse(job, &ln, s, one, one, cg, cl,
+                conditioning_reverse(job, &ln, &pv, s, one, one, &cg, &cl,
                                      s->cond_branch);
                 s->cache_dcond_g = cg[0];
                 s->cache_dcond_l = cl[0];
             }
-            double wsum = 0.0;
-            for (int l = 0; l < L; l++) {
-                dg[l] += coef[l] * s->cache_dcond_g;
-                dl[l] += coef[l] * s->cache_dcond_l;
-                wsum += wk[l];
-            }
+            dg += coef * s->cache_dcond_g;
+            dl += coef * s->cache_dcond_l;
+            double wsum = hsum(wk);
             if (branch && wsum != 0.0)
                 for (int32_t v = 0; v < tr->n_nodes; v++)
                     branch[v] += wsum * s->cond_branch[v];
         } else if (mode != PERSISTE_CONDITION_NONE) {
-            times(coef, cd.inv, k);
-            times(wk, cd.inv, wk);
-            conditioning_reverse(job, &ln, s, k, wk, dg, dl, branch);
+            conditioning_reverse(job, &ln, &pv, s, coef * inv_cond,
+                                 wk * inv_cond, &dg, &dl, branch);
         }
-        for (int l = 0; l < L && ln.active[l]; l++) {
+        for (int l = 0; l < ln.n_active; l++) {
             if (job->d_log_gain)
                 job->d_log_gain[f0 + l] = dg[l];
             if (job->d_log_loss)
@@ -588,8 +598,8 @@ int64_t persiste__eval_block(const struct persiste__job *job,
         s->cache_valid = 1;
         s->cache_log_gain = job->log_gain[f0];
         s->cache_log_loss = job->log_loss[f0];
-        s->cache_log_cond = cd.log[0];
-        s->cache_inv_cond = cd.inv[0];
+        s->cache_log_cond = log_cond[0];
+        s->cache_inv_cond = inv_cond[0];
     }
     return n_impossible;
 }

@@ -1,5 +1,7 @@
 /* The block kernel: one block of PERSISTE_LANES families evaluated over the
- * whole tree (families in SIMD lanes), and the per-worker buffers it uses. */
+ * whole tree (families in SIMD lanes), and the per-worker buffers it uses.
+ * kernel.c is compiled once per instruction set (see lib/meson.build);
+ * persiste__kernel() picks the best one the CPU runs. */
 #ifndef PERSISTE_KERNEL_H
 #define PERSISTE_KERNEL_H
 
@@ -7,22 +9,29 @@
 
 #define PERSISTE_LANES 8
 
+/* Rows of a transition table entry: the matrix, then its derivatives with
+ * respect to log gain (G), log loss (L) and the branch length (T). */
+enum { PERSISTE_P00, PERSISTE_P01, PERSISTE_P10, PERSISTE_P11,
+       PERSISTE_D01G, PERSISTE_D01L, PERSISTE_D10G, PERSISTE_D10L,
+       PERSISTE_D01T, PERSISTE_D10T, PERSISTE_NP };
+
 /* Per-worker buffers sized for a tree, reused across calls (no allocation
- * in the hot path). Arrays are [node][k][lane]. */
+ * in the hot path). Lane arrays are [node or slot][row][lane]. */
 struct persiste__scratch {
     size_t cap_nodes;
-    double *p;     /* [n][10][L]: P00 P01 P10 P11, then 6 derivatives */
-    double *in;    /* [n][2][L] inside partials of the family's pattern */
-    double *b;     /* [n][2][L] P(some tip below present | state) */
-    double *acd;   /* [n][6][L] P(all absent: a0 a1, all present: c0 c1,
-                    *           mixed: d0 d1 | state) */
-    double *out;   /* [n][2][L] outside partials (reverse pass) */
-    double *cond_branch; /* [n] conditioning branch terms of cached pair */
+    double *p_lane;  /* [n_nodes][NP][L] transitions, one rate pair a lane */
+    double *p_uni;   /* [n_nodes][NP] transitions of a block-wide pair */
+    double *in;      /* [internal][2][L] inside partials of the pattern */
+    double *b;       /* [internal][2][L] P(some tip below present | state) */
+    double *acd;     /* [internal][6][L] P(all absent a0 a1, all present
+                      * c0 c1, mixed d0 d1 | state) */
+    double *out;     /* [n_nodes][2][L] outside partials (reverse pass) */
+    double *cond_branch; /* [n_nodes] conditioning terms of the cached pair */
+    int32_t *slot;   /* [n_nodes] buffer slot of each internal node */
     /* Cache for blocks whose lanes all share one rate pair. */
     int cache_valid;
     double cache_log_gain, cache_log_loss;
-    double cache_log_cond, cache_dcond_g, cache_dcond_l;
-    double cache_inv_cond;
+    double cache_log_cond, cache_inv_cond, cache_dcond_g, cache_dcond_l;
 };
 
 /* Everything a batch call evaluates, shared read-only by the workers. */
@@ -34,16 +43,36 @@ struct persiste__job {
     const double *log_gain, *log_loss, *weight;
     double *loglik, *d_log_gain, *d_log_loss; /* NULL when not wanted */
     int gradient;                             /* reverse passes wanted */
+    /* slot[v] of every internal node v: a stack of few buffers for the
+     * likelihood alone (they stay in L1), v - n_tips for gradients, whose
+     * reverse pass reads every partial. */
+    const int32_t *slot;
 };
 
-/* Grow s to hold n_nodes; returns a status. */
+/* Grow s to hold a tree of n_nodes; returns a status. */
 int persiste__scratch_reserve(struct persiste__scratch **s, size_t n_nodes);
+
+/* Fill slot[] for job->gradient (see struct persiste__job). */
+void persiste__assign_slots(const persiste_tree *tree, int gradient,
+                            int32_t *slot);
 
 /* Evaluate block `block` (families block*L ...). branch: NULL or
  * [n_nodes] accumulator for d(sum_f w_f loglik_f)/dt. Returns the number
  * of impossible families in the block. */
-int64_t persiste__eval_block(const struct persiste__job *job,
-                             struct persiste__scratch *s, int64_t block,
-                             double *branch);
+typedef int64_t (*persiste__block_fn)(const struct persiste__job *job,
+                                      struct persiste__scratch *s,
+                                      int64_t block, double *branch);
+int64_t persiste__eval_block_generic(const struct persiste__job *job,
+                                     struct persiste__scratch *s,
+                                     int64_t block, double *branch);
+int64_t persiste__eval_block_avx2(const struct persiste__job *job,
+                                  struct persiste__scratch *s, int64_t block,
+                                  double *branch);
+int64_t persiste__eval_block_avx512(const struct persiste__job *job,
+                                    struct persiste__scratch *s,
+                                    int64_t block, double *branch);
+
+/* The fastest kernel this CPU runs (and the build has). */
+persiste__block_fn persiste__kernel(void);
 
 #endif

@@ -1,0 +1,99 @@
+/* Per-worker kernel buffers, buffer slots, and the choice of kernel. */
+#include <stdlib.h>
+
+#include "kernel.h"
+
+#define L PERSISTE_LANES
+
+void persiste__scratch_destroy(struct persiste__scratch *s)
+{
+    if (!s)
+        return;
+    persiste__free(s->p_lane);
+    persiste__free(s->p_uni);
+    persiste__free(s->in);
+    persiste__free(s->b);
+    persiste__free(s->acd);
+    persiste__free(s->out);
+    persiste__free(s->cond_branch);
+    persiste__free(s->slot);
+    persiste__free(s);
+}
+
+static int grow(void *pp, size_t n, size_t elem)
+{
+    size_t bytes;
+    int rc = persiste__mul_size(n, elem, &bytes);
+    if (rc)
+        return rc;
+    void *q = persiste__realloc(*(void **)pp, bytes);
+    if (!q)
+        return persiste__error(PERSISTE_E_NOMEM,
+                               "workspace: cannot allocate %zu bytes", bytes);
+    *(void **)pp = q;
+    return PERSISTE_OK;
+}
+
+int persiste__scratch_reserve(struct persiste__scratch **sp, size_t n_nodes)
+{
+    struct persiste__scratch *s = *sp;
+    if (!s) {
+        s = persiste__calloc(1, sizeof *s);
+        if (!s)
+            return persiste__error(PERSISTE_E_NOMEM, "workspace: out of memory");
+        *sp = s;
+    }
+    s->cache_valid = 0;
+    if (s->cap_nodes >= n_nodes)
+        return PERSISTE_OK;
+    const size_t d = sizeof(double);
+    int rc;
+    if ((rc = grow(&s->p_lane, n_nodes, PERSISTE_NP * L * d)) ||
+        (rc = grow(&s->p_uni, n_nodes, PERSISTE_NP * d)) ||
+        (rc = grow(&s->in, n_nodes, 2 * L * d)) ||
+        (rc = grow(&s->b, n_nodes, 2 * L * d)) ||
+        (rc = grow(&s->acd, n_nodes, 6 * L * d)) ||
+        (rc = grow(&s->out, n_nodes, 2 * L * d)) ||
+        (rc = grow(&s->cond_branch, n_nodes, d)) ||
+        (rc = grow(&s->slot, n_nodes, sizeof(int32_t))))
+        return rc;
+    s->cap_nodes = n_nodes;
+    return PERSISTE_OK;
+}
+
+void persiste__assign_slots(const persiste_tree *tree, int gradient,
+                            int32_t *slot)
+{
+    int32_t nt = tree->n_tips, n = tree->n_nodes;
+    if (gradient) {
+        for (int32_t v = nt; v < n; v++)
+            slot[v] = v - nt;
+        return;
+    }
+    /* Post-order with a stack of free slots: a node takes a slot once its
+     * children have released theirs (it may reuse one of them, as it is
+     * written after its children are read). The free list lives in the
+     * tips' entries of slot[], unused otherwise. */
+    int32_t n_free = 0, n_used = 0;
+    for (int32_t v = nt; v < n; v++) {
+        for (int32_t k = tree->child_start[v]; k < tree->child_start[v + 1]; k++) {
+            int32_t c = tree->children[k];
+            if (c >= nt)
+                slot[n_free++] = slot[c];
+        }
+        slot[v] = n_free ? slot[--n_free] : n_used++;
+    }
+}
+
+persiste__block_fn persiste__kernel(void)
+{
+#if defined(PERSISTE_HAVE_AVX512)
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq"))
+        return persiste__eval_block_avx512;
+#endif
+#if defined(PERSISTE_HAVE_AVX2)
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return persiste__eval_block_avx2;
+#endif
+    return persiste__eval_block_generic;
+}
