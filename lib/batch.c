@@ -27,18 +27,28 @@ static void run_chunk(void *arg, int64_t task, int worker)
 {
     struct batch *b = arg;
     int64_t chunk = b->first_chunk + task;
-    double *branch = NULL;
+    struct persiste__scratch *s = b->ctx->scratch[worker];
+    size_t n = (size_t)b->job->tree->n_nodes;
+    double *lanes = NULL;
     if (b->branch_bufs) {
-        size_t n = (size_t)b->job->tree->n_nodes;
-        branch = b->branch_bufs + (size_t)task * n;
-        memset(branch, 0, n * sizeof(double));
+        lanes = s->branch_lane;
+        memset(lanes, 0, n * PERSISTE_LANES * sizeof(double));
     }
     int64_t end = (chunk + 1) * CHUNK_BLOCKS;
     if (end > b->n_blocks)
         end = b->n_blocks;
     int64_t n_imp = 0;
     for (int64_t blk = chunk * CHUNK_BLOCKS; blk < end; blk++)
-        n_imp += b->eval_block(b->job, b->ctx->scratch[worker], blk, branch);
+        n_imp += b->eval_block(b->job, s, blk, lanes);
+    if (lanes) { /* the chunk's branch sums, lanes added in a fixed order */
+        double *sum = b->branch_bufs + (size_t)task * n;
+        for (size_t v = 0; v < n; v++) {
+            double t = 0.0;
+            for (int l = 0; l < PERSISTE_LANES; l++)
+                t += lanes[v * PERSISTE_LANES + l];
+            sum[v] = t;
+        }
+    }
     atomic_fetch_add(&b->n_impossible, n_imp);
 }
 

@@ -57,6 +57,16 @@ static inline double hsum(vd v) /* fixed order: deterministic */
     return s;
 }
 
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+/* Native width: comparisons and masks map to single instructions. */
+#include <immintrin.h>
+static inline vi lt_nonneg(vd a, vd b) { return a < b; }
+static inline vi nonzero(vd a) { return a != 0.0; }
+static inline vi lane_mask(unsigned bits)
+{
+    return (vi)_mm512_movm_epi64((__mmask8)bits);
+}
+#else
 /* Lane masks (all bits set where true) from integer arithmetic: GCC turns
  * vector comparisons wider than the instruction set into scalar code, but
  * splits shifts and logic cleanly. Non-negative doubles order like their
@@ -64,13 +74,14 @@ static inline double hsum(vd v) /* fixed order: deterministic */
 static inline vi sign_mask(vi x) { return -(vi)((vu)x >> 63); }
 static inline vi lt_nonneg(vd a, vd b) { return sign_mask((vi)a - (vi)b); }
 static inline vi nonzero(vd a) { return sign_mask(-((vi)a & INT64_MAX)); }
-static inline vd max_nonneg(vd a, vd b) { return sel(lt_nonneg(a, b), b, a); }
 /* Lane l is set where bit l of `bits` is. */
 static inline vi lane_mask(unsigned bits)
 {
     vu v = (vu){0} + (uint64_t)bits;
     return -(vi)((v >> (vu){0, 1, 2, 3, 4, 5, 6, 7}) & 1);
 }
+#endif
+static inline vd max_nonneg(vd a, vd b) { return sel(lt_nonneg(a, b), b, a); }
 
 /* Keep a partial's larger entry above 2^-256; count the rescales. */
 static inline void rescale(vd *a0, vd *a1, vi *cnt)
@@ -395,8 +406,8 @@ static vd forward_variable(const struct persiste__job *job,
  * (absolute, no scaling: X <= 1 and what underflows is negligible; exact
  * zeros, e.g. C on a zero-length path from an absent root, keep their
  * nonzero derivatives). theta = log gain (dg), log loss (dl) and, if
- * branch != NULL, each branch length, whose terms are summed over lanes
- * with weights wcoef. s->out holds the outside vectors. */
+ * branch != NULL, each branch length, whose terms weighted by wcoef are
+ * added lane-wise to branch[node][lane]. s->out holds the outside vectors. */
 static void reverse(const struct persiste__job *job, const struct lanes *ln,
                     const struct pview *pv, const struct source *src,
                     struct persiste__scratch *s, vd coef, vd wcoef, vd *dg,
@@ -446,14 +457,17 @@ static void reverse(const struct persiste__job *job, const struct lanes *ln,
             vd x0, x1, dx;
             child_x(src, c, &x0, &x1, &dx);
             vd f0 = p00 * x0 + p01 * x1, f1 = p10 * x0 + p11 * x1;
-            vd den = scaled ? u0 * f0 + u1 * f1 : splat(1.0);
-            vd cf = sel(use, coef / den, splat(0.0)) * dx;
+            vd rd = dx;
+            if (scaled)
+                rd = dx / (u0 * f0 + u1 * f1);
+            vd cf = sel(use, coef * rd, splat(0.0));
             *dg += cf * (u0 * pget(pv, c, D01G) - u1 * pget(pv, c, D10G));
             *dl += cf * (u0 * pget(pv, c, D01L) - u1 * pget(pv, c, D10L));
             if (branch) {
-                vd wf = sel(wuse, wcoef / den, splat(0.0)) * dx;
-                branch[c] += hsum(
-                    wf * (u0 * pget(pv, c, D01T) - u1 * pget(pv, c, D10T)));
+                vd wf = sel(wuse, wcoef * rd, splat(0.0));
+                double *bc = branch + (size_t)c * L;
+                st(bc, ld(bc) + wf * (u0 * pget(pv, c, D01T) -
+                                      u1 * pget(pv, c, D10T)));
             }
             r0 *= f0;
             r1 *= f1;
@@ -568,11 +582,14 @@ int64_t EVAL_BLOCK(const struct persiste__job *job,
         reverse(job, &ln, &pv, &x, s, coef, wk, &dg, &dl, branch);
         if (mode != PERSISTE_CONDITION_NONE && uniform) {
             /* one family's normaliser terms, shared by every lane */
-            if (!cached) {
+            size_t n = (size_t)tr->n_nodes;
+            if (!cached) { /* lane 0 only, then packed to one per node */
                 vd one = {inv_cond[0]}, cg = {0}, cl = {0};
-                memset(s->cond_branch, 0, (size_t)tr->n_nodes * sizeof(double));
+                memset(s->cond_branch, 0, n * L * sizeof(double));
                 conditioning_reverse(job, &ln, &pv, s, one, one, &cg, &cl,
                                      s->cond_branch);
+                for (size_t v = 0; v < n; v++)
+                    s->cond_branch[v] = s->cond_branch[v * L];
                 s->cache_dcond_g = cg[0];
                 s->cache_dcond_l = cl[0];
             }
@@ -580,8 +597,8 @@ int64_t EVAL_BLOCK(const struct persiste__job *job,
             dl += coef * s->cache_dcond_l;
             double wsum = hsum(wk);
             if (branch && wsum != 0.0)
-                for (int32_t v = 0; v < tr->n_nodes; v++)
-                    branch[v] += wsum * s->cond_branch[v];
+                for (size_t v = 0; v < n; v++)
+                    branch[v * L] += wsum * s->cond_branch[v];
         } else if (mode != PERSISTE_CONDITION_NONE) {
             conditioning_reverse(job, &ln, &pv, s, coef * inv_cond,
                                  wk * inv_cond, &dg, &dl, branch);

@@ -26,7 +26,9 @@ struct persiste__scratch {
     double *acd;     /* [internal][6][L] P(all absent a0 a1, all present
                       * c0 c1, mixed d0 d1 | state) */
     double *out;     /* [n_nodes][2][L] outside partials (reverse pass) */
-    double *cond_branch; /* [n_nodes] conditioning terms of the cached pair */
+    double *cond_branch; /* [n_nodes][L] conditioning terms of the cached
+                          * pair (packed to [n_nodes] once computed) */
+    double *branch_lane; /* [n_nodes][L] branch terms of the current chunk */
     int32_t *slot;   /* [n_nodes] buffer slot of each internal node */
     /* Cache for blocks whose lanes all share one rate pair. */
     int cache_valid;
@@ -57,8 +59,8 @@ void persiste__assign_slots(const persiste_tree *tree, int gradient,
                             int32_t *slot);
 
 /* Evaluate block `block` (families block*L ...). branch: NULL or
- * [n_nodes] accumulator for d(sum_f w_f loglik_f)/dt. Returns the number
- * of impossible families in the block. */
+ * [n_nodes][L] lane-wise accumulator for d(sum_f w_f loglik_f)/dt. Returns
+ * the number of impossible families in the block. */
 typedef int64_t (*persiste__block_fn)(const struct persiste__job *job,
                                       struct persiste__scratch *s,
                                       int64_t block, double *branch);

@@ -16,6 +16,7 @@ void persiste__scratch_destroy(struct persiste__scratch *s)
     persiste__free(s->acd);
     persiste__free(s->out);
     persiste__free(s->cond_branch);
+    persiste__free(s->branch_lane);
     persiste__free(s->slot);
     persiste__free(s);
 }
@@ -54,7 +55,8 @@ int persiste__scratch_reserve(struct persiste__scratch **sp, size_t n_nodes)
         (rc = grow(&s->b, n_nodes, 2 * L * d)) ||
         (rc = grow(&s->acd, n_nodes, 6 * L * d)) ||
         (rc = grow(&s->out, n_nodes, 2 * L * d)) ||
-        (rc = grow(&s->cond_branch, n_nodes, d)) ||
+        (rc = grow(&s->cond_branch, n_nodes, L * d)) ||
+        (rc = grow(&s->branch_lane, n_nodes, L * d)) ||
         (rc = grow(&s->slot, n_nodes, sizeof(int32_t))))
         return rc;
     s->cap_nodes = n_nodes;
