@@ -356,49 +356,87 @@ static vd forward_absent(const struct persiste__job *job,
  * independent subtrees, d = d1 + d2 (1 - d1) + a1 c2 + c1 a2: no term
  * cancels, so short trees, where d is tiny next to a and c, keep every
  * digit (1 - A - C would lose them). a and c may underflow harmlessly.
- * Returns per lane d at the root under the root prior. */
-enum { A0, A1, C0, C1, D0, D1, NV };
+ * With gradients, the derivatives in log gain and log loss are carried
+ * along (forward mode): d(A + C) from the reverse passes would cancel just
+ * where d is tiny. acd is [slot][value, d/dlog gain, d/dlog loss][NV][L].
+ * Returns per lane d at the root under the root prior, and in dd[2] its
+ * derivatives. */
+enum { A0, A1, C0, C1, D0, D1, NV, NT = 3 };
 
 static vd forward_variable(const struct persiste__job *job,
                            const struct lanes *ln, const struct pview *pv,
-                           double *acd)
+                           double *acd, vd *dd)
 {
     const persiste_tree *tr = job->tree;
     int32_t nt = tr->n_tips;
+    int nc = job->gradient ? NT : 1;
     for (int32_t v = nt; v < tr->n_nodes; v++) {
-        vd y[NV] = {{0}}; /* set by the first child */
+        vd y[NT][NV] = {{{0}}}; /* set by the first child */
         int32_t k0 = tr->child_start[v];
         for (int32_t k = k0; k < tr->child_start[v + 1]; k++) {
             int32_t c = tr->children[k];
-            vd x[NV] = {splat(1.0), {0}, {0}, splat(1.0), {0}, {0}}; /* tip */
-            if (c >= nt)
-                for (int i = 0; i < NV; i++)
-                    x[i] = ld(acd + ((size_t)job->slot[c] * NV + i) * L);
+            vd x[NT][NV] = {{splat(1.0), {0}, {0}, splat(1.0), {0}, {0}}};
+            if (c >= nt) /* else a tip: constants, no derivatives */
+                for (int j = 0; j < nc; j++)
+                    for (int i = 0; i < NV; i++)
+                        x[j][i] = ld(acd + (((size_t)job->slot[c] * NT + j) *
+                                                NV + i) * L);
             for (int st0 = 0; st0 < 2; st0++) {
                 vd t0 = pget(pv, c, st0 ? P10 : P00);
                 vd t1 = pget(pv, c, st0 ? P11 : P01);
-                vd a2 = t0 * x[A0] + t1 * x[A1];
-                vd c2 = t0 * x[C0] + t1 * x[C1];
-                vd d2 = t0 * x[D0] + t1 * x[D1];
+                /* the child's (a, c, d) seen from state st0, and tangents:
+                 * d t1 = -d t0 (rows of P sum to 1) */
+                vd z[NT][3];
+                for (int j = 0; j < nc; j++)
+                    for (int i = 0; i < 3; i++)
+                        z[j][i] = t0 * x[j][2 * i] + t1 * x[j][2 * i + 1];
+                for (int j = 1; j < nc; j++) {
+                    vd dt1 = pget(pv, c, st0 ? (j == 1 ? D10G : D10L)
+                                             : (j == 1 ? D01G : D01L));
+                    if (st0)
+                        dt1 = -dt1;
+                    for (int i = 0; i < 3; i++)
+                        z[j][i] += dt1 * (x[0][2 * i + 1] - x[0][2 * i]);
+                }
                 if (k == k0) { /* an empty set would be both a and c */
-                    y[A0 + st0] = a2;
-                    y[C0 + st0] = c2;
-                    y[D0 + st0] = d2;
+                    for (int j = 0; j < nc; j++)
+                        for (int i = 0; i < 3; i++)
+                            y[j][2 * i + st0] = z[j][i];
                     continue;
                 }
-                vd a1 = y[A0 + st0], c1 = y[C0 + st0], d1 = y[D0 + st0];
-                y[D0 + st0] = d1 + d2 * (1.0 - d1) + a1 * c2 + c1 * a2;
-                y[A0 + st0] = a1 * a2;
-                y[C0 + st0] = c1 * c2;
+                vd a1 = y[0][A0 + st0], c1 = y[0][C0 + st0];
+                vd d1 = y[0][D0 + st0];
+                for (int j = 1; j < nc; j++) {
+                    vd da = y[j][A0 + st0], dc = y[j][C0 + st0];
+                    vd dd1 = y[j][D0 + st0];
+                    y[j][D0 + st0] = dd1 * (1.0 - z[0][2]) +
+                                     z[j][2] * (1.0 - d1) + da * z[0][1] +
+                                     a1 * z[j][1] + dc * z[0][0] + c1 * z[j][0];
+                    y[j][A0 + st0] = da * z[0][0] + a1 * z[j][0];
+                    y[j][C0 + st0] = dc * z[0][1] + c1 * z[j][1];
+                }
+                y[0][D0 + st0] = d1 + z[0][2] * (1.0 - d1) + a1 * z[0][1] +
+                                 c1 * z[0][0];
+                y[0][A0 + st0] = a1 * z[0][0];
+                y[0][C0 + st0] = c1 * z[0][1];
             }
         }
-        for (int i = 0; i < NV; i++)
-            st(acd + ((size_t)job->slot[v] * NV + i) * L, y[i]);
+        for (int j = 0; j < nc; j++)
+            for (int i = 0; i < NV; i++)
+                st(acd + (((size_t)job->slot[v] * NT + j) * NV + i) * L,
+                   y[j][i]);
     }
+    dd[0] = dd[1] = splat(0.0);
     if (tr->n_nodes == nt) /* one node: never mixed */
         return splat(0.0);
-    const double *r = acd + (size_t)job->slot[tr->n_nodes - 1] * NV * L;
-    return ln->pi0 * ld(r + D0 * L) + ln->pi1 * ld(r + D1 * L);
+    const double *r = acd + (size_t)job->slot[tr->n_nodes - 1] * NT * NV * L;
+    vd r0 = ld(r + D0 * L), r1 = ld(r + D1 * L);
+    for (int j = 1; j < nc; j++) {
+        const double *rj = r + (size_t)j * NV * L;
+        dd[j - 1] = (j == 1 ? ln->dpi_g : ln->dpi_l) * (r1 - r0) +
+                    ln->pi0 * ld(rj + D0 * L) + ln->pi1 * ld(rj + D1 * L);
+    }
+    return ln->pi0 * r0 + ln->pi1 * r1;
 }
 
 /* Reverse (pre-order) pass. PASS_PATTERN adds coef * dlogX/dtheta (ratio
@@ -485,41 +523,56 @@ static void reverse(const struct persiste__job *job, const struct lanes *ln,
     }
 }
 
-/* Conditioning of every lane: log P(observable) and 1 / P(observable),
- * the coefficient of its derivative: P(obs) = 1 - A (PRESENT) or
- * 1 - A - C (VARIABLE), so d log P(obs) = -(dA + dC) / P(obs). Fills s->b
- * and, for VARIABLE, s->acd. */
+/* Conditioning of every lane: log P(observable), and 1 / P(observable),
+ * the coefficient of its derivatives: P(obs) = 1 - A (PRESENT) or
+ * 1 - A - C (VARIABLE), so d log P(obs) = -(dA + dC) / P(obs) in the
+ * reverse passes. For VARIABLE the rate derivatives of -log P(obs) come
+ * from forward mode instead (dnorm). Fills s->b and, for VARIABLE, s->acd. */
+struct cond {
+    vd log, inv, dnorm[2];
+};
+
 static void conditioning(const struct persiste__job *job,
                          const struct lanes *ln, const struct pview *pv,
-                         struct persiste__scratch *s, vd *log_cond,
-                         vd *inv_cond)
+                         struct persiste__scratch *s, struct cond *cd)
 {
     int mode = job->model->condition;
-    vd obs = splat(1.0);
+    vd obs = splat(1.0), dd[2] = {{0}, {0}};
     if (mode != PERSISTE_CONDITION_NONE)
         obs = forward_absent(job, ln, pv, s->b);
     if (mode == PERSISTE_CONDITION_VARIABLE)
-        obs = forward_variable(job, ln, pv, s->acd);
+        obs = forward_variable(job, ln, pv, s->acd, dd);
     for (int l = 0; l < L; l++)
-        (*log_cond)[l] = log(obs[l]);
-    *inv_cond = 1.0 / obs;
+        cd->log[l] = log(obs[l]);
+    cd->inv = 1.0 / obs;
+    cd->dnorm[0] = -dd[0] * cd->inv;
+    cd->dnorm[1] = -dd[1] * cd->inv;
 }
 
-/* Adds the derivatives of -log P(observable), as k * d(A + C)/dtheta with
- * branch terms weighted by wk. */
+/* Adds the derivatives of -log P(observable): k * d(A + C)/dtheta, branch
+ * terms weighted by wk; for VARIABLE, the rate terms are coef * dnorm. */
 static void conditioning_reverse(const struct persiste__job *job,
                                  const struct lanes *ln,
                                  const struct pview *pv,
-                                 struct persiste__scratch *s, vd k, vd wk,
+                                 struct persiste__scratch *s,
+                                 const struct cond *cd, vd coef, vd wk,
                                  vd *dg, vd *dl, double *branch)
 {
+    vd k = coef * cd->inv, wa = wk * cd->inv;
     struct source a = {PASS_ABSENT, s->b, 2 * L, job->slot, job, 0};
-    reverse(job, ln, pv, &a, s, k, wk, dg, dl, branch);
-    if (job->model->condition == PERSISTE_CONDITION_VARIABLE) {
-        struct source c = {PASS_PRESENT, s->acd + C0 * L, NV * L, job->slot,
-                           job, 0};
-        reverse(job, ln, pv, &c, s, k, wk, dg, dl, branch);
+    if (job->model->condition != PERSISTE_CONDITION_VARIABLE) {
+        reverse(job, ln, pv, &a, s, k, wa, dg, dl, branch);
+        return;
     }
+    *dg += coef * cd->dnorm[0];
+    *dl += coef * cd->dnorm[1];
+    if (!branch)
+        return;
+    vd ig = {0}, il = {0}; /* rate terms: already counted */
+    struct source c = {PASS_PRESENT, s->acd + C0 * L, NT * NV * L, job->slot,
+                       job, 0};
+    reverse(job, ln, pv, &a, s, k, wa, &ig, &il, branch);
+    reverse(job, ln, pv, &c, s, k, wa, &ig, &il, branch);
 }
 
 static int lanes_uniform(const struct persiste__job *job, int64_t f0, int n)
@@ -552,27 +605,28 @@ int64_t EVAL_BLOCK(const struct persiste__job *job,
         fill_p(job, &ln, uniform, s);
     }
 
-    vd lik, log_cond, inv_cond;
+    vd lik;
     vi nscale;
+    struct cond cd;
     forward(job, &ln, &pv, s, f0, &lik, &nscale);
     if (cached) {
-        log_cond = splat(s->cache_log_cond);
-        inv_cond = splat(s->cache_inv_cond);
+        cd.log = splat(s->cache_log_cond);
+        cd.inv = splat(s->cache_inv_cond);
     } else {
-        conditioning(job, &ln, &pv, s, &log_cond, &inv_cond);
+        conditioning(job, &ln, &pv, s, &cd);
     }
 
     int64_t n_impossible = 0;
     vd coef = {0}, w = splat(1.0), dg = {0}, dl = {0};
     for (int l = 0; l < ln.n_active; l++) {
-        int possible = lik[l] > 0.0 && isfinite(log_cond[l]);
+        int possible = lik[l] > 0.0 && isfinite(cd.log[l]);
         if (job->weight)
             w[l] = job->weight[f0 + l];
         coef[l] = possible ? 1.0 : 0.0;
         n_impossible += !possible;
         job->loglik[f0 + l] = possible ? log(lik[l]) -
                                              (double)nscale[l] * 256 * LN2 -
-                                             log_cond[l]
+                                             cd.log[l]
                                        : -INFINITY;
     }
 
@@ -584,9 +638,9 @@ int64_t EVAL_BLOCK(const struct persiste__job *job,
             /* one family's normaliser terms, shared by every lane */
             size_t n = (size_t)tr->n_nodes;
             if (!cached) { /* lane 0 only, then packed to one per node */
-                vd one = {inv_cond[0]}, cg = {0}, cl = {0};
+                vd one = {1.0}, cg = {0}, cl = {0};
                 memset(s->cond_branch, 0, n * L * sizeof(double));
-                conditioning_reverse(job, &ln, &pv, s, one, one, &cg, &cl,
+                conditioning_reverse(job, &ln, &pv, s, &cd, one, one, &cg, &cl,
                                      s->cond_branch);
                 for (size_t v = 0; v < n; v++)
                     s->cond_branch[v] = s->cond_branch[v * L];
@@ -600,8 +654,8 @@ int64_t EVAL_BLOCK(const struct persiste__job *job,
                 for (size_t v = 0; v < n; v++)
                     branch[v * L] += wsum * s->cond_branch[v];
         } else if (mode != PERSISTE_CONDITION_NONE) {
-            conditioning_reverse(job, &ln, &pv, s, coef * inv_cond,
-                                 wk * inv_cond, &dg, &dl, branch);
+            conditioning_reverse(job, &ln, &pv, s, &cd, coef, wk, &dg, &dl,
+                                 branch);
         }
         for (int l = 0; l < ln.n_active; l++) {
             if (job->d_log_gain)
@@ -615,8 +669,8 @@ int64_t EVAL_BLOCK(const struct persiste__job *job,
         s->cache_valid = 1;
         s->cache_log_gain = job->log_gain[f0];
         s->cache_log_loss = job->log_loss[f0];
-        s->cache_log_cond = log_cond[0];
-        s->cache_inv_cond = inv_cond[0];
+        s->cache_log_cond = cd.log[0];
+        s->cache_inv_cond = cd.inv[0];
     }
     return n_impossible;
 }

@@ -23,8 +23,9 @@ struct persiste__scratch {
     double *p_uni;   /* [n_nodes][NP] transitions of a block-wide pair */
     double *in;      /* [internal][2][L] inside partials of the pattern */
     double *b;       /* [internal][2][L] P(some tip below present | state) */
-    double *acd;     /* [internal][6][L] P(all absent a0 a1, all present
-                      * c0 c1, mixed d0 d1 | state) */
+    double *acd;     /* [internal][3][6][L] P(all absent a0 a1, all present
+                      * c0 c1, mixed d0 d1 | state), and its derivatives in
+                      * log gain and log loss */
     double *out;     /* [n_nodes][2][L] outside partials (reverse pass) */
     double *cond_branch; /* [n_nodes][L] conditioning terms of the cached
                           * pair (packed to [n_nodes] once computed) */

@@ -53,7 +53,7 @@ int persiste__scratch_reserve(struct persiste__scratch **sp, size_t n_nodes)
         (rc = grow(&s->p_uni, n_nodes, PERSISTE_NP * d)) ||
         (rc = grow(&s->in, n_nodes, 2 * L * d)) ||
         (rc = grow(&s->b, n_nodes, 2 * L * d)) ||
-        (rc = grow(&s->acd, n_nodes, 6 * L * d)) ||
+        (rc = grow(&s->acd, n_nodes, 18 * L * d)) ||
         (rc = grow(&s->out, n_nodes, 2 * L * d)) ||
         (rc = grow(&s->cond_branch, n_nodes, L * d)) ||
         (rc = grow(&s->branch_lane, n_nodes, L * d)) ||
