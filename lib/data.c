@@ -430,6 +430,9 @@ int persiste__data_build(persiste_data **out, const persiste_tree *tree,
                              flags, where);
     if (rc == PERSISTE_OK) {
         pack_bits(d, src, states, family_stride, taxon_stride, &b);
+        rc = persiste__data_patterns(d, where);
+    }
+    if (rc == PERSISTE_OK) {
         *out = d;
         d = NULL;
     }
@@ -466,6 +469,9 @@ void persiste_data_destroy(persiste_data *data)
         return;
     persiste__free(data->present);
     persiste__free(data->unknown);
+    persiste__free(data->pattern);
+    persiste__free(data->pattern_present);
+    persiste__free(data->pattern_unknown);
     free_names(data->family_name, data->n_families);
     free_names(data->dropped_taxon, data->n_dropped_taxa);
     free_names(data->dropped_family, data->n_dropped_families);

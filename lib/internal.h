@@ -69,7 +69,17 @@ struct persiste_data {
     char **dropped_taxon;
     int64_t n_dropped_families;
     char **dropped_family;
+    /* Distinct columns (lib/patterns.c): family f has pattern[f]; the
+     * patterns' bits in the layout above; serial tells data apart. */
+    uint64_t serial;
+    int64_t n_patterns;
+    int64_t *pattern;
+    uint64_t *pattern_present;
+    uint64_t *pattern_unknown;
 };
+
+/* Fills the pattern fields of d (called once its bits are packed). */
+int persiste__data_patterns(persiste_data *d, const char *where);
 
 /* The one builder behind persiste_data_from_matrix and the file readers.
  * `where` names the source in messages ("matrix" or a file path). */
