@@ -2,7 +2,6 @@
  * split into fixed-size chunks of blocks handed to the workers, and the
  * deterministic reduction of branch gradients. */
 #include <math.h>
-#include <stdatomic.h>
 #include <string.h>
 
 #include "kernel.h"
@@ -20,7 +19,6 @@ struct batch {
     int64_t n_blocks;
     int64_t first_chunk;  /* of the current round */
     double *branch_bufs;  /* [ROUND_CHUNKS][n_nodes] or NULL */
-    _Atomic int64_t n_impossible;
 };
 
 static void run_chunk(void *arg, int64_t task, int worker)
@@ -37,9 +35,8 @@ static void run_chunk(void *arg, int64_t task, int worker)
     int64_t end = (chunk + 1) * CHUNK_BLOCKS;
     if (end > b->n_blocks)
         end = b->n_blocks;
-    int64_t n_imp = 0;
     for (int64_t blk = chunk * CHUNK_BLOCKS; blk < end; blk++)
-        n_imp += b->eval_block(b->job, s, blk, lanes);
+        b->eval_block(b->job, s, blk, lanes);
     if (lanes) { /* the chunk's branch sums, lanes added in a fixed order */
         double *sum = b->branch_bufs + (size_t)task * n;
         for (size_t v = 0; v < n; v++) {
@@ -49,7 +46,6 @@ static void run_chunk(void *arg, int64_t task, int worker)
             sum[v] = t;
         }
     }
-    atomic_fetch_add(&b->n_impossible, n_imp);
 }
 
 static int check_array(const double *x, int64_t n, const char *what,
@@ -123,14 +119,11 @@ static int reserve_scratch(persiste_ctx *ctx, size_t n_nodes)
 static int run(persiste_ctx *ctx, struct persiste__job *job, double *d_branch)
 {
     size_t n_nodes = (size_t)job->tree->n_nodes;
-    int rc = reserve_scratch(ctx, n_nodes);
-    if (rc)
-        return rc;
+    int rc;
     persiste__assign_slots(job->tree, job->gradient, ctx->scratch[0]->slot);
     job->slot = ctx->scratch[0]->slot;
     struct batch b = {.job = job, .ctx = ctx, .eval_block = persiste__kernel()};
     b.n_blocks = (job->n_families + PERSISTE_LANES - 1) / PERSISTE_LANES;
-    atomic_init(&b.n_impossible, 0);
     int64_t n_chunks = (b.n_blocks + CHUNK_BLOCKS - 1) / CHUNK_BLOCKS;
     if (!d_branch) {
         persiste__ctx_run(ctx, n_chunks, run_chunk, &b);
@@ -162,7 +155,6 @@ static int run(persiste_ctx *ctx, struct persiste__job *job, double *d_branch)
         persiste__free(b.branch_bufs);
         persiste__free(sum);
     }
-    ctx->n_impossible = atomic_load(&b.n_impossible);
     return PERSISTE_OK;
 }
 
@@ -195,6 +187,8 @@ int persiste_gradient_batch(persiste_ctx *ctx, const persiste_model *model,
         .data = data,
         .model = model,
         .n_families = n_families,
+        .present = data->present,
+        .unknown = data->unknown,
         .log_gain = log_gain,
         .log_loss = log_loss,
         .weight = weight,
@@ -203,7 +197,26 @@ int persiste_gradient_batch(persiste_ctx *ctx, const persiste_model *model,
         .d_log_loss = d_log_loss,
         .gradient = d_log_gain || d_log_loss || d_branch,
     };
-    rc = run(ctx, &job, d_branch);
+    /* Workspace first: rows live in worker 0's scratch. */
+    rc = reserve_scratch(ctx, (size_t)tree->n_nodes);
+    int grouped = rc ? rc : persiste__rows_prepare(&ctx->scratch[0]->rows, &job);
+    if (grouped < 0) {
+        rc = grouped;
+    } else {
+        const struct persiste__rows *rows = ctx->scratch[0]->rows;
+        if (grouped)
+            persiste__rows_outputs(rows, &job);
+        rc = run(ctx, &job, d_branch);
+        if (rc == PERSISTE_OK && grouped)
+            persiste__rows_scatter(rows, n_families, loglik, d_log_gain,
+                                   d_log_loss);
+    }
+    if (rc == PERSISTE_OK) {
+        int64_t n_impossible = 0;
+        for (int64_t f = 0; f < n_families; f++)
+            n_impossible += isinf(loglik[f]) != 0;
+        ctx->n_impossible = n_impossible;
+    }
     persiste__ctx_leave(ctx);
     return rc;
 }

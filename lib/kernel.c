@@ -217,11 +217,10 @@ static inline vd pget(const struct pview *pv, int32_t c, int row)
 static inline void tip_masks(const struct persiste__job *job, int64_t f0,
                              int32_t tip, vi *present, vi *unknown)
 {
-    const persiste_data *d = job->data;
-    size_t i = (size_t)(f0 / 64) * (size_t)d->n_tips + (size_t)tip;
+    size_t i = (size_t)(f0 / 64) * (size_t)job->tree->n_tips + (size_t)tip;
     int shift = (int)(f0 % 64);
-    *present = lane_mask((unsigned)(d->present[i] >> shift) & 0xFF);
-    *unknown = lane_mask((unsigned)(d->unknown[i] >> shift) & 0xFF);
+    *present = lane_mask((unsigned)(job->present[i] >> shift) & 0xFF);
+    *unknown = lane_mask((unsigned)(job->unknown[i] >> shift) & 0xFF);
 }
 
 /* A child's vector in the parent's pruning: for the pattern (x), for
@@ -584,8 +583,8 @@ static int lanes_uniform(const struct persiste__job *job, int64_t f0, int n)
     return 1;
 }
 
-int64_t EVAL_BLOCK(const struct persiste__job *job,
-                   struct persiste__scratch *s, int64_t block, double *branch)
+void EVAL_BLOCK(const struct persiste__job *job, struct persiste__scratch *s,
+                int64_t block, double *branch)
 {
     const persiste_tree *tr = job->tree;
     int mode = job->model->condition;
@@ -616,14 +615,12 @@ int64_t EVAL_BLOCK(const struct persiste__job *job,
         conditioning(job, &ln, &pv, s, &cd);
     }
 
-    int64_t n_impossible = 0;
     vd coef = {0}, w = splat(1.0), dg = {0}, dl = {0};
     for (int l = 0; l < ln.n_active; l++) {
         int possible = lik[l] > 0.0 && isfinite(cd.log[l]);
         if (job->weight)
             w[l] = job->weight[f0 + l];
         coef[l] = possible ? 1.0 : 0.0;
-        n_impossible += !possible;
         job->loglik[f0 + l] = possible ? log(lik[l]) -
                                              (double)nscale[l] * 256 * LN2 -
                                              cd.log[l]
@@ -672,5 +669,4 @@ int64_t EVAL_BLOCK(const struct persiste__job *job,
         s->cache_log_cond = cd.log[0];
         s->cache_inv_cond = cd.inv[0];
     }
-    return n_impossible;
 }

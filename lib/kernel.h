@@ -31,6 +31,7 @@ struct persiste__scratch {
                           * pair (packed to [n_nodes] once computed) */
     double *branch_lane; /* [n_nodes][L] branch terms of the current chunk */
     int32_t *slot;   /* [n_nodes] buffer slot of each internal node */
+    struct persiste__rows *rows; /* worker 0: grouping of families */
     /* Cache for blocks whose lanes all share one rate pair. */
     int cache_valid;
     double cache_log_gain, cache_log_loss;
@@ -42,7 +43,8 @@ struct persiste__job {
     const persiste_tree *tree;
     const persiste_data *data;
     const persiste_model *model;
-    int64_t n_families;
+    int64_t n_families;   /* lanes to evaluate: families, or rows */
+    const uint64_t *present, *unknown; /* their bits, data layout */
     const double *log_gain, *log_loss, *weight;
     double *loglik, *d_log_gain, *d_log_loss; /* NULL when not wanted */
     int gradient;                             /* reverse passes wanted */
@@ -60,22 +62,36 @@ void persiste__assign_slots(const persiste_tree *tree, int gradient,
                             int32_t *slot);
 
 /* Evaluate block `block` (families block*L ...). branch: NULL or
- * [n_nodes][L] lane-wise accumulator for d(sum_f w_f loglik_f)/dt. Returns
- * the number of impossible families in the block. */
-typedef int64_t (*persiste__block_fn)(const struct persiste__job *job,
-                                      struct persiste__scratch *s,
-                                      int64_t block, double *branch);
-int64_t persiste__eval_block_generic(const struct persiste__job *job,
-                                     struct persiste__scratch *s,
-                                     int64_t block, double *branch);
-int64_t persiste__eval_block_avx2(const struct persiste__job *job,
+ * [n_nodes][L] lane-wise accumulator for d(sum_f w_f loglik_f)/dt. */
+typedef void (*persiste__block_fn)(const struct persiste__job *job,
+                                   struct persiste__scratch *s, int64_t block,
+                                   double *branch);
+void persiste__eval_block_generic(const struct persiste__job *job,
                                   struct persiste__scratch *s, int64_t block,
                                   double *branch);
-int64_t persiste__eval_block_avx512(const struct persiste__job *job,
-                                    struct persiste__scratch *s,
-                                    int64_t block, double *branch);
+void persiste__eval_block_avx2(const struct persiste__job *job,
+                               struct persiste__scratch *s, int64_t block,
+                               double *branch);
+void persiste__eval_block_avx512(const struct persiste__job *job,
+                                 struct persiste__scratch *s, int64_t block,
+                                 double *branch);
 
 /* The fastest kernel this CPU runs (and the build has). */
 persiste__block_fn persiste__kernel(void);
+
+/* Grouping of a job's families into rows (lib/rows.c): returns 1 and points
+ * the job's rates, weights and bits at the rows when that saves work, 0 to
+ * evaluate the families as they are, or a negative status. */
+struct persiste__rows;
+int persiste__rows_prepare(struct persiste__rows **rows,
+                           struct persiste__job *job);
+/* Point the job's outputs at the rows' buffers; after the run, copy each
+ * family's results from its row. */
+void persiste__rows_outputs(const struct persiste__rows *rows,
+                            struct persiste__job *job);
+void persiste__rows_scatter(const struct persiste__rows *rows, int64_t nf,
+                            double *loglik, double *d_log_gain,
+                            double *d_log_loss);
+void persiste__rows_destroy(struct persiste__rows *rows);
 
 #endif

@@ -18,6 +18,7 @@ void persiste__scratch_destroy(struct persiste__scratch *s)
     persiste__free(s->cond_branch);
     persiste__free(s->branch_lane);
     persiste__free(s->slot);
+    persiste__rows_destroy(s->rows);
     persiste__free(s);
 }
 
