@@ -177,6 +177,55 @@ static void transition(double g, double u, double t, int clamped,
     pv[D10T * stride] = clamped ? 0.0 : u * e;
 }
 
+/* e = exp(-x) and em = 1 - e for x >= 0, lane-wise, each to about an ulp:
+ * x = k ln2 - r with |r| <= ln2/2, expm1(-r) by its Taylor series, then
+ * e = 2^-k (1 + p) and em = (1 - 2^-k) - 2^-k p, neither of which cancels.
+ * (x is clamped at 700, where e is below every other term by far.) */
+static inline void exp_pair(vd x, vd *e, vd *em)
+{
+    const double ln2_hi = 0x1.62e42fee00000p-1, ln2_lo = 0x1.a39ef35793c76p-33;
+    x = sel(lt_nonneg(x, splat(700.0)), x, splat(700.0));
+    vi k = __builtin_convertvector(x * (1.0 / LN2) + 0.5, vi); /* round */
+    vd kd = __builtin_convertvector(k, vd);
+    vd r = (kd * ln2_hi - x) + kd * ln2_lo; /* -x + k ln2, |r| <= 0.35 */
+    vd p = splat(1.0 / 6227020800.0); /* 1/13! */
+    static const double inv_fact[12] = {
+        1.0 / 479001600, 1.0 / 39916800, 1.0 / 3628800, 1.0 / 362880,
+        1.0 / 40320,     1.0 / 5040,     1.0 / 720,     1.0 / 120,
+        1.0 / 24,        1.0 / 6,        1.0 / 2,       1.0};
+    for (int i = 0; i < 12; i++)
+        p = p * r + inv_fact[i];
+    p *= r; /* expm1(r) */
+    vd scale = (vd)((1023 - k) << 52); /* 2^-k */
+    *e = scale + scale * p;
+    *em = (1.0 - scale) - scale * p;
+}
+
+/* The transition table entries of branch c for every lane's own pair. */
+static void transition_lanes(const struct lanes *ln, double t, int clamped,
+                             int gradient, double *pv)
+{
+    vd g = ln->gain, u = ln->loss, q0 = ln->q0, q1 = ln->q1;
+    vd x = (g + u) * t, e, em;
+    exp_pair(x, &e, &em);
+    st(pv + P00 * L, q0 + q1 * e);
+    st(pv + P01 * L, q1 * em);
+    st(pv + P10 * L, q0 * em);
+    st(pv + P11 * L, q1 + q0 * e);
+    if (!gradient)
+        return;
+    vd gm = e - em / x; /* e_minus_phi, with its series below 0.05 */
+    for (int l = 0; l < L; l++)
+        if (x[l] < 0.05)
+            gm[l] = e_minus_phi(x[l], e[l], em[l]);
+    st(pv + D01G * L, q1 * (q0 * em + g * t * e));
+    st(pv + D01L * L, q1 * u * t * gm);
+    st(pv + D10G * L, q0 * g * t * gm);
+    st(pv + D10L * L, q0 * (q1 * em + u * t * e));
+    st(pv + D01T * L, clamped ? splat(0.0) : g * e);
+    st(pv + D10T * L, clamped ? splat(0.0) : u * e);
+}
+
 /* Transition tables of every branch: one pair for the whole block
  * (uniform) or one a lane. */
 static void fill_p(const struct persiste__job *job, const struct lanes *ln,
@@ -189,14 +238,12 @@ static void fill_p(const struct persiste__job *job, const struct lanes *ln,
         int clamped = t < tmin;
         if (clamped)
             t = tmin;
-        if (uniform) {
+        if (uniform)
             transition(ln->gain[0], ln->loss[0], t, clamped, job->gradient,
                        s->p_uni + (size_t)v * NP, 1);
-            continue;
-        }
-        for (int l = 0; l < L; l++)
-            transition(ln->gain[l], ln->loss[l], t, clamped, job->gradient,
-                       s->p_lane + (size_t)v * NP * L + l, L);
+        else
+            transition_lanes(ln, t, clamped, job->gradient,
+                             s->p_lane + (size_t)v * NP * L);
     }
 }
 
