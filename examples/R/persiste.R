@@ -20,17 +20,22 @@ persiste_load <- function(so = "persiste_r.so") {
 #         tree tips (NA = unknown); or the path of a Roary/Panaroo .Rtab
 #         (or CSV/TSV, gzip allowed), which the C reader parses.
 #   drop_extra_taxa: drop genomes the tree lacks (default: an error).
+#   missing_as_unknown: tree tips the table lacks are unknown in every
+#         family (default: an error).
 #   drop_absent: drop families absent from every kept genome; a pangenome
 #         never lists such a family, and under conditioning it would be
 #         counted as impossible.
-.persiste_inputs <- function(tree, pam, drop_extra_taxa, drop_absent) {
+.persiste_inputs <- function(tree, pam, drop_extra_taxa, drop_absent,
+                             missing_as_unknown) {
   if (inherits(tree, "phylo")) tree <- ape::write.tree(tree)
   if (!is.character(tree) || length(tree) != 1L)
-    stop("tree: Newick text, a file path or an ape phylo object")
+    stop("tree: Newick text, a file path or an ape phylo object",
+         call. = FALSE)
   # Newick text ends with ';', a path does not.
   tree_is_file <- !grepl(";\\s*$", tree)
   if (tree_is_file) tree <- path.expand(tree)
   flags <- if (drop_extra_taxa) 1L else 0L
+  if (missing_as_unknown) flags <- flags + 2L
   if (drop_absent) flags <- flags + 4L
   if (is.character(pam) && length(pam) == 1L) {
     return(list(tree, as.integer(tree_is_file), path.expand(pam), 0L,
@@ -38,15 +43,22 @@ persiste_load <- function(so = "persiste_r.so") {
   }
   pam <- as.matrix(pam)
   if (is.null(colnames(pam)))
-    stop("pam: the columns must be named after the genomes (tree tips)")
+    stop("pam: the columns must be named after the genomes (tree tips)",
+         call. = FALSE)
   states <- pam
   storage.mode(states) <- "integer"
   if (any(!is.na(states) & (states != pam | !(states %in% 0:1))))
-    stop("pam: cells must be 0 (absent), 1 (present) or NA (unknown)")
+    stop("pam: cells must be 0 (absent), 1 (present) or NA (unknown)",
+         call. = FALSE)
   states[is.na(states)] <- 2L  # PERSISTE_UNKNOWN
   list(tree, as.integer(tree_is_file), "", states, dim(states),
        colnames(pam), flags)
 }
+
+# The C flags that the library's messages suggest, as R arguments.
+.persiste_flag_names <- c(
+  PERSISTE_DATA_DROP_EXTRA_TAXA = "drop_extra_taxa = TRUE",
+  PERSISTE_DATA_MISSING_AS_UNKNOWN = "missing_as_unknown = TRUE")
 
 # Calls a shim; an error status becomes an R error carrying the library's
 # message (file, line, column, genome names ...).
@@ -54,15 +66,20 @@ persiste_load <- function(so = "persiste_r.so") {
   r <- do.call(.C, c(list(name), unname(inputs), list(...),
                      list(status = 0L, msg = strrep(" ", 511L),
                           PACKAGE = "persiste_r")))
-  if (r$status != 0L) stop("persiste: ", trimws(r$msg), call. = FALSE)
+  if (r$status != 0L) {
+    msg <- trimws(r$msg)
+    for (flag in names(.persiste_flag_names))
+      msg <- gsub(flag, .persiste_flag_names[[flag]], msg, fixed = TRUE)
+    stop("persiste: ", msg, call. = FALSE)
+  }
   r
 }
 
 # What the library keeps of the input, and the names of the kept families.
 persiste_dims <- function(tree, pam, drop_extra_taxa = FALSE,
-                          drop_absent = TRUE) {
-  .persiste_dims(.persiste_inputs(tree, pam, drop_extra_taxa, drop_absent),
-                 pam)
+                          drop_absent = TRUE, missing_as_unknown = FALSE) {
+  .persiste_dims(.persiste_inputs(tree, pam, drop_extra_taxa, drop_absent,
+                                  missing_as_unknown), pam)
 }
 
 .persiste_dims <- function(inputs, pam) {
@@ -87,9 +104,10 @@ persiste_dims <- function(tree, pam, drop_extra_taxa = FALSE,
                            threads) {
   n <- dims$n_families
   if (!(length(gain) %in% c(1L, n)) || length(loss) != length(gain))
-    stop("gain and loss: one value each, or one per family (", n, ")")
+    stop("gain and loss: one value each, or one per family (", n, ")",
+         call. = FALSE)
   if (any(!is.finite(gain) | gain <= 0 | !is.finite(loss) | loss <= 0))
-    stop("gain and loss must be positive and finite")
+    stop("gain and loss must be positive and finite", call. = FALSE)
   cond <- .persiste_conditions[match.arg(condition, names(.persiste_conditions))]
   args <- list(condition = cond, threads = as.integer(threads),
                n_rates = length(gain), log_gain = log(gain),
@@ -106,35 +124,36 @@ persiste_dims <- function(tree, pam, drop_extra_taxa = FALSE,
   lapply(out, function(v) if (is.null(v)) v else setNames(v, dims$families))
 }
 
+# persiste_loglik(tree, pam, gain, loss, condition = "present",
+#                 by_family = FALSE, drop_extra_taxa = FALSE,
+#                 drop_absent = TRUE, missing_as_unknown = FALSE,
+#                 threads = getOption("persiste.threads", 0))
 # Log-likelihood of the families at gain and loss (rates per unit branch
 # length; one value each, or one per family). condition: "present" (each
 # family is in at least one genome, the default), "none" or "variable"
 # (neither absent nor present everywhere). Returns the total, or with
-# by_family = TRUE the named per-family values.
-persiste_loglik <- function(tree, pam, gain, loss, condition = "present",
-                            by_family = FALSE, drop_extra_taxa = FALSE,
-                            drop_absent = TRUE,
-                            threads = getOption("persiste.threads", 0L)) {
-  inputs <- .persiste_inputs(tree, pam, drop_extra_taxa, drop_absent)
-  dims <- .persiste_dims(inputs, pam)
-  ll <- .persiste_eval(inputs, dims, gain, loss, condition, FALSE,
-                       threads)$loglik
-  if (by_family) ll else sum(ll)
+# by_family = TRUE the per-family values named by family. threads: 0 means
+# one per core; the results do not depend on it.
+#
+# persiste_gradient(same arguments): also the exact derivatives with respect
+# to log(gain) and log(loss), as list(loglik, d_log_gain, d_log_loss) of
+# totals (the derivatives of the total with respect to rates shared by all
+# families), or of per-family vectors with by_family = TRUE.
+.persiste_evaluator <- function(gradient) {
+  function(tree, pam, gain, loss, condition = "present", by_family = FALSE,
+           drop_extra_taxa = FALSE, drop_absent = TRUE,
+           missing_as_unknown = FALSE,
+           threads = getOption("persiste.threads", 0L)) {
+    inputs <- .persiste_inputs(tree, pam, drop_extra_taxa, drop_absent,
+                               missing_as_unknown)
+    g <- .persiste_eval(inputs, .persiste_dims(inputs, pam), gain, loss,
+                        condition, gradient, threads)
+    if (!by_family) g <- lapply(g, sum)
+    if (gradient) g else g$loglik
+  }
 }
-
-# As persiste_loglik, plus the exact derivatives with respect to log(gain)
-# and log(loss): a list(loglik, d_log_gain, d_log_loss) of totals (the
-# derivatives of the total with respect to rates shared by all families),
-# or of per-family vectors with by_family = TRUE.
-persiste_gradient <- function(tree, pam, gain, loss, condition = "present",
-                              by_family = FALSE, drop_extra_taxa = FALSE,
-                              drop_absent = TRUE,
-                              threads = getOption("persiste.threads", 0L)) {
-  inputs <- .persiste_inputs(tree, pam, drop_extra_taxa, drop_absent)
-  dims <- .persiste_dims(inputs, pam)
-  g <- .persiste_eval(inputs, dims, gain, loss, condition, TRUE, threads)
-  if (by_family) g else lapply(g, sum)
-}
+persiste_loglik <- .persiste_evaluator(gradient = FALSE)
+persiste_gradient <- .persiste_evaluator(gradient = TRUE)
 
 # Maximum-likelihood gain and loss rates shared by all families: optim's
 # L-BFGS-B on the log rates with the exact gradient. Each evaluation gives
@@ -144,9 +163,11 @@ persiste_gradient <- function(tree, pam, gain, loss, condition = "present",
 persiste_fit <- function(tree, pam, condition = "present",
                          start = c(gain = 1, loss = 1),
                          drop_extra_taxa = FALSE, drop_absent = TRUE,
+                         missing_as_unknown = FALSE,
                          threads = getOption("persiste.threads", 0L),
                          control = list(factr = 10)) {
-  inputs <- .persiste_inputs(tree, pam, drop_extra_taxa, drop_absent)
+  inputs <- .persiste_inputs(tree, pam, drop_extra_taxa, drop_absent,
+                             missing_as_unknown)
   dims <- .persiste_dims(inputs, pam)
   last <- list(x = NULL)
   at <- function(x) {

@@ -143,10 +143,16 @@ fd <- function(x, dlam, dmu) {
 }
 some <- pam[c(2, 77, 200, 256, 257, 260), ]
 g <- persiste_gradient(tree, some, lam, mu, "none", by_family = TRUE)
+fd_gain <- apply(some, 1, fd, dlam = 1, dmu = 0)
+fd_loss <- apply(some, 1, fd, dlam = 0, dmu = 1)
 check("gradient vs fitMk central differences, d/dlog(gain)", g$d_log_gain,
-      apply(some, 1, fd, dlam = 1, dmu = 0), 1e-7)
+      fd_gain, 1e-7)
 check("gradient vs fitMk central differences, d/dlog(loss)", g$d_log_loss,
-      apply(some, 1, fd, dlam = 0, dmu = 1), 1e-7)
+      fd_loss, 1e-7)
+g <- persiste_gradient(tree, some, lam, mu, "none")
+check("gradient of the total (rates shared by all families)",
+      c(g$loglik, g$d_log_gain, g$d_log_loss),
+      c(sum(oracle[rownames(some)]), sum(fd_gain), sum(fd_loss)), 1e-7)
 
 # Per-family rates: each family at its own (gain, loss).
 gains <- c(0.2, 1, 5, 0.7, 3, 0.05)
@@ -155,6 +161,14 @@ check("per-family rates vs fitMk",
       persiste_loglik(tree, some, gains, losses, "none", by_family = TRUE),
       mapply(function(i) fitmk_loglik(some[i, ], gains[i], losses[i]),
              seq_len(nrow(some))), 1e-12)
+
+# A tip missing from the table is unknown in every family.
+no_t8 <- some
+no_t8[, "t8"] <- NA
+check("tip missing from the table, missing_as_unknown = TRUE",
+      persiste_loglik(tree, some[, -8], lam, mu, "none", by_family = TRUE,
+                      missing_as_unknown = TRUE),
+      apply(no_t8, 1, fitmk_loglik, lam = lam, mu = mu), 1e-12)
 
 # The tree as a phylo object, Newick text or a file; 1 or 2 threads.
 nwk <- ape::write.tree(tree)
@@ -175,8 +189,8 @@ check("phylo = Newick text = Newick file = 2 threads (bitwise)",
 bad <- pam
 colnames(bad)[8] <- "not_a_genome"
 check_error("mismatched genome names", persiste_loglik(tree, bad, 1, 1),
-            c("not_a_genome", "not in the tree",
-              "taxon names do not match"))
+            c("not_a_genome", "not in the tree", "taxon names do not match",
+              "use drop_extra_taxa = TRUE"))
 check_error("malformed Newick", persiste_loglik("((t1:1,t2:1):1,t3 1);",
                                                 pam, 1, 1),
             c("newick", "line 1, column", "malformed input"))
