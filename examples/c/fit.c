@@ -23,7 +23,7 @@
  * failed, which the line search treats as "step too long". */
 static double objective(example *ex, const double x[2], double g[2])
 {
-    double t[3];
+    double t[3] = {0};
     if (example_eval(ex, x[0], x[1], t) || !isfinite(t[0]))
         return INFINITY;
     g[0] = -t[1];

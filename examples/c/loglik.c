@@ -16,7 +16,7 @@ int main(int argc, char **argv)
                         "[none|present|variable]\n");
         return 2;
     }
-    double gain = atof(argv[3]), loss = atof(argv[4]), total[3];
+    double gain = atof(argv[3]), loss = atof(argv[4]), total[3] = {0};
     example ex;
     int status = example_open(&ex, argv[1], argv[2], argc > 5 ? argv[5] : NULL);
     if (status)

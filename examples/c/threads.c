@@ -47,7 +47,7 @@ int main(int argc, char **argv)
             status = example_fail("threads", rc);
             goto done;
         }
-        double total[3], t0 = seconds();
+        double total[3] = {0}, t0 = seconds();
         if ((status = example_eval(&ex, lg, ll, total)))
             goto done;
         double ms = 1e3 * (seconds() - t0);
