@@ -78,6 +78,9 @@ void persiste__eval_block_avx512(const struct persiste__job *job,
 
 /* The fastest kernel this CPU runs (and the build has). */
 persiste__block_fn persiste__kernel(void);
+/* For tests: use kernel "avx512", "avx2" or "generic" from now on; -1 if
+ * the build lacks it or the CPU cannot run it. */
+int persiste__kernel_select(const char *isa);
 
 /* Grouping of a job's families into rows (lib/rows.c): returns 1 and points
  * the job's rates, weights and bits at the rows when that saves work, 0 to

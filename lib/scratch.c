@@ -1,5 +1,6 @@
 /* Per-worker kernel buffers, buffer slots, and the choice of kernel. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "kernel.h"
 
@@ -88,15 +89,55 @@ void persiste__assign_slots(const persiste_tree *tree, int gradient,
     }
 }
 
-persiste__block_fn persiste__kernel(void)
+static int cpu_generic(void) { return 1; }
+#if defined(PERSISTE_HAVE_AVX2)
+static int cpu_avx2(void)
 {
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+#endif
 #if defined(PERSISTE_HAVE_AVX512)
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq"))
-        return persiste__eval_block_avx512;
+static int cpu_avx512(void)
+{
+    return __builtin_cpu_supports("avx512f") &&
+           __builtin_cpu_supports("avx512dq");
+}
+#endif
+
+/* The kernels of this build, fastest first. */
+static const struct {
+    const char *name;
+    persiste__block_fn fn;
+    int (*runs)(void);
+} kernels[] = {
+#if defined(PERSISTE_HAVE_AVX512)
+    {"avx512", persiste__eval_block_avx512, cpu_avx512},
 #endif
 #if defined(PERSISTE_HAVE_AVX2)
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        return persiste__eval_block_avx2;
+    {"avx2", persiste__eval_block_avx2, cpu_avx2},
 #endif
-    return persiste__eval_block_generic;
+    {"generic", persiste__eval_block_generic, cpu_generic},
+};
+#define N_KERNELS (sizeof kernels / sizeof kernels[0])
+
+static persiste__block_fn kernel_override;
+
+int persiste__kernel_select(const char *isa)
+{
+    for (size_t i = 0; i < N_KERNELS; i++)
+        if (!strcmp(kernels[i].name, isa) && kernels[i].runs()) {
+            kernel_override = kernels[i].fn;
+            return 0;
+        }
+    return -1;
+}
+
+persiste__block_fn persiste__kernel(void)
+{
+    if (kernel_override)
+        return kernel_override;
+    size_t i = 0;
+    while (!kernels[i].runs())
+        i++;
+    return kernels[i].fn;
 }

@@ -6,6 +6,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* PERSISTE_TEST_KERNEL=avx2|avx512|generic runs a test against that kernel
+ * (the library otherwise picks the fastest); exit 77 (skip) if unavailable. */
+int persiste__kernel_select(const char *isa);
+__attribute__((constructor)) static void oracle_pick_kernel(void)
+{
+    const char *isa = getenv("PERSISTE_TEST_KERNEL");
+    if (isa && *isa && persiste__kernel_select(isa)) {
+        printf("kernel %s not in this build or not run by this CPU: skip\n", isa);
+        exit(77);
+    }
+}
+
 /* ---- RNG ----------------------------------------------------------------- */
 uint64_t oracle_next(oracle_rng *rng) {
     uint64_t z = (rng->state += 0x9e3779b97f4a7c15u);
