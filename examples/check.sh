@@ -37,6 +37,7 @@ for e in "$@"; do
                    tol = 0.5 * 10 ^ -dec * (1 + 1e-9); how = "as written" }
             d = got - want; if (d < 0) d = -d
             ok = got != "" && d <= tol
+            if (n == 2) d = d / (want < 0 ? -want : want)
             printf "%s: %s %s, reference %s (%s), difference %.3g\n",
                    ok ? "ok" : "FAIL", word, got == "" ? "missing" : got, want, how, d
             exit !ok }' <<<"$out" || fail=1
