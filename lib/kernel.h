@@ -54,6 +54,9 @@ struct persiste__job {
     const int32_t *slot;
 };
 
+/* Resize the array *pp to n elements of elem bytes; returns a status. */
+int persiste__grow(void *pp, size_t n, size_t elem);
+
 /* Grow s to hold a tree of n_nodes; returns a status. */
 int persiste__scratch_reserve(struct persiste__scratch **s, size_t n_nodes);
 

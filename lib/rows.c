@@ -60,16 +60,6 @@ static uint64_t bits_of(double x)
     return u;
 }
 
-static int grow(void *pp, size_t n, size_t elem)
-{
-    void *q = persiste__realloc(*(void **)pp, n * elem);
-    if (!q)
-        return persiste__error(PERSISTE_E_NOMEM,
-                               "batch: out of memory grouping families");
-    *(void **)pp = q;
-    return PERSISTE_OK;
-}
-
 /* An empty hash table of at least 2n entries. */
 static int table_reset(struct persiste__rows *r, int64_t n)
 {
@@ -77,7 +67,7 @@ static int table_reset(struct persiste__rows *r, int64_t n)
     while (cap < 2 * (size_t)n)
         cap *= 2;
     if (cap > r->cap) {
-        int rc = grow(&r->table, cap, sizeof *r->table);
+        int rc = persiste__grow(&r->table, cap, sizeof *r->table);
         if (rc)
             return rc;
         r->cap = cap;
@@ -212,17 +202,17 @@ int persiste__rows_prepare(struct persiste__rows **rp,
     }
     int rc;
     if (r->cap_families < nf &&
-        ((rc = grow(&r->row_of, (size_t)nf, sizeof(int64_t))) ||
-         (rc = grow(&r->row_family, (size_t)nf, sizeof(int64_t))) ||
-         (rc = grow(&r->lg, (size_t)nf, sizeof(double))) ||
-         (rc = grow(&r->ll, (size_t)nf, sizeof(double))) ||
-         (rc = grow(&r->w, (size_t)nf, sizeof(double))) ||
-         (rc = grow(&r->out_ll, (size_t)nf, sizeof(double))) ||
-         (rc = grow(&r->out_dg, (size_t)nf, sizeof(double))) ||
-         (rc = grow(&r->out_dl, (size_t)nf, sizeof(double))) ||
-         (rc = grow(&r->tmp, (size_t)nf, sizeof(int64_t))) ||
-         (rc = grow(&r->first, (size_t)nf, sizeof(int64_t))) ||
-         (rc = grow(&r->pair_of, (size_t)nf, sizeof(int64_t)))))
+        ((rc = persiste__grow(&r->row_of, (size_t)nf, sizeof(int64_t))) ||
+         (rc = persiste__grow(&r->row_family, (size_t)nf, sizeof(int64_t))) ||
+         (rc = persiste__grow(&r->lg, (size_t)nf, sizeof(double))) ||
+         (rc = persiste__grow(&r->ll, (size_t)nf, sizeof(double))) ||
+         (rc = persiste__grow(&r->w, (size_t)nf, sizeof(double))) ||
+         (rc = persiste__grow(&r->out_ll, (size_t)nf, sizeof(double))) ||
+         (rc = persiste__grow(&r->out_dg, (size_t)nf, sizeof(double))) ||
+         (rc = persiste__grow(&r->out_dl, (size_t)nf, sizeof(double))) ||
+         (rc = persiste__grow(&r->tmp, (size_t)nf, sizeof(int64_t))) ||
+         (rc = persiste__grow(&r->first, (size_t)nf, sizeof(int64_t))) ||
+         (rc = persiste__grow(&r->pair_of, (size_t)nf, sizeof(int64_t)))))
         return rc;
     if (r->cap_families < nf)
         r->cap_families = nf;

@@ -23,7 +23,7 @@ void persiste__scratch_destroy(struct persiste__scratch *s)
     persiste__free(s);
 }
 
-static int grow(void *pp, size_t n, size_t elem)
+int persiste__grow(void *pp, size_t n, size_t elem)
 {
     size_t bytes;
     int rc = persiste__mul_size(n, elem, &bytes);
@@ -51,15 +51,15 @@ int persiste__scratch_reserve(struct persiste__scratch **sp, size_t n_nodes)
         return PERSISTE_OK;
     const size_t d = sizeof(double);
     int rc;
-    if ((rc = grow(&s->p_lane, n_nodes, PERSISTE_NP * L * d)) ||
-        (rc = grow(&s->p_uni, n_nodes, PERSISTE_NP * d)) ||
-        (rc = grow(&s->in, n_nodes, 2 * L * d)) ||
-        (rc = grow(&s->b, n_nodes, 2 * L * d)) ||
-        (rc = grow(&s->acd, n_nodes, 18 * L * d)) ||
-        (rc = grow(&s->out, n_nodes, 2 * L * d)) ||
-        (rc = grow(&s->cond_branch, n_nodes, L * d)) ||
-        (rc = grow(&s->branch_lane, n_nodes, L * d)) ||
-        (rc = grow(&s->slot, n_nodes, sizeof(int32_t))))
+    if ((rc = persiste__grow(&s->p_lane, n_nodes, PERSISTE_NP * L * d)) ||
+        (rc = persiste__grow(&s->p_uni, n_nodes, PERSISTE_NP * d)) ||
+        (rc = persiste__grow(&s->in, n_nodes, 2 * L * d)) ||
+        (rc = persiste__grow(&s->b, n_nodes, 2 * L * d)) ||
+        (rc = persiste__grow(&s->acd, n_nodes, 18 * L * d)) ||
+        (rc = persiste__grow(&s->out, n_nodes, 2 * L * d)) ||
+        (rc = persiste__grow(&s->cond_branch, n_nodes, L * d)) ||
+        (rc = persiste__grow(&s->branch_lane, n_nodes, L * d)) ||
+        (rc = persiste__grow(&s->slot, n_nodes, sizeof(int32_t))))
         return rc;
     s->cap_nodes = n_nodes;
     return PERSISTE_OK;
