@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Fuzz each target for SECONDS, one after the other (one core each):
 #   tests/fuzz/run.sh SECONDS [newick|table|api ...]
+# FUZZ_RUNS=N stops each target after N executions instead (SECONDS still
+# caps the time).
 # Builds the libFuzzer binaries with clang, ASan and UBSan into build-fuzz/
 # (or $FUZZ_BUILD), grows a working corpus there from the committed seeds,
 # and prints executions and crashes per target. Exits 1 if any target
@@ -33,7 +35,9 @@ for t in "${targets[@]}"; do
     dict=()
     [ -f "$here/$t.dict" ] && dict=(-dict="$here/$t.dict")
     rc=0
-    "$build/tests/fuzz/fuzz_$t" -max_total_time="$secs" -timeout=10 \
+    runs_arg=()
+    [ -n "${FUZZ_RUNS:-}" ] && runs_arg=(-runs="$FUZZ_RUNS")
+    "$build/tests/fuzz/fuzz_$t" -max_total_time="$secs" -timeout=10 "${runs_arg[@]}" \
         -max_len=8192 -print_final_stats=1 "${dict[@]}" \
         -artifact_prefix="$build/fuzz-crashes/$t-" \
         "$work" "$here/corpus/$t" >"$log" 2>&1 || rc=$?
