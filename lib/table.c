@@ -9,7 +9,8 @@
  *
  * Semantics:
  *  - the first non-blank line is the header: a corner cell (any text), then
- *    names; the delimiter is tab when the header holds one, else comma;
+ *    names; the delimiter is tab when the header holds one outside
+ *    CSV quotes ("t<TAB>ab" names a genome of a CSV file), else comma;
  *  - after the header, lines whose first byte is '#' are comments (taxon
  *    names such as 19647_8#40 hold '#' inside, never first); blank lines are
  *    skipped;
@@ -377,9 +378,28 @@ static int is_blank_line(const parser *ps, const char *p, const char *eol)
     return p == eol;
 }
 
+/* Tab if the header line holds one outside quoted fields, else comma. */
+static char header_delim(const char *p, const char *eol)
+{
+    int quoted = 0;
+    for (const char *q = p; q < eol; q++) {
+        if (quoted) {
+            if (*q == '"' && q + 1 < eol && q[1] == '"')
+                q++; /* an escaped quote */
+            else if (*q == '"')
+                quoted = 0;
+        } else if (*q == '\t') {
+            return '\t';
+        } else if (*q == '"' && (q == p || q[-1] == ',' || q[-1] == ' ')) {
+            quoted = 1; /* a quote opens a field only at its start */
+        }
+    }
+    return ',';
+}
+
 static int parse_header(table *t, parser *ps, char *p, char *eol)
 {
-    ps->delim = memchr(p, '\t', (size_t)(eol - p)) ? '\t' : ',';
+    ps->delim = header_delim(p, eol);
     int64_t max_cols = count_char(p, eol, ps->delim);
     if (max_cols == 0)
         return persiste__error(PERSISTE_E_PARSE,
