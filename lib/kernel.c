@@ -514,6 +514,7 @@ static void reverse(const struct persiste__job *job, const struct lanes *ln,
     for (int32_t v = root; v >= tr->n_tips; v--) {
         const double *ov = s->out + (size_t)v * 2 * L;
         int32_t k0 = tr->child_start[v], k1 = tr->child_start[v + 1];
+        int many = k1 - k0 > 2;
         /* prefix products of the siblings, parked in the children's slots */
         vd r0 = ld(ov), r1 = ld(ov + L);
         for (int32_t k = k0; k < k1; k++) {
@@ -525,7 +526,7 @@ static void reverse(const struct persiste__job *job, const struct lanes *ln,
             child_x(src, c, &x0, &x1, &dx);
             r0 *= pget(pv, c, P00) * x0 + pget(pv, c, P01) * x1;
             r1 *= pget(pv, c, P10) * x0 + pget(pv, c, P11) * x1;
-            if (scaled)
+            if (scaled && many) /* else each U is renormalised itself */
                 renormalise(&r0, &r1);
         }
         /* suffix products, then each child's U, its terms and outside */
@@ -555,7 +556,7 @@ static void reverse(const struct persiste__job *job, const struct lanes *ln,
             }
             r0 *= f0;
             r1 *= f1;
-            if (scaled)
+            if (scaled && many)
                 renormalise(&r0, &r1);
             if (c < tr->n_tips)
                 continue;
