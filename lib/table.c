@@ -245,7 +245,8 @@ static int next_field(const parser *ps, char *p, char *eol, int64_t col,
                                    (long long)col);
     } else {
         f->s = p;
-        char *d = memchr(p, ps->delim, (size_t)(eol - p));
+        /* p <= eol always; said so for gcc's -Wstringop-overread (TSan) */
+        char *d = p < eol ? memchr(p, ps->delim, (size_t)(eol - p)) : NULL;
         p = d ? d : eol;
         char *e = p;
         while (e > f->s && is_space(ps, e[-1]))
