@@ -9,12 +9,14 @@
 /* Families per chunk and chunks per reduction round: constants, never
  * derived from the thread count, so every sum is added in the same order
  * whatever the number of threads (bitwise identical results). */
-#define CHUNK_BLOCKS 32
+#define CHUNK_FAMILIES 256
 #define ROUND_CHUNKS 16
 
 struct batch {
     const struct persiste__job *job;
     persiste__block_fn eval_block;
+    int lanes;               /* families per block */
+    int64_t chunk_blocks;
     persiste_ctx *ctx;
     int64_t n_blocks;
     int64_t first_chunk;  /* of the current round */
@@ -30,19 +32,19 @@ static void run_chunk(void *arg, int64_t task, int worker)
     double *lanes = NULL;
     if (b->branch_bufs) {
         lanes = s->branch_lane;
-        memset(lanes, 0, n * PERSISTE_LANES * sizeof(double));
+        memset(lanes, 0, n * (size_t)b->lanes * sizeof(double));
     }
-    int64_t end = (chunk + 1) * CHUNK_BLOCKS;
+    int64_t end = (chunk + 1) * b->chunk_blocks;
     if (end > b->n_blocks)
         end = b->n_blocks;
-    for (int64_t blk = chunk * CHUNK_BLOCKS; blk < end; blk++)
+    for (int64_t blk = chunk * b->chunk_blocks; blk < end; blk++)
         b->eval_block(b->job, s, blk, lanes);
     if (lanes) { /* the chunk's branch sums, lanes added in a fixed order */
         double *sum = b->branch_bufs + (size_t)task * n;
         for (size_t v = 0; v < n; v++) {
             double t = 0.0;
-            for (int l = 0; l < PERSISTE_LANES; l++)
-                t += lanes[v * PERSISTE_LANES + l];
+            for (int l = 0; l < b->lanes; l++)
+                t += lanes[v * (size_t)b->lanes + l];
             sum[v] = t;
         }
     }
@@ -122,9 +124,11 @@ static int run(persiste_ctx *ctx, struct persiste__job *job, double *d_branch)
     int rc;
     persiste__assign_slots(job->tree, job->gradient, ctx->scratch[0]->slot);
     job->slot = ctx->scratch[0]->slot;
-    struct batch b = {.job = job, .ctx = ctx, .eval_block = persiste__kernel()};
-    b.n_blocks = (job->n_families + PERSISTE_LANES - 1) / PERSISTE_LANES;
-    int64_t n_chunks = (b.n_blocks + CHUNK_BLOCKS - 1) / CHUNK_BLOCKS;
+    struct batch b = {.job = job, .ctx = ctx};
+    b.eval_block = persiste__kernel(job->gradient, &b.lanes);
+    b.n_blocks = (job->n_families + b.lanes - 1) / b.lanes;
+    b.chunk_blocks = CHUNK_FAMILIES / b.lanes;
+    int64_t n_chunks = (b.n_blocks + b.chunk_blocks - 1) / b.chunk_blocks;
     if (!d_branch) {
         persiste__ctx_run(ctx, n_chunks, run_chunk, &b);
     } else {

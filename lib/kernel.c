@@ -1,8 +1,11 @@
 /* Pruning over one block of families, forward (likelihood) and reverse
  * (exact gradients), with power-of-two rescaling. Families are the lanes of
- * a vector (GCC vector extensions), so one source compiles to AVX-512, AVX2
- * or plain SSE2 code; lib/meson.build builds one copy per instruction set
- * under the name persiste__eval_block_<KERNEL_ISA>.
+ * vectors of W doubles (GCC vector extensions), so one source compiles to
+ * AVX-512, AVX2 or plain SSE2 code; lib/meson.build builds one copy per
+ * instruction set under the name persiste__eval_block_<KERNEL_ISA>. A block
+ * is V such vectors: each node's work is done for the V vectors in turn,
+ * independent chains the processor overlaps, while the walk over the tree
+ * (indices, tables, tip bits) is paid once per block.
  *
  * Notation: q1 = gain/s, q0 = loss/s with s = gain + loss; on a branch of
  * length t, e = exp(-s t), em = 1 - e (from expm1):
@@ -23,9 +26,16 @@
 #endif
 #define CAT2(a, b) a##b
 #define CAT(a, b) CAT2(a, b)
-#define EVAL_BLOCK CAT(persiste__eval_block_, KERNEL_ISA)
+#ifndef KERNEL_LANES /* families per block: PERSISTE_LANES_LIK or _GRAD */
+#define KERNEL_LANES PERSISTE_LANES_GRAD
+#define KERNEL_KIND grad
+#endif
+#define EVAL_BLOCK CAT(CAT(persiste__eval_block_, KERNEL_ISA), CAT(_, KERNEL_KIND))
 
-#define L PERSISTE_LANES
+#define L KERNEL_LANES
+#define W 8               /* lanes per vector */
+#define V (L / W)         /* vectors per block */
+#define FOR_V for (int j = 0; j < V; j++)
 enum { P00 = PERSISTE_P00, P01, P10, P11, D01G, D01L, D10G, D10L, D01T, D10T,
        NP = PERSISTE_NP };
 /* Rescale a partial whose larger entry falls below 2^-256 by 2^256: exact. */
@@ -33,9 +43,13 @@ enum { P00 = PERSISTE_P00, P01, P10, P11, D01G, D01L, D10G, D10L, D01T, D10T,
 #define SCALE_UP 0x1p256
 #define LN2 0.693147180559945309417232121458176568
 
-typedef double vd __attribute__((vector_size(L * sizeof(double))));
-typedef int64_t vi __attribute__((vector_size(L * sizeof(int64_t))));
-typedef uint64_t vu __attribute__((vector_size(L * sizeof(uint64_t))));
+typedef double vd __attribute__((vector_size(W * sizeof(double))));
+typedef int64_t vi __attribute__((vector_size(W * sizeof(int64_t))));
+typedef uint64_t vu __attribute__((vector_size(W * sizeof(uint64_t))));
+/* A block's worth of lane values. */
+typedef struct {
+    vd v[V];
+} vb;
 
 static inline vd ld(const double *p)
 {
@@ -52,9 +66,16 @@ static inline vd sel(vi m, vd a, vd b) /* m ? a : b, lane-wise */
 static inline double hsum(vd v) /* fixed order: deterministic */
 {
     double s = 0.0;
-    for (int l = 0; l < L; l++)
+    for (int l = 0; l < W; l++)
         s += v[l];
     return s;
+}
+static inline double *lane(vb *x, int l) { return &x->v[l / W][l % W]; }
+static inline vb vb_splat(double x)
+{
+    vb r;
+    FOR_V r.v[j] = splat(x);
+    return r;
 }
 
 #if defined(__AVX512F__) && defined(__AVX512DQ__)
@@ -101,8 +122,8 @@ static inline void renormalise(vd *a0, vd *a1)
 
 /* Rates and root prior of the block's lanes. */
 struct lanes {
-    vd gain, loss, q0, q1, pi0, pi1;
-    vd dpi_g, dpi_l; /* d pi1 / d log gain, d log loss */
+    vb gain, loss, q0, q1, pi0, pi1;
+    vb dpi_g, dpi_l; /* d pi1 / d log gain, d log loss */
     int n_active;    /* lanes 0 .. n_active-1 hold families */
 };
 
@@ -116,27 +137,20 @@ static void lanes_init(struct lanes *ln, const struct persiste__job *job,
         int64_t f = l < ln->n_active ? f0 + l : f0; /* padding: a copy */
         double g = exp(job->log_gain[f]), u = exp(job->log_loss[f]);
         double s = g + u, q1 = g / s, q0 = u / s;
-        ln->gain[l] = g;
-        ln->loss[l] = u;
-        ln->q1[l] = q1;
-        ln->q0[l] = q0;
-        switch (m->root_prior) {
-        case PERSISTE_ROOT_FIXED:
-            ln->pi1[l] = m->root_freq;
-            ln->pi0[l] = 1.0 - m->root_freq;
-            ln->dpi_g[l] = ln->dpi_l[l] = 0.0;
-            break;
-        case PERSISTE_ROOT_ABSENT:
-            ln->pi1[l] = 0.0;
-            ln->pi0[l] = 1.0;
-            ln->dpi_g[l] = ln->dpi_l[l] = 0.0;
-            break;
-        default:
-            ln->pi1[l] = q1;
-            ln->pi0[l] = q0;
-            ln->dpi_g[l] = q0 * q1;
-            ln->dpi_l[l] = -q0 * q1;
+        double pi1 = q1, pi0 = q0, dpi = q0 * q1;
+        if (m->root_prior != PERSISTE_ROOT_STATIONARY) {
+            pi1 = m->root_prior == PERSISTE_ROOT_FIXED ? m->root_freq : 0.0;
+            pi0 = 1.0 - pi1;
+            dpi = 0.0;
         }
+        *lane(&ln->gain, l) = g;
+        *lane(&ln->loss, l) = u;
+        *lane(&ln->q1, l) = q1;
+        *lane(&ln->q0, l) = q0;
+        *lane(&ln->pi1, l) = pi1;
+        *lane(&ln->pi0, l) = pi0;
+        *lane(&ln->dpi_g, l) = dpi;
+        *lane(&ln->dpi_l, l) = -dpi;
     }
 }
 
@@ -205,25 +219,29 @@ static inline void exp_pair(vd x, vd *e, vd *em)
 static void transition_lanes(const struct lanes *ln, double t, int clamped,
                              int gradient, double *pv)
 {
-    vd g = ln->gain, u = ln->loss, q0 = ln->q0, q1 = ln->q1;
-    vd x = (g + u) * t, e, em;
-    exp_pair(x, &e, &em);
-    st(pv + P00 * L, q0 + q1 * e);
-    st(pv + P01 * L, q1 * em);
-    st(pv + P10 * L, q0 * em);
-    st(pv + P11 * L, q1 + q0 * e);
-    if (!gradient)
-        return;
-    vd gm = e - em / x; /* e_minus_phi, with its series below 0.05 */
-    for (int l = 0; l < L; l++)
-        if (x[l] < 0.05)
-            gm[l] = e_minus_phi(x[l], e[l], em[l]);
-    st(pv + D01G * L, q1 * (q0 * em + g * t * e));
-    st(pv + D01L * L, q1 * u * t * gm);
-    st(pv + D10G * L, q0 * g * t * gm);
-    st(pv + D10L * L, q0 * (q1 * em + u * t * e));
-    st(pv + D01T * L, clamped ? splat(0.0) : g * e);
-    st(pv + D10T * L, clamped ? splat(0.0) : u * e);
+    FOR_V {
+        vd g = ln->gain.v[j], u = ln->loss.v[j];
+        vd q0 = ln->q0.v[j], q1 = ln->q1.v[j];
+        vd x = (g + u) * t, e, em;
+        double *p = pv + j * W;
+        exp_pair(x, &e, &em);
+        st(p + P00 * L, q0 + q1 * e);
+        st(p + P01 * L, q1 * em);
+        st(p + P10 * L, q0 * em);
+        st(p + P11 * L, q1 + q0 * e);
+        if (!gradient)
+            continue;
+        vd gm = e - em / x; /* e_minus_phi, with its series below 0.05 */
+        for (int l = 0; l < W; l++)
+            if (x[l] < 0.05)
+                gm[l] = e_minus_phi(x[l], e[l], em[l]);
+        st(p + D01G * L, q1 * (q0 * em + g * t * e));
+        st(p + D01L * L, q1 * u * t * gm);
+        st(p + D10G * L, q0 * g * t * gm);
+        st(p + D10L * L, q0 * (q1 * em + u * t * e));
+        st(p + D01T * L, clamped ? splat(0.0) : g * e);
+        st(p + D10T * L, clamped ? splat(0.0) : u * e);
+    }
 }
 
 /* Transition tables of every branch: one pair for the whole block
@@ -239,7 +257,8 @@ static void fill_p(const struct persiste__job *job, const struct lanes *ln,
         if (clamped)
             t = tmin;
         if (uniform)
-            transition(ln->gain[0], ln->loss[0], t, clamped, job->gradient,
+            transition(ln->gain.v[0][0], ln->loss.v[0][0], t, clamped,
+                       job->gradient,
                        s->p_uni + (size_t)v * NP, 1);
         else
             transition_lanes(ln, t, clamped, job->gradient,
@@ -253,21 +272,33 @@ struct pview {
     const double *uni, *lane;
 };
 
-static inline vd pget(const struct pview *pv, int32_t c, int row)
+static inline vd pget(const struct pview *pv, int32_t c, int row, int j)
 {
     if (pv->uni)
         return splat(pv->uni[(size_t)c * NP + row]);
-    return ld(pv->lane + ((size_t)c * NP + row) * L);
+    return ld(pv->lane + ((size_t)c * NP + row) * L + j * W);
 }
 
-/* Masks of a tip's cells in the block: observed present, unknown. */
-static inline void tip_masks(const struct persiste__job *job, int64_t f0,
-                             int32_t tip, vi *present, vi *unknown)
+/* A tip's cells in the block: bits observed present, unknown. */
+struct tip_bits {
+    uint64_t present, unknown;
+};
+
+static inline struct tip_bits tip_bits(const struct persiste__job *job,
+                                       int64_t f0, int32_t tip)
 {
     size_t i = (size_t)(f0 / 64) * (size_t)job->tree->n_tips + (size_t)tip;
-    int shift = (int)(f0 % 64);
-    *present = lane_mask((unsigned)(job->present[i] >> shift) & 0xFF);
-    *unknown = lane_mask((unsigned)(job->unknown[i] >> shift) & 0xFF);
+    int shift = (int)(f0 % 64); /* blocks of L lanes never straddle a word */
+    return (struct tip_bits){job->present[i] >> shift,
+                             job->unknown[i] >> shift};
+}
+
+/* The masks of vector j. */
+static inline void tip_masks(struct tip_bits b, int j, vi *present,
+                             vi *unknown)
+{
+    *present = lane_mask((unsigned)(b.present >> (j * W)) & 0xFF);
+    *unknown = lane_mask((unsigned)(b.unknown >> (j * W)) & 0xFF);
 }
 
 /* A child's vector in the parent's pruning: for the pattern (x), for
@@ -285,14 +316,14 @@ struct source {
     int64_t f0;
 };
 
-static inline void child_x(const struct source *src, int32_t c, vd *x0,
-                           vd *x1, vd *dx)
+static inline void child_x(const struct source *src, int32_t c, int j,
+                           vd *x0, vd *x1, vd *dx)
 {
     int32_t nt = src->job->tree->n_tips;
     if (c < nt) {
         if (src->kind == PASS_PATTERN) {
             vi pm, um;
-            tip_masks(src->job, src->f0, c, &pm, &um);
+            tip_masks(tip_bits(src->job, src->f0, c), j, &pm, &um);
             *x0 = sel(pm & ~um, splat(0.0), splat(1.0));
             *x1 = sel(~pm & ~um, splat(0.0), splat(1.0));
         } else { /* A = (1, 0), C = (0, 1) at a tip */
@@ -302,7 +333,7 @@ static inline void child_x(const struct source *src, int32_t c, vd *x0,
         *dx = *x1 - *x0;
         return;
     }
-    const double *p = src->buf + (size_t)src->slot[c] * src->stride;
+    const double *p = src->buf + (size_t)src->slot[c] * src->stride + j * W;
     vd y0 = ld(p), y1 = ld(p + L);
     if (src->kind == PASS_ABSENT) {
         *x0 = 1.0 - y0;
@@ -319,82 +350,100 @@ static inline void child_x(const struct source *src, int32_t c, vd *x0,
  * root likelihood and the number of 2^256 rescales. */
 static void forward(const struct persiste__job *job, const struct lanes *ln,
                     const struct pview *pv, struct persiste__scratch *s,
-                    int64_t f0, vd *lik, vi *nscale)
+                    int64_t f0, vb *lik, vi *nscale)
 {
     const persiste_tree *tr = job->tree;
     int32_t nt = tr->n_tips;
-    vi cnt = {0};
+    vi cnt[V] = {{0}};
     for (int32_t v = nt; v < tr->n_nodes; v++) {
-        vd a0 = splat(1.0), a1 = splat(1.0);
+        vd a0[V], a1[V];
+        FOR_V a0[j] = a1[j] = splat(1.0);
         int32_t k0 = tr->child_start[v], k1 = tr->child_start[v + 1];
         for (int32_t k = k0; k < k1; k++) {
             int32_t c = tr->children[k];
-            vd p00 = pget(pv, c, P00), p01 = pget(pv, c, P01);
-            vd p10 = pget(pv, c, P10), p11 = pget(pv, c, P11);
-            vd f0v, f1v;
-            if (c < nt) { /* a tip selects a column of P */
-                vi pm, um;
-                tip_masks(job, f0, c, &pm, &um);
-                f0v = sel(um, splat(1.0), sel(pm, p01, p00));
-                f1v = sel(um, splat(1.0), sel(pm, p11, p10));
-            } else {
-                const double *x = s->in + (size_t)job->slot[c] * 2 * L;
-                vd x0 = ld(x), x1 = ld(x + L);
-                f0v = p00 * x0 + p01 * x1;
-                f1v = p10 * x0 + p11 * x1;
+            struct tip_bits tb = {0, 0};
+            const double *x = NULL;
+            if (c < nt)
+                tb = tip_bits(job, f0, c);
+            else
+                x = s->in + (size_t)job->slot[c] * 2 * L;
+            FOR_V {
+                vd p00 = pget(pv, c, P00, j), p01 = pget(pv, c, P01, j);
+                vd p10 = pget(pv, c, P10, j), p11 = pget(pv, c, P11, j);
+                vd f0v, f1v;
+                if (!x) { /* a tip selects a column of P */
+                    vi pm, um;
+                    tip_masks(tb, j, &pm, &um);
+                    f0v = sel(um, splat(1.0), sel(pm, p01, p00));
+                    f1v = sel(um, splat(1.0), sel(pm, p11, p10));
+                } else {
+                    vd x0 = ld(x + j * W), x1 = ld(x + L + j * W);
+                    f0v = p00 * x0 + p01 * x1;
+                    f1v = p10 * x0 + p11 * x1;
+                }
+                a0[j] *= f0v;
+                a1[j] *= f1v;
+                /* a product of more than two factors is kept in range as
+                 * it grows, so even a huge multifurcation cannot underflow */
+                if (k1 - k0 > 2)
+                    rescale(&a0[j], &a1[j], &cnt[j]);
             }
-            a0 *= f0v;
-            a1 *= f1v;
-            /* a product of more than two factors is kept in range as it
-             * grows, so even a huge multifurcation cannot underflow */
-            if (k1 - k0 > 2)
-                rescale(&a0, &a1, &cnt);
         }
-        if (k1 - k0 <= 2)
-            rescale(&a0, &a1, &cnt);
         double *y = s->in + (size_t)job->slot[v] * 2 * L;
-        st(y, a0);
-        st(y + L, a1);
+        FOR_V {
+            if (k1 - k0 <= 2)
+                rescale(&a0[j], &a1[j], &cnt[j]);
+            st(y + j * W, a0[j]);
+            st(y + L + j * W, a1[j]);
+        }
     }
     /* the root's vector (a tip only in a one-node tree) */
     struct source root = {PASS_PATTERN, s->in, 2 * L, job->slot, job, f0};
-    vd r0, r1, dx;
-    child_x(&root, tr->n_nodes - 1, &r0, &r1, &dx);
-    *lik = ln->pi0 * r0 + ln->pi1 * r1;
-    *nscale = cnt;
+    FOR_V {
+        vd r0, r1, dx;
+        child_x(&root, tr->n_nodes - 1, j, &r0, &r1, &dx);
+        lik->v[j] = ln->pi0.v[j] * r0 + ln->pi1.v[j] * r1;
+        nscale[j] = cnt[j];
+    }
 }
 
 /* B(s) = 1 - P(all tips below absent | state s), carried directly so that
  * slow gain (B tiny) loses no digits: 1-(1-B)(1-y) = B + y(1-B).
  * Returns per lane B at the root under the root prior. */
-static vd forward_absent(const struct persiste__job *job,
+static vb forward_absent(const struct persiste__job *job,
                          const struct lanes *ln, const struct pview *pv,
                          double *b)
 {
     const persiste_tree *tr = job->tree;
     int32_t nt = tr->n_tips;
     for (int32_t v = nt; v < tr->n_nodes; v++) {
-        vd b0 = {0}, b1 = {0};
+        vd b0[V] = {{0}}, b1[V] = {{0}};
         for (int32_t k = tr->child_start[v]; k < tr->child_start[v + 1]; k++) {
             int32_t c = tr->children[k];
-            vd y0 = pget(pv, c, P01), y1 = pget(pv, c, P11); /* tip: (0, 1) */
-            if (c >= nt) {
-                const double *x = b + (size_t)job->slot[c] * 2 * L;
-                vd x0 = ld(x), x1 = ld(x + L);
-                y0 = pget(pv, c, P00) * x0 + y0 * x1;
-                y1 = pget(pv, c, P10) * x0 + y1 * x1;
+            FOR_V {
+                vd y0 = pget(pv, c, P01, j), y1 = pget(pv, c, P11, j); /* tip */
+                if (c >= nt) {
+                    const double *x = b + (size_t)job->slot[c] * 2 * L + j * W;
+                    vd x0 = ld(x), x1 = ld(x + L);
+                    y0 = pget(pv, c, P00, j) * x0 + y0 * x1;
+                    y1 = pget(pv, c, P10, j) * x0 + y1 * x1;
+                }
+                b0[j] += y0 * (1.0 - b0[j]);
+                b1[j] += y1 * (1.0 - b1[j]);
             }
-            b0 += y0 * (1.0 - b0);
-            b1 += y1 * (1.0 - b1);
         }
         double *y = b + (size_t)job->slot[v] * 2 * L;
-        st(y, b0);
-        st(y + L, b1);
+        FOR_V {
+            st(y + j * W, b0[j]);
+            st(y + L + j * W, b1[j]);
+        }
     }
     if (tr->n_nodes == nt) /* one node: B = (0, 1) */
         return ln->pi1;
     const double *r = b + (size_t)job->slot[tr->n_nodes - 1] * 2 * L;
-    return ln->pi0 * ld(r) + ln->pi1 * ld(r + L);
+    vb out;
+    FOR_V out.v[j] = ln->pi0.v[j] * ld(r + j * W) + ln->pi1.v[j] * ld(r + L + j * W);
+    return out;
 }
 
 /* P(tips below neither all absent nor all present | state), carried as
@@ -409,80 +458,89 @@ static vd forward_absent(const struct persiste__job *job,
  * derivatives. */
 enum { A0, A1, C0, C1, D0, D1, NV, NT = 3 };
 
-static vd forward_variable(const struct persiste__job *job,
+static vb forward_variable(const struct persiste__job *job,
                            const struct lanes *ln, const struct pview *pv,
-                           double *acd, vd *dd)
+                           double *acd, vb *dd)
 {
     const persiste_tree *tr = job->tree;
     int32_t nt = tr->n_tips;
     int nc = job->gradient ? NT : 1;
+    const size_t per_slot = (size_t)NT * NV * L;
     for (int32_t v = nt; v < tr->n_nodes; v++) {
-        vd y[NT][NV] = {{{0}}}; /* set by the first child */
+        vd y[V][NT][NV] = {{{{0}}}}; /* set by the first child */
         int32_t k0 = tr->child_start[v];
         for (int32_t k = k0; k < tr->child_start[v + 1]; k++) {
             int32_t c = tr->children[k];
-            vd x[NT][NV] = {{splat(1.0), {0}, {0}, splat(1.0), {0}, {0}}};
-            if (c >= nt) /* else a tip: constants, no derivatives */
-                for (int j = 0; j < nc; j++)
-                    for (int i = 0; i < NV; i++)
-                        x[j][i] = ld(acd + (((size_t)job->slot[c] * NT + j) *
-                                                NV + i) * L);
-            for (int st0 = 0; st0 < 2; st0++) {
-                vd t0 = pget(pv, c, st0 ? P10 : P00);
-                vd t1 = pget(pv, c, st0 ? P11 : P01);
-                /* the child's (a, c, d) seen from state st0, and tangents:
-                 * d t1 = -d t0 (rows of P sum to 1) */
-                vd z[NT][3];
-                for (int j = 0; j < nc; j++)
-                    for (int i = 0; i < 3; i++)
-                        z[j][i] = t0 * x[j][2 * i] + t1 * x[j][2 * i + 1];
-                for (int j = 1; j < nc; j++) {
-                    vd dt1 = pget(pv, c, st0 ? (j == 1 ? D10G : D10L)
-                                             : (j == 1 ? D01G : D01L));
-                    if (st0)
-                        dt1 = -dt1;
-                    for (int i = 0; i < 3; i++)
-                        z[j][i] += dt1 * (x[0][2 * i + 1] - x[0][2 * i]);
-                }
-                if (k == k0) { /* an empty set would be both a and c */
-                    for (int j = 0; j < nc; j++)
+            FOR_V {
+                vd x[NT][NV] = {{splat(1.0), {0}, {0}, splat(1.0), {0}, {0}}};
+                if (c >= nt) /* else a tip: constants, no derivatives */
+                    for (int d = 0; d < nc; d++)
+                        for (int i = 0; i < NV; i++)
+                            x[d][i] = ld(acd + job->slot[c] * per_slot +
+                                         ((size_t)d * NV + i) * L + j * W);
+                for (int st0 = 0; st0 < 2; st0++) {
+                    vd t0 = pget(pv, c, st0 ? P10 : P00, j);
+                    vd t1 = pget(pv, c, st0 ? P11 : P01, j);
+                    /* the child's (a, c, d) seen from state st0, and
+                     * tangents: d t1 = -d t0 (rows of P sum to 1) */
+                    vd z[NT][3];
+                    for (int d = 0; d < nc; d++)
                         for (int i = 0; i < 3; i++)
-                            y[j][2 * i + st0] = z[j][i];
-                    continue;
+                            z[d][i] = t0 * x[d][2 * i] + t1 * x[d][2 * i + 1];
+                    for (int d = 1; d < nc; d++) {
+                        vd dt1 = pget(pv, c, st0 ? (d == 1 ? D10G : D10L)
+                                                 : (d == 1 ? D01G : D01L), j);
+                        if (st0)
+                            dt1 = -dt1;
+                        for (int i = 0; i < 3; i++)
+                            z[d][i] += dt1 * (x[0][2 * i + 1] - x[0][2 * i]);
+                    }
+                    vd(*yj)[NV] = y[j];
+                    if (k == k0) { /* an empty set would be both a and c */
+                        for (int d = 0; d < nc; d++)
+                            for (int i = 0; i < 3; i++)
+                                yj[d][2 * i + st0] = z[d][i];
+                        continue;
+                    }
+                    vd a1 = yj[0][A0 + st0], c1 = yj[0][C0 + st0];
+                    vd d1 = yj[0][D0 + st0];
+                    for (int d = 1; d < nc; d++) {
+                        vd da = yj[d][A0 + st0], dc = yj[d][C0 + st0];
+                        vd dd1 = yj[d][D0 + st0];
+                        yj[d][D0 + st0] = dd1 * (1.0 - z[0][2]) +
+                                          z[d][2] * (1.0 - d1) + da * z[0][1] +
+                                          a1 * z[d][1] + dc * z[0][0] +
+                                          c1 * z[d][0];
+                        yj[d][A0 + st0] = da * z[0][0] + a1 * z[d][0];
+                        yj[d][C0 + st0] = dc * z[0][1] + c1 * z[d][1];
+                    }
+                    yj[0][D0 + st0] = d1 + z[0][2] * (1.0 - d1) +
+                                      a1 * z[0][1] + c1 * z[0][0];
+                    yj[0][A0 + st0] = a1 * z[0][0];
+                    yj[0][C0 + st0] = c1 * z[0][1];
                 }
-                vd a1 = y[0][A0 + st0], c1 = y[0][C0 + st0];
-                vd d1 = y[0][D0 + st0];
-                for (int j = 1; j < nc; j++) {
-                    vd da = y[j][A0 + st0], dc = y[j][C0 + st0];
-                    vd dd1 = y[j][D0 + st0];
-                    y[j][D0 + st0] = dd1 * (1.0 - z[0][2]) +
-                                     z[j][2] * (1.0 - d1) + da * z[0][1] +
-                                     a1 * z[j][1] + dc * z[0][0] + c1 * z[j][0];
-                    y[j][A0 + st0] = da * z[0][0] + a1 * z[j][0];
-                    y[j][C0 + st0] = dc * z[0][1] + c1 * z[j][1];
-                }
-                y[0][D0 + st0] = d1 + z[0][2] * (1.0 - d1) + a1 * z[0][1] +
-                                 c1 * z[0][0];
-                y[0][A0 + st0] = a1 * z[0][0];
-                y[0][C0 + st0] = c1 * z[0][1];
             }
         }
-        for (int j = 0; j < nc; j++)
-            for (int i = 0; i < NV; i++)
-                st(acd + (((size_t)job->slot[v] * NT + j) * NV + i) * L,
-                   y[j][i]);
+        FOR_V for (int d = 0; d < nc; d++) for (int i = 0; i < NV; i++)
+            st(acd + job->slot[v] * per_slot + ((size_t)d * NV + i) * L + j * W,
+               y[j][d][i]);
     }
-    dd[0] = dd[1] = splat(0.0);
+    vb out = vb_splat(0.0);
+    dd[0] = dd[1] = vb_splat(0.0);
     if (tr->n_nodes == nt) /* one node: never mixed */
-        return splat(0.0);
-    const double *r = acd + (size_t)job->slot[tr->n_nodes - 1] * NT * NV * L;
-    vd r0 = ld(r + D0 * L), r1 = ld(r + D1 * L);
-    for (int j = 1; j < nc; j++) {
-        const double *rj = r + (size_t)j * NV * L;
-        dd[j - 1] = (j == 1 ? ln->dpi_g : ln->dpi_l) * (r1 - r0) +
-                    ln->pi0 * ld(rj + D0 * L) + ln->pi1 * ld(rj + D1 * L);
+        return out;
+    const double *r = acd + job->slot[tr->n_nodes - 1] * per_slot;
+    FOR_V {
+        vd r0 = ld(r + D0 * L + j * W), r1 = ld(r + D1 * L + j * W);
+        for (int d = 1; d < nc; d++) {
+            const double *rd = r + (size_t)d * NV * L + j * W;
+            dd[d - 1].v[j] =
+                (d == 1 ? ln->dpi_g.v[j] : ln->dpi_l.v[j]) * (r1 - r0) +
+                ln->pi0.v[j] * ld(rd + D0 * L) + ln->pi1.v[j] * ld(rd + D1 * L);
+        }
+        out.v[j] = ln->pi0.v[j] * r0 + ln->pi1.v[j] * r1;
     }
-    return ln->pi0 * r0 + ln->pi1 * r1;
+    return out;
 }
 
 /* Reverse (pre-order) pass. PASS_PATTERN adds coef * dlogX/dtheta (ratio
@@ -494,78 +552,93 @@ static vd forward_variable(const struct persiste__job *job,
  * added lane-wise to branch[node][lane]. s->out holds the outside vectors. */
 static void reverse(const struct persiste__job *job, const struct lanes *ln,
                     const struct pview *pv, const struct source *src,
-                    struct persiste__scratch *s, vd coef, vd wcoef, vd *dg,
-                    vd *dl, double *branch)
+                    struct persiste__scratch *s, const vb *coef,
+                    const vb *wcoef, vb *dg, vb *dl, double *branch)
 {
     const persiste_tree *tr = job->tree;
     int scaled = src->kind == PASS_PATTERN;
-    vi use = nonzero(coef), wuse = nonzero(wcoef);
+    vi use[V], wuse[V];
+    FOR_V {
+        use[j] = nonzero(coef->v[j]);
+        wuse[j] = nonzero(wcoef->v[j]);
+    }
     int32_t root = tr->n_nodes - 1;
-    {
+    FOR_V {
         vd x0, x1, dx;
-        child_x(src, root, &x0, &x1, &dx);
-        vd den = scaled ? ln->pi0 * x0 + ln->pi1 * x1 : splat(1.0);
-        vd c = sel(use, coef / den, splat(0.0));
-        *dg += c * ln->dpi_g * dx;
-        *dl += c * ln->dpi_l * dx;
-        st(s->out + (size_t)root * 2 * L, ln->pi0);
-        st(s->out + (size_t)root * 2 * L + L, ln->pi1);
+        child_x(src, root, j, &x0, &x1, &dx);
+        vd pi0 = ln->pi0.v[j], pi1 = ln->pi1.v[j];
+        vd den = scaled ? pi0 * x0 + pi1 * x1 : splat(1.0);
+        vd c = sel(use[j], coef->v[j] / den, splat(0.0));
+        dg->v[j] += c * ln->dpi_g.v[j] * dx;
+        dl->v[j] += c * ln->dpi_l.v[j] * dx;
+        st(s->out + (size_t)root * 2 * L + j * W, pi0);
+        st(s->out + (size_t)root * 2 * L + L + j * W, pi1);
     }
     for (int32_t v = root; v >= tr->n_tips; v--) {
         const double *ov = s->out + (size_t)v * 2 * L;
         int32_t k0 = tr->child_start[v], k1 = tr->child_start[v + 1];
         int many = k1 - k0 > 2;
         /* prefix products of the siblings, parked in the children's slots */
-        vd r0 = ld(ov), r1 = ld(ov + L);
+        vd r0[V], r1[V];
+        FOR_V {
+            r0[j] = ld(ov + j * W);
+            r1[j] = ld(ov + L + j * W);
+        }
         for (int32_t k = k0; k < k1; k++) {
             int32_t c = tr->children[k];
             double *oc = s->out + (size_t)c * 2 * L;
-            st(oc, r0);
-            st(oc + L, r1);
-            vd x0, x1, dx;
-            child_x(src, c, &x0, &x1, &dx);
-            r0 *= pget(pv, c, P00) * x0 + pget(pv, c, P01) * x1;
-            r1 *= pget(pv, c, P10) * x0 + pget(pv, c, P11) * x1;
-            if (scaled && many) /* else each U is renormalised itself */
-                renormalise(&r0, &r1);
+            FOR_V {
+                st(oc + j * W, r0[j]);
+                st(oc + L + j * W, r1[j]);
+                vd x0, x1, dx;
+                child_x(src, c, j, &x0, &x1, &dx);
+                r0[j] *= pget(pv, c, P00, j) * x0 + pget(pv, c, P01, j) * x1;
+                r1[j] *= pget(pv, c, P10, j) * x0 + pget(pv, c, P11, j) * x1;
+                if (scaled && many) /* else each U is renormalised itself */
+                    renormalise(&r0[j], &r1[j]);
+            }
         }
         /* suffix products, then each child's U, its terms and outside */
-        r0 = r1 = splat(1.0);
+        FOR_V r0[j] = r1[j] = splat(1.0);
         for (int32_t k = k1 - 1; k >= k0; k--) {
             int32_t c = tr->children[k];
             double *oc = s->out + (size_t)c * 2 * L;
-            vd p00 = pget(pv, c, P00), p01 = pget(pv, c, P01);
-            vd p10 = pget(pv, c, P10), p11 = pget(pv, c, P11);
-            vd u0 = ld(oc) * r0, u1 = ld(oc + L) * r1;
-            if (scaled)
-                renormalise(&u0, &u1);
-            vd x0, x1, dx;
-            child_x(src, c, &x0, &x1, &dx);
-            vd f0 = p00 * x0 + p01 * x1, f1 = p10 * x0 + p11 * x1;
-            vd rd = dx;
-            if (scaled)
-                rd = dx / (u0 * f0 + u1 * f1);
-            vd cf = sel(use, coef * rd, splat(0.0));
-            *dg += cf * (u0 * pget(pv, c, D01G) - u1 * pget(pv, c, D10G));
-            *dl += cf * (u0 * pget(pv, c, D01L) - u1 * pget(pv, c, D10L));
-            if (branch) {
-                vd wf = sel(wuse, wcoef * rd, splat(0.0));
-                double *bc = branch + (size_t)c * L;
-                st(bc, ld(bc) + wf * (u0 * pget(pv, c, D01T) -
-                                      u1 * pget(pv, c, D10T)));
+            FOR_V {
+                vd p00 = pget(pv, c, P00, j), p01 = pget(pv, c, P01, j);
+                vd p10 = pget(pv, c, P10, j), p11 = pget(pv, c, P11, j);
+                vd u0 = ld(oc + j * W) * r0[j], u1 = ld(oc + L + j * W) * r1[j];
+                if (scaled)
+                    renormalise(&u0, &u1);
+                vd x0, x1, dx;
+                child_x(src, c, j, &x0, &x1, &dx);
+                vd f0 = p00 * x0 + p01 * x1, f1 = p10 * x0 + p11 * x1;
+                vd rd = dx;
+                if (scaled)
+                    rd = dx / (u0 * f0 + u1 * f1);
+                vd cf = sel(use[j], coef->v[j] * rd, splat(0.0));
+                dg->v[j] += cf * (u0 * pget(pv, c, D01G, j) -
+                                  u1 * pget(pv, c, D10G, j));
+                dl->v[j] += cf * (u0 * pget(pv, c, D01L, j) -
+                                  u1 * pget(pv, c, D10L, j));
+                if (branch) {
+                    vd wf = sel(wuse[j], wcoef->v[j] * rd, splat(0.0));
+                    double *bc = branch + (size_t)c * L + j * W;
+                    st(bc, ld(bc) + wf * (u0 * pget(pv, c, D01T, j) -
+                                          u1 * pget(pv, c, D10T, j)));
+                }
+                r0[j] *= f0;
+                r1[j] *= f1;
+                if (scaled && many)
+                    renormalise(&r0[j], &r1[j]);
+                if (c < tr->n_tips)
+                    continue;
+                /* outside of c in its own states: U P_c */
+                vd w0 = u0 * p00 + u1 * p10, w1 = u0 * p01 + u1 * p11;
+                if (scaled)
+                    renormalise(&w0, &w1);
+                st(oc + j * W, w0);
+                st(oc + L + j * W, w1);
             }
-            r0 *= f0;
-            r1 *= f1;
-            if (scaled && many)
-                renormalise(&r0, &r1);
-            if (c < tr->n_tips)
-                continue;
-            /* outside of c in its own states: U P_c */
-            vd w0 = u0 * p00 + u1 * p10, w1 = u0 * p01 + u1 * p11;
-            if (scaled)
-                renormalise(&w0, &w1);
-            st(oc, w0);
-            st(oc + L, w1);
         }
     }
 }
@@ -576,7 +649,7 @@ static void reverse(const struct persiste__job *job, const struct lanes *ln,
  * reverse passes. For VARIABLE the rate derivatives of -log P(obs) come
  * from forward mode instead (dnorm). Fills s->b and, for VARIABLE, s->acd. */
 struct cond {
-    vd log, inv, dnorm[2];
+    vb log, inv, dnorm[2];
 };
 
 static void conditioning(const struct persiste__job *job,
@@ -584,16 +657,18 @@ static void conditioning(const struct persiste__job *job,
                          struct persiste__scratch *s, struct cond *cd)
 {
     int mode = job->model->condition;
-    vd obs = splat(1.0), dd[2] = {{0}, {0}};
+    vb obs = vb_splat(1.0), dd[2] = {vb_splat(0.0), vb_splat(0.0)};
     if (mode != PERSISTE_CONDITION_NONE)
         obs = forward_absent(job, ln, pv, s->b);
     if (mode == PERSISTE_CONDITION_VARIABLE)
         obs = forward_variable(job, ln, pv, s->acd, dd);
     for (int l = 0; l < L; l++)
-        cd->log[l] = log(obs[l]);
-    cd->inv = 1.0 / obs;
-    cd->dnorm[0] = -dd[0] * cd->inv;
-    cd->dnorm[1] = -dd[1] * cd->inv;
+        *lane(&cd->log, l) = log(*lane(&obs, l));
+    FOR_V {
+        cd->inv.v[j] = 1.0 / obs.v[j];
+        cd->dnorm[0].v[j] = -dd[0].v[j] * cd->inv.v[j];
+        cd->dnorm[1].v[j] = -dd[1].v[j] * cd->inv.v[j];
+    }
 }
 
 /* Adds the derivatives of -log P(observable): k * d(A + C)/dtheta, branch
@@ -602,24 +677,30 @@ static void conditioning_reverse(const struct persiste__job *job,
                                  const struct lanes *ln,
                                  const struct pview *pv,
                                  struct persiste__scratch *s,
-                                 const struct cond *cd, vd coef, vd wk,
-                                 vd *dg, vd *dl, double *branch)
+                                 const struct cond *cd, const vb *coef,
+                                 const vb *wk, vb *dg, vb *dl, double *branch)
 {
-    vd k = coef * cd->inv, wa = wk * cd->inv;
+    vb k, wa;
+    FOR_V {
+        k.v[j] = coef->v[j] * cd->inv.v[j];
+        wa.v[j] = wk->v[j] * cd->inv.v[j];
+    }
     struct source a = {PASS_ABSENT, s->b, 2 * L, job->slot, job, 0};
     if (job->model->condition != PERSISTE_CONDITION_VARIABLE) {
-        reverse(job, ln, pv, &a, s, k, wa, dg, dl, branch);
+        reverse(job, ln, pv, &a, s, &k, &wa, dg, dl, branch);
         return;
     }
-    *dg += coef * cd->dnorm[0];
-    *dl += coef * cd->dnorm[1];
+    FOR_V {
+        dg->v[j] += coef->v[j] * cd->dnorm[0].v[j];
+        dl->v[j] += coef->v[j] * cd->dnorm[1].v[j];
+    }
     if (!branch)
         return;
-    vd ig = {0}, il = {0}; /* rate terms: already counted */
+    vb ig = vb_splat(0.0), il = vb_splat(0.0); /* rate terms: counted */
     struct source c = {PASS_PRESENT, s->acd + C0 * L, NT * NV * L, job->slot,
                        job, 0};
-    reverse(job, ln, pv, &a, s, k, wa, &ig, &il, branch);
-    reverse(job, ln, pv, &c, s, k, wa, &ig, &il, branch);
+    reverse(job, ln, pv, &a, s, &k, &wa, &ig, &il, branch);
+    reverse(job, ln, pv, &c, s, &k, &wa, &ig, &il, branch);
 }
 
 static int lanes_uniform(const struct persiste__job *job, int64_t f0, int n)
@@ -652,61 +733,66 @@ void EVAL_BLOCK(const struct persiste__job *job, struct persiste__scratch *s,
         fill_p(job, &ln, uniform, s);
     }
 
-    vd lik;
-    vi nscale;
+    vb lik;
+    vi nscale[V];
     struct cond cd;
-    forward(job, &ln, &pv, s, f0, &lik, &nscale);
+    forward(job, &ln, &pv, s, f0, &lik, nscale);
     if (cached) {
-        cd.log = splat(s->cache_log_cond);
-        cd.inv = splat(s->cache_inv_cond);
+        cd.log = vb_splat(s->cache_log_cond);
+        cd.inv = vb_splat(s->cache_inv_cond);
     } else {
         conditioning(job, &ln, &pv, s, &cd);
     }
 
-    vd coef = {0}, w = splat(1.0), dg = {0}, dl = {0};
+    vb coef = vb_splat(0.0), w = vb_splat(1.0), wk;
+    vb dg = vb_splat(0.0), dl = vb_splat(0.0);
     for (int l = 0; l < ln.n_active; l++) {
-        int possible = lik[l] > 0.0 && isfinite(cd.log[l]);
+        double lk = *lane(&lik, l), lc = *lane(&cd.log, l);
+        int possible = lk > 0.0 && isfinite(lc);
         if (job->weight)
-            w[l] = job->weight[f0 + l];
-        coef[l] = possible ? 1.0 : 0.0;
-        job->loglik[f0 + l] = possible ? log(lik[l]) -
-                                             (double)nscale[l] * 256 * LN2 -
-                                             cd.log[l]
-                                       : -INFINITY;
+            *lane(&w, l) = job->weight[f0 + l];
+        *lane(&coef, l) = possible ? 1.0 : 0.0;
+        job->loglik[f0 + l] =
+            possible ? log(lk) - (double)nscale[l / W][l % W] * 256 * LN2 - lc
+                     : -INFINITY;
     }
+    FOR_V wk.v[j] = coef.v[j] * w.v[j];
 
     if (job->gradient) {
-        vd wk = coef * w;
         struct source x = {PASS_PATTERN, s->in, 2 * L, job->slot, job, f0};
-        reverse(job, &ln, &pv, &x, s, coef, wk, &dg, &dl, branch);
+        reverse(job, &ln, &pv, &x, s, &coef, &wk, &dg, &dl, branch);
         if (mode != PERSISTE_CONDITION_NONE && uniform) {
             /* one family's normaliser terms, shared by every lane */
             size_t n = (size_t)tr->n_nodes;
             if (!cached) { /* lane 0 only, then packed to one per node */
-                vd one = {1.0}, cg = {0}, cl = {0};
+                vb one = vb_splat(0.0), cg = vb_splat(0.0), cl = vb_splat(0.0);
+                *lane(&one, 0) = 1.0;
                 memset(s->cond_branch, 0, n * L * sizeof(double));
-                conditioning_reverse(job, &ln, &pv, s, &cd, one, one, &cg, &cl,
-                                     s->cond_branch);
+                conditioning_reverse(job, &ln, &pv, s, &cd, &one, &one, &cg,
+                                     &cl, s->cond_branch);
                 for (size_t v = 0; v < n; v++)
                     s->cond_branch[v] = s->cond_branch[v * L];
-                s->cache_dcond_g = cg[0];
-                s->cache_dcond_l = cl[0];
+                s->cache_dcond_g = *lane(&cg, 0);
+                s->cache_dcond_l = *lane(&cl, 0);
             }
-            dg += coef * s->cache_dcond_g;
-            dl += coef * s->cache_dcond_l;
-            double wsum = hsum(wk);
+            double wsum = 0.0;
+            FOR_V {
+                dg.v[j] += coef.v[j] * s->cache_dcond_g;
+                dl.v[j] += coef.v[j] * s->cache_dcond_l;
+                wsum += hsum(wk.v[j]);
+            }
             if (branch && wsum != 0.0)
                 for (size_t v = 0; v < n; v++)
                     branch[v * L] += wsum * s->cond_branch[v];
         } else if (mode != PERSISTE_CONDITION_NONE) {
-            conditioning_reverse(job, &ln, &pv, s, &cd, coef, wk, &dg, &dl,
+            conditioning_reverse(job, &ln, &pv, s, &cd, &coef, &wk, &dg, &dl,
                                  branch);
         }
         for (int l = 0; l < ln.n_active; l++) {
             if (job->d_log_gain)
-                job->d_log_gain[f0 + l] = dg[l];
+                job->d_log_gain[f0 + l] = *lane(&dg, l);
             if (job->d_log_loss)
-                job->d_log_loss[f0 + l] = dl[l];
+                job->d_log_loss[f0 + l] = *lane(&dl, l);
         }
     }
 
@@ -714,7 +800,7 @@ void EVAL_BLOCK(const struct persiste__job *job, struct persiste__scratch *s,
         s->cache_valid = 1;
         s->cache_log_gain = job->log_gain[f0];
         s->cache_log_loss = job->log_loss[f0];
-        s->cache_log_cond = cd.log[0];
-        s->cache_inv_cond = cd.inv[0];
+        s->cache_log_cond = *lane(&cd.log, 0);
+        s->cache_inv_cond = *lane(&cd.inv, 0);
     }
 }

@@ -1,4 +1,4 @@
-/* The block kernel: one block of PERSISTE_LANES families evaluated over the
+/* The block kernel: one block of families evaluated over the
  * whole tree (families in SIMD lanes), and the per-worker buffers it uses.
  * kernel.c is compiled once per instruction set (see lib/meson.build);
  * persiste__kernel() picks the best one the CPU runs. */
@@ -7,7 +7,12 @@
 
 #include "internal.h"
 
-#define PERSISTE_LANES 8
+/* Families per block: many for the likelihood (more independent work per
+ * visit of a node), few for gradients (whose partials of every node must
+ * stay in cache). Buffers are sized for the larger. */
+#define PERSISTE_LANES_LIK 32
+#define PERSISTE_LANES_GRAD 8
+#define PERSISTE_LANES_MAX PERSISTE_LANES_LIK
 
 /* Rows of a transition table entry: the matrix, then its derivatives with
  * respect to log gain (G), log loss (L) and the branch length (T). */
@@ -69,18 +74,20 @@ void persiste__assign_slots(const persiste_tree *tree, int gradient,
 typedef void (*persiste__block_fn)(const struct persiste__job *job,
                                    struct persiste__scratch *s, int64_t block,
                                    double *branch);
-void persiste__eval_block_generic(const struct persiste__job *job,
-                                  struct persiste__scratch *s, int64_t block,
-                                  double *branch);
-void persiste__eval_block_avx2(const struct persiste__job *job,
-                               struct persiste__scratch *s, int64_t block,
-                               double *branch);
-void persiste__eval_block_avx512(const struct persiste__job *job,
-                                 struct persiste__scratch *s, int64_t block,
-                                 double *branch);
+#define PERSISTE_KERNEL_DECL(isa)                                          \
+    void persiste__eval_block_##isa##_lik(const struct persiste__job *,     \
+                                          struct persiste__scratch *,       \
+                                          int64_t, double *);               \
+    void persiste__eval_block_##isa##_grad(const struct persiste__job *,    \
+                                           struct persiste__scratch *,      \
+                                           int64_t, double *);
+PERSISTE_KERNEL_DECL(generic)
+PERSISTE_KERNEL_DECL(avx2)
+PERSISTE_KERNEL_DECL(avx512)
 
-/* The fastest kernel this CPU runs (and the build has). */
-persiste__block_fn persiste__kernel(void);
+/* The fastest kernel this CPU runs (and the build has), for a likelihood
+ * or a gradient job, and its families per block. */
+persiste__block_fn persiste__kernel(int gradient, int *lanes);
 /* For tests: use kernel "avx512", "avx2" or "generic" from now on; -1 if
  * the build lacks it or the CPU cannot run it. */
 int persiste__kernel_select(const char *isa);

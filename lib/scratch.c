@@ -4,7 +4,7 @@
 
 #include "kernel.h"
 
-#define L PERSISTE_LANES
+#define L PERSISTE_LANES_MAX
 
 void persiste__scratch_destroy(struct persiste__scratch *s)
 {
@@ -107,37 +107,42 @@ static int cpu_avx512(void)
 /* The kernels of this build, fastest first. */
 static const struct {
     const char *name;
-    persiste__block_fn fn;
+    persiste__block_fn lik, grad;
     int (*runs)(void);
 } kernels[] = {
 #if defined(PERSISTE_HAVE_AVX512)
-    {"avx512", persiste__eval_block_avx512, cpu_avx512},
+    {"avx512", persiste__eval_block_avx512_lik, persiste__eval_block_avx512_grad,
+     cpu_avx512},
 #endif
 #if defined(PERSISTE_HAVE_AVX2)
-    {"avx2", persiste__eval_block_avx2, cpu_avx2},
+    {"avx2", persiste__eval_block_avx2_lik, persiste__eval_block_avx2_grad,
+     cpu_avx2},
 #endif
-    {"generic", persiste__eval_block_generic, cpu_generic},
+    {"generic", persiste__eval_block_generic_lik,
+     persiste__eval_block_generic_grad, cpu_generic},
 };
 #define N_KERNELS (sizeof kernels / sizeof kernels[0])
 
-static persiste__block_fn kernel_override;
+static int kernel_override = -1;
 
 int persiste__kernel_select(const char *isa)
 {
     for (size_t i = 0; i < N_KERNELS; i++)
         if (!strcmp(kernels[i].name, isa) && kernels[i].runs()) {
-            kernel_override = kernels[i].fn;
+            kernel_override = (int)i;
             return 0;
         }
     return -1;
 }
 
-persiste__block_fn persiste__kernel(void)
+persiste__block_fn persiste__kernel(int gradient, int *lanes)
 {
-    if (kernel_override)
-        return kernel_override;
     size_t i = 0;
-    while (!kernels[i].runs())
-        i++;
-    return kernels[i].fn;
+    if (kernel_override >= 0)
+        i = (size_t)kernel_override;
+    else
+        while (!kernels[i].runs())
+            i++;
+    *lanes = gradient ? PERSISTE_LANES_GRAD : PERSISTE_LANES_LIK;
+    return gradient ? kernels[i].grad : kernels[i].lik;
 }
