@@ -96,9 +96,10 @@ static int check_args(const persiste_ctx *ctx, const persiste_model *model,
     return PERSISTE_OK;
 }
 
-static int reserve_scratch(persiste_ctx *ctx, size_t n_nodes)
+/* Every worker's buffers for this job; slots in worker 0's. */
+static int reserve_scratch(persiste_ctx *ctx, struct persiste__job *job)
 {
-    int workers = persiste__ctx_workers(ctx);
+    int workers = persiste__ctx_workers(ctx), rc;
     if (ctx->n_scratch < workers) {
         struct persiste__scratch **a = persiste__realloc(
             ctx->scratch, (size_t)workers * sizeof *a);
@@ -109,11 +110,18 @@ static int reserve_scratch(persiste_ctx *ctx, size_t n_nodes)
         ctx->scratch = a;
         ctx->n_scratch = workers;
     }
-    for (int i = 0; i < workers; i++) {
-        int rc = persiste__scratch_reserve(&ctx->scratch[i], n_nodes);
-        if (rc)
+    for (int i = 0; i < workers; i++)
+        if ((rc = persiste__scratch_create(&ctx->scratch[i])))
             return rc;
-    }
+    struct persiste__scratch *s0 = ctx->scratch[0];
+    if ((rc = persiste__scratch_slots(s0, (size_t)job->tree->n_nodes)))
+        return rc;
+    size_t n_bufs = (size_t)persiste__assign_slots(job->tree, job->gradient,
+                                                   s0->slot);
+    job->slot = s0->slot;
+    for (int i = 0; i < workers; i++)
+        if ((rc = persiste__scratch_reserve(ctx->scratch[i], job, n_bufs)))
+            return rc;
     return PERSISTE_OK;
 }
 
@@ -122,8 +130,6 @@ static int run(persiste_ctx *ctx, struct persiste__job *job, double *d_branch)
 {
     size_t n_nodes = (size_t)job->tree->n_nodes;
     int rc;
-    persiste__assign_slots(job->tree, job->gradient, ctx->scratch[0]->slot);
-    job->slot = ctx->scratch[0]->slot;
     struct batch b = {.job = job, .ctx = ctx};
     b.eval_block = persiste__kernel(job->gradient, &b.lanes);
     b.n_blocks = (job->n_families + b.lanes - 1) / b.lanes;
@@ -202,7 +208,7 @@ int persiste_gradient_batch(persiste_ctx *ctx, const persiste_model *model,
         .gradient = d_log_gain || d_log_loss || d_branch,
     };
     /* Workspace first: rows live in worker 0's scratch. */
-    rc = reserve_scratch(ctx, (size_t)tree->n_nodes);
+    rc = reserve_scratch(ctx, &job);
     int grouped = rc ? rc : persiste__rows_prepare(&ctx->scratch[0]->rows, &job);
     if (grouped < 0) {
         rc = grouped;

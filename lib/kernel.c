@@ -29,6 +29,7 @@
 #ifndef KERNEL_LANES /* families per block: PERSISTE_LANES_LIK or _GRAD */
 #define KERNEL_LANES PERSISTE_LANES_GRAD
 #define KERNEL_KIND grad
+#define KERNEL_GRADIENT 1
 #endif
 #define EVAL_BLOCK CAT(CAT(persiste__eval_block_, KERNEL_ISA), CAT(_, KERNEL_KIND))
 
@@ -36,8 +37,14 @@
 #define W 8               /* lanes per vector */
 #define V (L / W)         /* vectors per block */
 #define FOR_V for (int j = 0; j < V; j++)
-enum { P00 = PERSISTE_P00, P01, P10, P11, D01G, D01L, D10G, D10L, D01T, D10T,
-       NP = PERSISTE_NP };
+enum { P00 = PERSISTE_P00, P01, P10, P11, D01G, D01L, D10G, D10L, D01T, D10T };
+#if KERNEL_GRADIENT /* table rows and (a, c, d) layers the buffers hold */
+#define NP PERSISTE_NP
+#define NT 3
+#else
+#define NP PERSISTE_NP_LIK
+#define NT 1
+#endif
 /* Rescale a partial whose larger entry falls below 2^-256 by 2^256: exact. */
 #define SCALE_LOW 0x1p-256
 #define SCALE_UP 0x1p256
@@ -456,7 +463,7 @@ static vb forward_absent(const struct persiste__job *job,
  * where d is tiny. acd is [slot][value, d/dlog gain, d/dlog loss][NV][L].
  * Returns per lane d at the root under the root prior, and in dd[2] its
  * derivatives. */
-enum { A0, A1, C0, C1, D0, D1, NV, NT = 3 };
+enum { A0, A1, C0, C1, D0, D1, NV };
 
 static vb forward_variable(const struct persiste__job *job,
                            const struct lanes *ln, const struct pview *pv,
@@ -464,7 +471,7 @@ static vb forward_variable(const struct persiste__job *job,
 {
     const persiste_tree *tr = job->tree;
     int32_t nt = tr->n_tips;
-    int nc = job->gradient ? NT : 1;
+    int nc = NT; /* the value, and derivatives for gradients */
     const size_t per_slot = (size_t)NT * NV * L;
     for (int32_t v = nt; v < tr->n_nodes; v++) {
         vd y[V][NT][NV] = {{{{0}}}}; /* set by the first child */

@@ -9,28 +9,31 @@
 
 /* Families per block: many for the likelihood (more independent work per
  * visit of a node), few for gradients (whose partials of every node must
- * stay in cache). Buffers are sized for the larger. */
+ * stay in cache). */
 #define PERSISTE_LANES_LIK 32
 #define PERSISTE_LANES_GRAD 8
-#define PERSISTE_LANES_MAX PERSISTE_LANES_LIK
 
 /* Rows of a transition table entry: the matrix, then its derivatives with
  * respect to log gain (G), log loss (L) and the branch length (T). */
 enum { PERSISTE_P00, PERSISTE_P01, PERSISTE_P10, PERSISTE_P11,
        PERSISTE_D01G, PERSISTE_D01L, PERSISTE_D10G, PERSISTE_D10L,
        PERSISTE_D01T, PERSISTE_D10T, PERSISTE_NP };
+#define PERSISTE_NP_LIK 4 /* rows a likelihood needs */
 
 /* Per-worker buffers sized for a tree, reused across calls (no allocation
  * in the hot path). Lane arrays are [node or slot][row][lane]. */
 struct persiste__scratch {
-    size_t cap_nodes;
-    double *p_lane;  /* [n_nodes][NP][L] transitions, one rate pair a lane */
-    double *p_uni;   /* [n_nodes][NP] transitions of a block-wide pair */
-    double *in;      /* [internal][2][L] inside partials of the pattern */
-    double *b;       /* [internal][2][L] P(some tip below present | state) */
-    double *acd;     /* [internal][3][6][L] P(all absent a0 a1, all present
-                      * c0 c1, mixed d0 d1 | state), and its derivatives in
-                      * log gain and log loss */
+    struct {
+        size_t p_lane, p_uni, in, b, acd, out, cond_branch, branch_lane, slot;
+    } cap; /* elements allocated */
+    double *p_lane;  /* [n_nodes][rows][L] transitions, a rate pair a lane
+                      * (rows: NP_LIK, or NP with derivatives) */
+    double *p_uni;   /* [n_nodes][rows] transitions of a block-wide pair */
+    double *in;      /* [slot][2][L] inside partials of the pattern */
+    double *b;       /* [slot][2][L] P(some tip below present | state) */
+    double *acd;     /* [slot][1 or 3][6][L] P(all absent a0 a1, all present
+                      * c0 c1, mixed d0 d1 | state), with gradients also its
+                      * derivatives in log gain and log loss */
     double *out;     /* [n_nodes][2][L] outside partials (reverse pass) */
     double *cond_branch; /* [n_nodes][L] conditioning terms of the cached
                           * pair (packed to [n_nodes] once computed) */
@@ -62,12 +65,17 @@ struct persiste__job {
 /* Resize the array *pp to n elements of elem bytes; returns a status. */
 int persiste__grow(void *pp, size_t n, size_t elem);
 
-/* Grow s to hold a tree of n_nodes; returns a status. */
-int persiste__scratch_reserve(struct persiste__scratch **s, size_t n_nodes);
+/* A worker's buffers: create them (empty), the slot array of worker 0, and
+ * room for a job with n_bufs partial buffers (see assign_slots). */
+int persiste__scratch_create(struct persiste__scratch **s);
+int persiste__scratch_slots(struct persiste__scratch *s, size_t n_nodes);
+int persiste__scratch_reserve(struct persiste__scratch *s,
+                              const struct persiste__job *job, size_t n_bufs);
 
-/* Fill slot[] for job->gradient (see struct persiste__job). */
-void persiste__assign_slots(const persiste_tree *tree, int gradient,
-                            int32_t *slot);
+/* Fill slot[] for job->gradient (see struct persiste__job); returns the
+ * number of buffers they use. */
+int32_t persiste__assign_slots(const persiste_tree *tree, int gradient,
+                               int32_t *slot);
 
 /* Evaluate block `block` (families block*L ...). branch: NULL or
  * [n_nodes][L] lane-wise accumulator for d(sum_f w_f loglik_f)/dt. */

@@ -4,7 +4,6 @@
 
 #include "kernel.h"
 
-#define L PERSISTE_LANES_MAX
 
 void persiste__scratch_destroy(struct persiste__scratch *s)
 {
@@ -37,42 +36,65 @@ int persiste__grow(void *pp, size_t n, size_t elem)
     return PERSISTE_OK;
 }
 
-int persiste__scratch_reserve(struct persiste__scratch **sp, size_t n_nodes)
+/* Grow-only: keeps the largest size asked for in *cap (elements). */
+static int ensure(void *pp, size_t *cap, size_t n, size_t elem)
 {
-    struct persiste__scratch *s = *sp;
-    if (!s) {
-        s = persiste__calloc(1, sizeof *s);
-        if (!s)
-            return persiste__error(PERSISTE_E_NOMEM, "workspace: out of memory");
-        *sp = s;
-    }
-    s->cache_valid = 0;
-    if (s->cap_nodes >= n_nodes)
+    if (n <= *cap)
         return PERSISTE_OK;
-    const size_t d = sizeof(double);
-    int rc;
-    if ((rc = persiste__grow(&s->p_lane, n_nodes, PERSISTE_NP * L * d)) ||
-        (rc = persiste__grow(&s->p_uni, n_nodes, PERSISTE_NP * d)) ||
-        (rc = persiste__grow(&s->in, n_nodes, 2 * L * d)) ||
-        (rc = persiste__grow(&s->b, n_nodes, 2 * L * d)) ||
-        (rc = persiste__grow(&s->acd, n_nodes, 18 * L * d)) ||
-        (rc = persiste__grow(&s->out, n_nodes, 2 * L * d)) ||
-        (rc = persiste__grow(&s->cond_branch, n_nodes, L * d)) ||
-        (rc = persiste__grow(&s->branch_lane, n_nodes, L * d)) ||
-        (rc = persiste__grow(&s->slot, n_nodes, sizeof(int32_t))))
-        return rc;
-    s->cap_nodes = n_nodes;
+    int rc = persiste__grow(pp, n, elem);
+    if (rc == PERSISTE_OK)
+        *cap = n;
+    return rc;
+}
+
+int persiste__scratch_create(struct persiste__scratch **sp)
+{
+    if (!*sp && !(*sp = persiste__calloc(1, sizeof **sp)))
+        return persiste__error(PERSISTE_E_NOMEM, "workspace: out of memory");
+    (*sp)->cache_valid = 0;
     return PERSISTE_OK;
 }
 
-void persiste__assign_slots(const persiste_tree *tree, int gradient,
-                            int32_t *slot)
+int persiste__scratch_slots(struct persiste__scratch *s, size_t n_nodes)
+{
+    return ensure(&s->slot, &s->cap.slot, n_nodes, sizeof(int32_t));
+}
+
+/* What a job needs: tables for every branch; partials for n_bufs internal
+ * nodes (a few slots for a likelihood); outside partials, branch sums and
+ * derivative rows only for gradients; (a, c, d) only for VARIABLE. */
+int persiste__scratch_reserve(struct persiste__scratch *s,
+                              const struct persiste__job *job, size_t n_bufs)
+{
+    size_t n = (size_t)job->tree->n_nodes, d = sizeof(double);
+    int grad = job->gradient;
+    size_t lanes = grad ? PERSISTE_LANES_GRAD : PERSISTE_LANES_LIK;
+    size_t rows = grad ? PERSISTE_NP : PERSISTE_NP_LIK;
+    size_t acd = job->model->condition == PERSISTE_CONDITION_VARIABLE
+                     ? (grad ? 18 : 6) * lanes * n_bufs
+                     : 0;
+    size_t per_node_grad = grad ? n * lanes : 0;
+    int rc;
+    if ((rc = ensure(&s->p_lane, &s->cap.p_lane, n * rows * lanes, d)) ||
+        (rc = ensure(&s->p_uni, &s->cap.p_uni, n * rows, d)) ||
+        (rc = ensure(&s->in, &s->cap.in, n_bufs * 2 * lanes, d)) ||
+        (rc = ensure(&s->b, &s->cap.b, n_bufs * 2 * lanes, d)) ||
+        (rc = ensure(&s->acd, &s->cap.acd, acd, d)) ||
+        (rc = ensure(&s->out, &s->cap.out, 2 * per_node_grad, d)) ||
+        (rc = ensure(&s->cond_branch, &s->cap.cond_branch, per_node_grad, d)) ||
+        (rc = ensure(&s->branch_lane, &s->cap.branch_lane, per_node_grad, d)))
+        return rc;
+    return PERSISTE_OK;
+}
+
+int32_t persiste__assign_slots(const persiste_tree *tree, int gradient,
+                               int32_t *slot)
 {
     int32_t nt = tree->n_tips, n = tree->n_nodes;
     if (gradient) {
         for (int32_t v = nt; v < n; v++)
             slot[v] = v - nt;
-        return;
+        return n - nt;
     }
     /* Post-order with a stack of free slots: a node takes a slot once its
      * children have released theirs (it may reuse one of them, as it is
@@ -87,6 +109,7 @@ void persiste__assign_slots(const persiste_tree *tree, int gradient,
         }
         slot[v] = n_free ? slot[--n_free] : n_used++;
     }
+    return n_used;
 }
 
 static int cpu_generic(void) { return 1; }
