@@ -206,7 +206,11 @@ int persiste_gradient_batch(persiste_ctx *ctx, const persiste_model *model,
         .d_log_gain = d_log_gain,
         .d_log_loss = d_log_loss,
         .gradient = d_log_gain || d_log_loss || d_branch,
+        .one_pair = 1,
     };
+    for (int64_t f = 1; f < n_families && job.one_pair; f++)
+        job.one_pair = !memcmp(&log_gain[f], log_gain, sizeof *log_gain) &&
+                       !memcmp(&log_loss[f], log_loss, sizeof *log_loss);
     /* Workspace first: rows live in worker 0's scratch. */
     rc = reserve_scratch(ctx, &job);
     int grouped = rc ? rc : persiste__rows_prepare(&ctx->scratch[0]->rows, &job);

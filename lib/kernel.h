@@ -56,6 +56,7 @@ struct persiste__job {
     const double *log_gain, *log_loss, *weight;
     double *loglik, *d_log_gain, *d_log_loss; /* NULL when not wanted */
     int gradient;                             /* reverse passes wanted */
+    int one_pair;  /* every family has the same rates: no per-lane tables */
     /* slot[v] of every internal node v: a stack of few buffers for the
      * likelihood alone (they stay in L1), v - n_tips for gradients, whose
      * reverse pass reads every partial. */
