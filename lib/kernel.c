@@ -2,8 +2,8 @@
  * (exact gradients), with power-of-two rescaling. Families are the lanes of
  * vectors of W doubles (GCC vector extensions), so one source compiles to
  * AVX-512, AVX2 or plain SSE2 code; lib/meson.build builds one copy per
- * instruction set under the name persiste__eval_block_<KERNEL_ISA>. A block
- * is V such vectors: each node's work is done for the V vectors in turn,
+ * instruction set and job kind, persiste__eval_block_<ISA>_<lik|grad>. A
+ * block is V such vectors: each node's work is done for the V vectors in turn,
  * independent chains the processor overlaps, while the walk over the tree
  * (indices, tables, tip bits) is paid once per block.
  *
