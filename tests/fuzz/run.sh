@@ -24,7 +24,11 @@ if [ ! -f "$build/build.ninja" ]; then
         -Dc_args="-fsanitize=fuzzer-no-link -fno-sanitize-recover=all" \
         >/dev/null
 fi
-ninja -C "$build" "${targets[@]/#/tests/fuzz/fuzz_}" >/dev/null
+if ! ninja -C "$build" "${targets[@]/#/tests/fuzz/fuzz_}" >"$build/build.log" 2>&1; then
+    grep -m 5 "error:" "$build/build.log"
+    echo "fuzz: the clang build failed (log: $build/build.log)"
+    exit 2
+fi
 
 failed=0
 mkdir -p "$build/fuzz-crashes"
