@@ -31,6 +31,13 @@ static const char *write_file(const char *name, const void *bytes, size_t n)
     return path;
 }
 
+static persiste_tree *tree_of(const char *newick)
+{
+    persiste_tree *t = NULL;
+    assert_int_equal(persiste_tree_from_newick(&t, newick), PERSISTE_OK);
+    return t;
+}
+
 /* rc must be want; a failure must say `fragment` (and something). */
 static void expect(int rc, int want, const char *fragment, const char *what)
 {
@@ -133,8 +140,7 @@ static const text_case text_cases[] = {
 static void test_text(void **state)
 {
     (void)state;
-    persiste_tree *tree = NULL;
-    assert_int_equal(persiste_tree_from_newick(&tree, TREE), PERSISTE_OK);
+    persiste_tree *tree = tree_of(TREE);
     for (size_t i = 0; i < sizeof text_cases / sizeof *text_cases; i++) {
         const text_case *c = &text_cases[i];
         size_t len = c->len ? c->len : strlen(c->bytes);
@@ -248,9 +254,7 @@ static void test_deep_tree(void **state)
 static void test_wide_header(void **state)
 {
     (void)state;
-    persiste_tree *tree = NULL;
-    assert_int_equal(persiste_tree_from_newick(&tree, "(A:1,B:1);"),
-                     PERSISTE_OK);
+    persiste_tree *tree = tree_of("(A:1,B:1);");
     size_t cap = (size_t)WIDE * 12 + 64, n = 0;
     char *text = malloc(cap);
     assert_non_null(text);
@@ -287,9 +291,7 @@ static void test_wide_header(void **state)
 static void test_arrays(void **state)
 {
     (void)state;
-    persiste_tree *tree = NULL;
-    assert_int_equal(persiste_tree_from_newick(&tree, "(A:1,B:1,C:1);"),
-                     PERSISTE_OK);
+    persiste_tree *tree = tree_of("(A:1,B:1,C:1);");
     const char *const names[3] = {"A", "B", "C"};
     const char *const dup[3] = {"A", "B", "A"};
     const char *const with_null[3] = {"A", NULL, "C"};
@@ -417,12 +419,8 @@ static void fixture_init(fixture *x)
     memset(x, 0, sizeof *x);
     const uint8_t st[9] = {1, 0, 1, 0, 0, 1, 1, 1, 0};
     const char *const names[3] = {"A", "B", "C"};
-    assert_int_equal(persiste_tree_from_newick(&x->tree,
-                                               "((A:1,B:2):1,C:0.5);"),
-                     PERSISTE_OK);
-    assert_int_equal(persiste_tree_from_newick(&x->other,
-                                               "((A:1,B:2):1,D:0.5);"),
-                     PERSISTE_OK);
+    x->tree = tree_of("((A:1,B:2):1,C:0.5);");
+    x->other = tree_of("((A:1,B:2):1,D:0.5);");
     assert_int_equal(persiste_data_from_matrix(&x->data, x->tree, st, 3, 3,
                                                3, 1, names, NULL, 0),
                      PERSISTE_OK);
