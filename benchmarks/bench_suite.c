@@ -21,10 +21,48 @@
 #include <time.h>
 #include <unistd.h>
 #include <zlib.h>
+#include <dirent.h>
 
 #include <persiste/persiste.h>
 #ifdef HAVE_BEAGLE
 #include <libhmsbeagle/beagle.h>
+#endif
+
+#ifdef __GLIBC__
+/* Allocation counter: these definitions take the place of the C library's
+ * for the whole process, libpersiste included, so that the suite reports
+ * allocations per call (the hot path should make none). */
+#include <stdatomic.h>
+extern void *__libc_malloc(size_t), *__libc_calloc(size_t, size_t),
+    *__libc_realloc(void *, size_t), *__libc_memalign(size_t, size_t);
+static atomic_long n_alloc;
+void *malloc(size_t n)
+{
+    n_alloc++;
+    return __libc_malloc(n);
+}
+void *calloc(size_t n, size_t size)
+{
+    n_alloc++;
+    return __libc_calloc(n, size);
+}
+void *realloc(void *p, size_t n)
+{
+    n_alloc++;
+    return __libc_realloc(p, n);
+}
+void *aligned_alloc(size_t align, size_t n)
+{
+    n_alloc++;
+    return __libc_memalign(align, n);
+}
+int posix_memalign(void **p, size_t align, size_t n)
+{
+    n_alloc++;
+    return (*p = __libc_memalign(align, n)) ? 0 : 12; /* ENOMEM */
+}
+#else
+static long n_alloc;
 #endif
 
 static const char *label = "";
@@ -56,37 +94,86 @@ static int cmp(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Median time of fn(arg): one warm-up call, then at least 3 and at most 31
- * timed calls, as many as fit in budget seconds. */
-static double median_time(void (*fn)(void *), void *arg, double budget,
-                          int *reps)
+static double cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+/* CPU seconds used so far by the threads other than the main one (worker
+ * threads), from /proc/self/task/<tid>/stat (clock-tick resolution). */
+static double workers_cpu(void)
+{
+    double ticks = 0;
+    DIR *dir = opendir("/proc/self/task");
+    struct dirent *e;
+    while (dir && (e = readdir(dir))) {
+        char path[300], buf[1024];
+        if (e->d_name[0] == '.' || atol(e->d_name) == (long)getpid())
+            continue;
+        snprintf(path, sizeof path, "/proc/self/task/%s/stat", e->d_name);
+        FILE *f = fopen(path, "r");
+        size_t got = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+        if (f)
+            fclose(f);
+        buf[got] = 0;
+        char *p = strrchr(buf, ')'); /* fields after the command name */
+        unsigned long utime, stime;
+        if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u "
+                               "%lu %lu", &utime, &stime) == 2)
+            ticks += (double)(utime + stime);
+    }
+    if (dir)
+        closedir(dir);
+    return ticks / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* Median wall time of one call, process CPU time per call (mean), CPU time
+ * over wall time (how many cores were really busy), the share of that CPU
+ * time spent by threads other than the main one, allocations per call
+ * (mean) and the number of timed calls. */
+typedef struct {
+    double median, cpu, cores, worker_share, allocs;
+    int reps;
+} timing;
+
+/* One warm-up call, then at least 3 and at most 31 timed calls of fn(arg),
+ * as many as fit in budget seconds. */
+static timing measure(void (*fn)(void *), void *arg, double budget)
 {
     enum { MAX_REPS = 31 };
     double t[MAX_REPS];
     fn(arg);
     int n = 0;
-    for (double spent = 0; n < MAX_REPS && (n < 3 || spent < budget); n++) {
+    double spent = 0, cpu0 = cpu_now(), workers0 = workers_cpu();
+    long alloc0 = n_alloc;
+    for (; n < MAX_REPS && (n < 3 || spent < budget); n++) {
         double t0 = now();
         fn(arg);
         t[n] = now() - t0;
         spent += t[n];
     }
+    double cpu = cpu_now() - cpu0, workers = workers_cpu() - workers0;
+    double allocs = (double)(n_alloc - alloc0) / n;
     qsort(t, (size_t)n, sizeof *t, cmp);
-    *reps = n;
-    return t[n / 2];
+    return (timing){t[n / 2], cpu / n, cpu / spent, workers / cpu, allocs, n};
 }
 
-static void emit(const char *impl, const char *task, int threads, double s,
-                 int reps, double lnl, const char *extra)
+static void emit(const char *impl, const char *task, int threads, timing t,
+                 double lnl, const char *extra)
 {
     char value[32] = "null";
     if (!isnan(lnl))
         snprintf(value, sizeof value, "%.17g", lnl);
     printf("{\"label\": \"%s\", \"genomes\": %d, \"families\": %lld, "
            "\"impl\": \"%s\", \"task\": \"%s\", \"threads\": %d, "
-           "\"median_s\": %.9g, \"reps\": %d, \"lnL\": %s%s}\n",
-           label, n_genomes, (long long)n_fam, impl, task, threads, s, reps,
-           value, extra ? extra : "");
+           "\"median_s\": %.9g, \"reps\": %d, \"cpu_s\": %.9g, "
+           "\"cores\": %.2f, \"worker_share\": %.2f, \"allocs\": %.1f, "
+           "\"lnL\": %s%s}\n",
+           label, n_genomes, (long long)n_fam, impl, task, threads, t.median,
+           t.reps, t.cpu, t.cores, t.worker_share, t.allocs, value,
+           extra ? extra : "");
     fflush(stdout);
 }
 
@@ -172,11 +259,12 @@ static double bench_persiste(const persiste_tree *tree,
             check(persiste_ctx_create(&b.ctx), "ctx");
             check(persiste_ctx_set_param(b.ctx, PERSISTE_CTX_NTHREADS, th),
                   "ctx");
-            int reps;
-            double t = median_time(run_batch, &b, budget, &reps);
-            if (rss_mb() - base > growth)
-                growth = rss_mb() - base;
-            emit("persiste", task[k], th, t, reps, total(b.out, n_fam), NULL);
+            timing t = measure(run_batch, &b, budget);
+            char extra[48];
+            snprintf(extra, sizeof extra, ", \"rss_growth_mb\": %.1f",
+                     rss_mb() - base);
+            growth = fmax(growth, rss_mb() - base);
+            emit("persiste", task[k], th, t, total(b.out, n_fam), extra);
             persiste_ctx_destroy(b.ctx);
         }
     }
@@ -353,11 +441,10 @@ static void bench_beagle(const persiste_tree *tree, const persiste_data *data,
             if (pthread_create(&b.helper, NULL, beagle_helper, &b))
                 fail("BEAGLE", "pthread_create");
         }
-        int reps;
-        double t = median_time(beagle_set_eval, &b, budget, &reps);
+        timing t = measure(beagle_set_eval, &b, budget);
         double lnl = b.run[0].lnl + (count == 2 ? b.run[1].lnl : 0);
         snprintf(extra, sizeof extra, ", \"beagle_impl\": \"%s\"", impl);
-        emit("beagle", "lnL global", count, t, reps, lnl, extra);
+        emit("beagle", "lnL global", count, t, lnl, extra);
         if (count == 2) {
             b.stop = 1;
             pthread_barrier_wait(&b.go);
@@ -471,7 +558,8 @@ int main(int argc, char **argv)
              "\"peak_rss_mb\": %.1f, \"bits_mb\": %.1f",
              rss_data, growth, peak_rss_mb(),
              (double)n_genomes * n_fam / 8 / 1048576.0);
-    emit("persiste", "read+memory", 1, t_read, 1, NAN, extra);
+    emit("persiste", "read+memory", 1, (timing){t_read, t_read, 1, 0, 0, 1}, NAN,
+         extra);
     if (use_beagle) {
 #ifdef HAVE_BEAGLE
         bench_beagle(tree, data, rates, budget);

@@ -116,8 +116,8 @@ def simulated(directory, size, seed):
     paths = [directory / f"{size}{ext}" for ext in (".nwk", ".Rtab", ".rates")]
     if all(p.exists() for p in paths):
         return
+    parent, length = coalescent(n, np.random.default_rng([seed, n]))  # one tree per N
     rng = np.random.default_rng([seed, n, F])
-    parent, length = coalescent(n, rng)
     loss = 2 * np.exp(0.8 * rng.standard_normal(F))
     pi = np.clip(rng.beta(0.6, 0.6, F), 0.02, 0.98)
     gain = pi / (1 - pi) * loss
