@@ -9,8 +9,9 @@
  *
  * RATES: raw float64, six arrays of n_families: log gain and log loss of the
  * global, two-class and per-family rate sets (simulate.py). Conditioning
- * none, stationary root. -t: time budget of one measurement (median of
- * 3..31 timed calls after one warm-up call). Prints one JSON object a line. */
+ * none, stationary root. -t: time budget of one measurement (median of the
+ * timed calls that fit in it, at least 3, after one warm-up call). Prints
+ * one JSON object a line. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <pthread.h>
@@ -138,12 +139,12 @@ typedef struct {
     int reps;
 } timing;
 
-/* One warm-up call, then at least 3 and at most 31 timed calls of fn(arg),
- * as many as fit in budget seconds. */
+/* One warm-up call, then timed calls of fn(arg) until budget seconds are
+ * spent (at least 3, at most 10^5). */
 static timing measure(void (*fn)(void *), void *arg, double budget)
 {
-    enum { MAX_REPS = 31 };
-    double t[MAX_REPS];
+    enum { MAX_REPS = 100000 };
+    static double t[MAX_REPS];
     fn(arg);
     int n = 0;
     double spent = 0, cpu0 = cpu_now(), workers0 = workers_cpu();
