@@ -161,19 +161,30 @@ static void lanes_init(struct lanes *ln, const struct persiste__job *job,
     }
 }
 
-/* e^-x - (1 - e^-x)/x, which cancels for small x: series there. */
+/* e^-x - (1 - e^-x)/x, which cancels for small x: a series there,
+ * sum_{k>=1} (-x)^k k/(k+1)! (to k = 9: exact to an ulp below 0.05). */
+#define EMP_SERIES_MAX 0.05
+static const double emp_coef[10] = {0.0,         -1.0 / 2,   1.0 / 3,
+                                    -1.0 / 8,    1.0 / 30,   -1.0 / 144,
+                                    1.0 / 840,   -1.0 / 5760, 1.0 / 45360,
+                                    -1.0 / 403200};
+
 static double e_minus_phi(double x, double e, double em)
 {
-    if (x >= 0.05)
+    if (x >= EMP_SERIES_MAX)
         return e - em / x;
-    /* sum_{k>=1} (-x)^k k/(k+1)!, Horner from k = 9 */
-    static const double c[10] = {0.0, -1.0 / 2, 1.0 / 3, -1.0 / 8, 1.0 / 30,
-                                 -1.0 / 144, 1.0 / 840, -1.0 / 5760,
-                                 1.0 / 45360, -1.0 / 403200};
-    double r = c[9];
+    double r = emp_coef[9];
     for (int k = 8; k >= 1; k--)
-        r = r * x + c[k];
+        r = r * x + emp_coef[k];
     return r * x;
+}
+
+static inline vd e_minus_phi_v(vd x, vd e, vd em)
+{
+    vd r = splat(emp_coef[9]);
+    for (int k = 8; k >= 1; k--)
+        r = r * x + emp_coef[k];
+    return sel(lt_nonneg(x, splat(EMP_SERIES_MAX)), r * x, e - em / x);
 }
 
 /* One table entry (stride apart) for gain g, loss u on a branch of length
@@ -238,10 +249,7 @@ static void transition_lanes(const struct lanes *ln, double t, int clamped,
         st(p + P11 * L, q1 + q0 * e);
         if (!gradient)
             continue;
-        vd gm = e - em / x; /* e_minus_phi, with its series below 0.05 */
-        for (int l = 0; l < W; l++)
-            if (x[l] < 0.05)
-                gm[l] = e_minus_phi(x[l], e[l], em[l]);
+        vd gm = e_minus_phi_v(x, e, em);
         st(p + D01G * L, q1 * (q0 * em + g * t * e));
         st(p + D01L * L, q1 * u * t * gm);
         st(p + D10G * L, q0 * g * t * gm);
