@@ -77,6 +77,12 @@ static double take_number(input *in, double lo, double step)
     }
     return lo + (b - N_HOSTILE) * step;
 }
+/* A hostile number, tamed to [lo, hi] in magnitude (see KNOWN ISSUES). */
+static double take_hostile(input *in, double lo, double hi)
+{
+    in->moderate = 0;
+    return tame(hostile[take(in, N_HOSTILE)], lo, hi);
+}
 #define TAKE_LENGTH(in) tame(take_number(in, 0.0, 0.02), 1e-12, 1e6)
 #define TAKE_LOG_RATE(in) tame(take_number(in, -5.0, 1.0 / 32), 0, 30)
 
@@ -194,12 +200,10 @@ static void take_model(input *in, persiste_model *m, double *min_length)
         FUZZ_CHECK(before == after, "model changed by a failed setter");
         in->moderate = 0;
     }
-    double x = take(in, 2) ? tame(hostile[take(in, N_HOSTILE)], 1e-12, 1)
-                           : take(in, 11) / 10.0;
+    double x = take(in, 2) ? take_hostile(in, 1e-12, 1) : take(in, 11) / 10.0;
     if ((rc = persiste_model_set_double(m, PERSISTE_MODEL_ROOT_FREQ, x)))
         fuzz_check_failure(rc, NULL, NULL);
-    x = take(in, 2) ? tame(hostile[take(in, N_HOSTILE)], 1e-12, 1e6)
-                    : take(in, 8) / 16.0;
+    x = take(in, 2) ? take_hostile(in, 1e-12, 1e6) : take(in, 8) / 16.0;
     if ((rc = persiste_model_set_double(m, PERSISTE_MODEL_MIN_BRANCH_LENGTH, x)))
         fuzz_check_failure(rc, NULL, NULL);
     if (persiste_model_set_int(m, 99, 0) != PERSISTE_E_INVALID ||
