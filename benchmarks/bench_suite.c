@@ -307,8 +307,9 @@ static void beagle_create(beagle_run *r, const persiste_tree *tree,
     r->edge_node = malloc(sizeof *r->edge_node * n_nodes);
     r->scale_idx = malloc(sizeof *r->scale_idx * n_nodes);
     r->ops = malloc(sizeof *r->ops * n_nodes);
+    int *n_child = calloc((size_t)n_nodes, sizeof *n_child);
     if (!parent || !child || !states || !col || !ones || !r->edge_len ||
-        !r->edge_node || !r->scale_idx || !r->ops)
+        !r->edge_node || !r->scale_idx || !r->ops || !n_child)
         fail("memory", "BEAGLE set-up");
     check(persiste_tree_parents(tree, parent), "tree");
     check(persiste_tree_branch_lengths(tree, r->edge_len), "tree");
@@ -316,7 +317,6 @@ static void beagle_create(beagle_run *r, const persiste_tree *tree,
     r->n_edges = n_nodes - 1;
     r->gain = gain;
     r->loss = loss;
-    int *n_child = calloc((size_t)n_nodes, sizeof *n_child);
     for (int32_t v = 0; v < n_nodes - 1; v++) {
         if (n_child[parent[v]] == 2)
             fail("BEAGLE", "the tree is not binary");
