@@ -138,18 +138,14 @@ static int run(persiste_ctx *ctx, struct persiste__job *job, double *d_branch)
     if (!d_branch) {
         persiste__ctx_run(ctx, n_chunks, run_chunk, &b);
     } else {
-        size_t bytes;
-        if ((rc = persiste__mul_size(n_nodes, ROUND_CHUNKS * sizeof(double),
-                                     &bytes)))
+        /* ROUND_CHUNKS chunk sums, then the running total */
+        size_t n_sums;
+        if ((rc = persiste__mul_size(n_nodes, ROUND_CHUNKS + 1, &n_sums)) ||
+            (rc = persiste__scratch_branch_sums(ctx->scratch[0], n_sums)))
             return rc;
-        b.branch_bufs = persiste__malloc(bytes);
-        double *sum = persiste__calloc(n_nodes, sizeof(double));
-        if (!b.branch_bufs || !sum) {
-            persiste__free(b.branch_bufs);
-            persiste__free(sum);
-            return persiste__error(PERSISTE_E_NOMEM,
-                                   "gradient: cannot allocate branch sums");
-        }
+        b.branch_bufs = ctx->scratch[0]->branch_sums;
+        double *sum = b.branch_bufs + ROUND_CHUNKS * n_nodes;
+        memset(sum, 0, n_nodes * sizeof *sum);
         for (b.first_chunk = 0; b.first_chunk < n_chunks;
              b.first_chunk += ROUND_CHUNKS) {
             int64_t n = n_chunks - b.first_chunk;
@@ -162,8 +158,6 @@ static int run(persiste_ctx *ctx, struct persiste__job *job, double *d_branch)
         }
         sum[n_nodes - 1] = 0.0; /* the root has no branch */
         memcpy(d_branch, sum, n_nodes * sizeof(double));
-        persiste__free(b.branch_bufs);
-        persiste__free(sum);
     }
     return PERSISTE_OK;
 }

@@ -24,7 +24,8 @@ enum { PERSISTE_P00, PERSISTE_P01, PERSISTE_P10, PERSISTE_P11,
  * in the hot path). Lane arrays are [node or slot][row][lane]. */
 struct persiste__scratch {
     struct {
-        size_t p_lane, p_uni, in, b, acd, out, cond_branch, branch_lane, slot;
+        size_t p_lane, p_uni, in, b, acd, out, cond_branch, branch_lane, slot,
+            branch_sums;
     } cap; /* elements allocated */
     double *p_lane;  /* [n_nodes][rows][L] transitions, a rate pair a lane
                       * (rows: NP_LIK, or NP with derivatives) */
@@ -39,6 +40,7 @@ struct persiste__scratch {
                           * pair (packed to [n_nodes] once computed) */
     double *branch_lane; /* [n_nodes][L] branch terms of the current chunk */
     int32_t *slot;   /* [n_nodes] buffer slot of each internal node */
+    double *branch_sums; /* worker 0: per-chunk branch sums of a round */
     struct persiste__rows *rows; /* worker 0: grouping of families */
     /* Cache for blocks whose lanes all share one rate pair. */
     int cache_valid;
@@ -70,6 +72,7 @@ int persiste__grow(void *pp, size_t n, size_t elem);
  * room for a job with n_bufs partial buffers (see assign_slots). */
 int persiste__scratch_create(struct persiste__scratch **s);
 int persiste__scratch_slots(struct persiste__scratch *s, size_t n_nodes);
+int persiste__scratch_branch_sums(struct persiste__scratch *s, size_t n);
 int persiste__scratch_reserve(struct persiste__scratch *s,
                               const struct persiste__job *job, size_t n_bufs);
 

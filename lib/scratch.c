@@ -18,6 +18,7 @@ void persiste__scratch_destroy(struct persiste__scratch *s)
     persiste__free(s->cond_branch);
     persiste__free(s->branch_lane);
     persiste__free(s->slot);
+    persiste__free(s->branch_sums);
     persiste__rows_destroy(s->rows);
     persiste__free(s);
 }
@@ -58,6 +59,11 @@ int persiste__scratch_create(struct persiste__scratch **sp)
 int persiste__scratch_slots(struct persiste__scratch *s, size_t n_nodes)
 {
     return ensure(&s->slot, &s->cap.slot, n_nodes, sizeof(int32_t));
+}
+
+int persiste__scratch_branch_sums(struct persiste__scratch *s, size_t n)
+{
+    return ensure(&s->branch_sums, &s->cap.branch_sums, n, sizeof(double));
 }
 
 /* What a job needs: tables for every branch; partials for n_bufs internal
