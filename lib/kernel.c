@@ -53,9 +53,10 @@ enum { P00 = PERSISTE_P00, P01, P10, P11, D01G, D01L, D10G, D10L, D01T, D10T };
 typedef double vd __attribute__((vector_size(W * sizeof(double))));
 typedef int64_t vi __attribute__((vector_size(W * sizeof(int64_t))));
 typedef uint64_t vu __attribute__((vector_size(W * sizeof(uint64_t))));
-/* A block's worth of lane values. */
-typedef struct {
+/* A block's worth of lane values, as vectors or one by one. */
+typedef union {
     vd v[V];
+    double d[L];
 } vb;
 
 static inline vd ld(const double *p)
@@ -77,7 +78,7 @@ static inline double hsum(vd v) /* fixed order: deterministic */
         s += v[l];
     return s;
 }
-static inline double *lane(vb *x, int l) { return &x->v[l / W][l % W]; }
+static inline double *lane(vb *x, int l) { return &x->d[l]; }
 static inline vb vb_splat(double x)
 {
     vb r;
