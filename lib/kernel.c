@@ -86,9 +86,11 @@ static inline vb vb_splat(double x)
     return r;
 }
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 #if defined(__AVX512F__) && defined(__AVX512DQ__)
 /* Native width: comparisons and masks map to single instructions. */
-#include <immintrin.h>
 static inline vi lt_nonneg(vd a, vd b) { return a < b; }
 static inline vi nonzero(vd a) { return a != 0.0; }
 static inline vi lane_mask(unsigned bits)
@@ -110,13 +112,13 @@ static inline vi lane_mask(unsigned bits)
     return -(vi)((v >> (vu){0, 1, 2, 3, 4, 5, 6, 7}) & 1);
 }
 #endif
-static inline vd max_nonneg(vd a, vd b) { return sel(lt_nonneg(a, b), b, a); }
 
-/* Keep a partial's larger entry above 2^-256; count the rescales. */
+/* Keep a partial's entries' sum above 2^-256; count the rescales. */
 static inline void rescale(vd *a0, vd *a1, vi *cnt)
 {
-    vd m = max_nonneg(*a0, *a1);
-    vi r = lt_nonneg(m, splat(SCALE_LOW)) & nonzero(m);
+    /* the sum stands for the larger entry (within 2x); a zero partial is
+     * rescaled harmlessly: its family is impossible whatever the count */
+    vi r = lt_nonneg(*a0 + *a1, splat(SCALE_LOW));
     vd f = sel(r, splat(SCALE_UP), splat(1.0));
     *a0 *= f;
     *a1 *= f;
@@ -309,12 +311,21 @@ static inline struct tip_bits tip_bits(const struct persiste__job *job,
                              job->unknown[i] >> shift};
 }
 
-/* The masks of vector j. */
-static inline void tip_masks(struct tip_bits b, int j, vi *present,
-                             vi *unknown)
+/* Lane-wise, for vector j of a tip: 1 where unknown, else `present` where
+ * observed present and `absent` where observed absent. */
+static inline vd tip_select(struct tip_bits b, int j, vd absent, vd present)
 {
-    *present = lane_mask((unsigned)(b.present >> (j * W)) & 0xFF);
-    *unknown = lane_mask((unsigned)(b.unknown >> (j * W)) & 0xFF);
+    unsigned p = (unsigned)(b.present >> (j * W)) & 0xFF;
+    unsigned u = (unsigned)(b.unknown >> (j * W)) & 0xFF;
+#if defined(__AVX512F__)
+    return (vd)_mm512_mask_blend_pd((__mmask8)u,
+                                    _mm512_mask_blend_pd((__mmask8)p,
+                                                         (__m512d)absent,
+                                                         (__m512d)present),
+                                    _mm512_set1_pd(1.0));
+#else
+    return sel(lane_mask(u), splat(1.0), sel(lane_mask(p), present, absent));
+#endif
 }
 
 /* A child's vector in the parent's pruning: for the pattern (x), for
@@ -338,10 +349,9 @@ static inline void child_x(const struct source *src, int32_t c, int j,
     int32_t nt = src->job->tree->n_tips;
     if (c < nt) {
         if (src->kind == PASS_PATTERN) {
-            vi pm, um;
-            tip_masks(tip_bits(src->job, src->f0, c), j, &pm, &um);
-            *x0 = sel(pm & ~um, splat(0.0), splat(1.0));
-            *x1 = sel(~pm & ~um, splat(0.0), splat(1.0));
+            struct tip_bits tb = tip_bits(src->job, src->f0, c);
+            *x0 = tip_select(tb, j, splat(1.0), splat(0.0));
+            *x1 = tip_select(tb, j, splat(0.0), splat(1.0));
         } else { /* A = (1, 0), C = (0, 1) at a tip */
             *x0 = splat(src->kind == PASS_ABSENT ? 1.0 : 0.0);
             *x1 = splat(src->kind == PASS_ABSENT ? 0.0 : 1.0);
@@ -388,10 +398,8 @@ static void forward(const struct persiste__job *job, const struct lanes *ln,
                 vd p10 = pget(pv, c, P10, j), p11 = pget(pv, c, P11, j);
                 vd f0v, f1v;
                 if (!x) { /* a tip selects a column of P */
-                    vi pm, um;
-                    tip_masks(tb, j, &pm, &um);
-                    f0v = sel(um, splat(1.0), sel(pm, p01, p00));
-                    f1v = sel(um, splat(1.0), sel(pm, p11, p10));
+                    f0v = tip_select(tb, j, p00, p01);
+                    f1v = tip_select(tb, j, p10, p11);
                 } else {
                     vd x0 = ld(x + j * W), x1 = ld(x + L + j * W);
                     f0v = p00 * x0 + p01 * x1;
