@@ -297,6 +297,20 @@ static inline vd pget(const struct pview *pv, int32_t c, int row, int j)
     return ld(pv->lane + ((size_t)c * NP + row) * L + j * W);
 }
 
+/* Rows 0..n-1 of branch c's table for every vector of the block (one
+ * broadcast each when the block shares a pair). */
+static inline void prows(const struct pview *pv, int32_t c, int n, vd p[][V])
+{
+    for (int r = 0; r < n; r++) {
+        if (pv->uni) {
+            vd b = splat(pv->uni[(size_t)c * NP + r]);
+            FOR_V p[r][j] = b;
+        } else {
+            FOR_V p[r][j] = ld(pv->lane + ((size_t)c * NP + r) * L + j * W);
+        }
+    }
+}
+
 /* A tip's cells in the block: bits observed present, unknown. */
 struct tip_bits {
     uint64_t present, unknown;
@@ -393,9 +407,11 @@ static void forward(const struct persiste__job *job, const struct lanes *ln,
                 tb = tip_bits(job, f0, c);
             else
                 x = s->in + (size_t)job->slot[c] * 2 * L;
+            vd p[4][V];
+            prows(pv, c, 4, p);
             FOR_V {
-                vd p00 = pget(pv, c, P00, j), p01 = pget(pv, c, P01, j);
-                vd p10 = pget(pv, c, P10, j), p11 = pget(pv, c, P11, j);
+                vd p00 = p[P00][j], p01 = p[P01][j];
+                vd p10 = p[P10][j], p11 = p[P11][j];
                 vd f0v, f1v;
                 if (!x) { /* a tip selects a column of P */
                     f0v = tip_select(tb, j, p00, p01);
@@ -444,13 +460,15 @@ static vb forward_absent(const struct persiste__job *job,
         vd b0[V] = {{0}}, b1[V] = {{0}};
         for (int32_t k = tr->child_start[v]; k < tr->child_start[v + 1]; k++) {
             int32_t c = tr->children[k];
+            vd p[4][V];
+            prows(pv, c, 4, p);
             FOR_V {
-                vd y0 = pget(pv, c, P01, j), y1 = pget(pv, c, P11, j); /* tip */
+                vd y0 = p[P01][j], y1 = p[P11][j]; /* a tip: B = (0, 1) */
                 if (c >= nt) {
                     const double *x = b + (size_t)job->slot[c] * 2 * L + j * W;
                     vd x0 = ld(x), x1 = ld(x + L);
-                    y0 = pget(pv, c, P00, j) * x0 + y0 * x1;
-                    y1 = pget(pv, c, P10, j) * x0 + y1 * x1;
+                    y0 = p[P00][j] * x0 + y0 * x1;
+                    y1 = p[P10][j] * x0 + y1 * x1;
                 }
                 b0[j] += y0 * (1.0 - b0[j]);
                 b1[j] += y1 * (1.0 - b1[j]);
@@ -611,13 +629,15 @@ static void reverse(const struct persiste__job *job, const struct lanes *ln,
         for (int32_t k = k0; k < k1; k++) {
             int32_t c = tr->children[k];
             double *oc = s->out + (size_t)c * 2 * L;
+            vd p[4][V];
+            prows(pv, c, 4, p);
             FOR_V {
                 st(oc + j * W, r0[j]);
                 st(oc + L + j * W, r1[j]);
                 vd x0, x1, dx;
                 child_x(src, c, j, &x0, &x1, &dx);
-                r0[j] *= pget(pv, c, P00, j) * x0 + pget(pv, c, P01, j) * x1;
-                r1[j] *= pget(pv, c, P10, j) * x0 + pget(pv, c, P11, j) * x1;
+                r0[j] *= p[P00][j] * x0 + p[P01][j] * x1;
+                r1[j] *= p[P10][j] * x0 + p[P11][j] * x1;
                 if (scaled && many) /* else each U is renormalised itself */
                     renormalise(&r0[j], &r1[j]);
             }
@@ -627,9 +647,11 @@ static void reverse(const struct persiste__job *job, const struct lanes *ln,
         for (int32_t k = k1 - 1; k >= k0; k--) {
             int32_t c = tr->children[k];
             double *oc = s->out + (size_t)c * 2 * L;
+            vd p[PERSISTE_NP][V];
+            prows(pv, c, NP, p);
             FOR_V {
-                vd p00 = pget(pv, c, P00, j), p01 = pget(pv, c, P01, j);
-                vd p10 = pget(pv, c, P10, j), p11 = pget(pv, c, P11, j);
+                vd p00 = p[P00][j], p01 = p[P01][j];
+                vd p10 = p[P10][j], p11 = p[P11][j];
                 vd u0 = ld(oc + j * W) * r0[j], u1 = ld(oc + L + j * W) * r1[j];
                 if (scaled)
                     renormalise(&u0, &u1);
@@ -640,15 +662,12 @@ static void reverse(const struct persiste__job *job, const struct lanes *ln,
                 if (scaled)
                     rd = dx / (u0 * f0 + u1 * f1);
                 vd cf = sel(use[j], coef->v[j] * rd, splat(0.0));
-                dg->v[j] += cf * (u0 * pget(pv, c, D01G, j) -
-                                  u1 * pget(pv, c, D10G, j));
-                dl->v[j] += cf * (u0 * pget(pv, c, D01L, j) -
-                                  u1 * pget(pv, c, D10L, j));
+                dg->v[j] += cf * (u0 * p[D01G][j] - u1 * p[D10G][j]);
+                dl->v[j] += cf * (u0 * p[D01L][j] - u1 * p[D10L][j]);
                 if (branch) {
                     vd wf = sel(wuse[j], wcoef->v[j] * rd, splat(0.0));
                     double *bc = branch + (size_t)c * L + j * W;
-                    st(bc, ld(bc) + wf * (u0 * pget(pv, c, D01T, j) -
-                                          u1 * pget(pv, c, D10T, j)));
+                    st(bc, ld(bc) + wf * (u0 * p[D01T][j] - u1 * p[D10T][j]));
                 }
                 r0[j] *= f0;
                 r1[j] *= f1;
