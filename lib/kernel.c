@@ -585,6 +585,7 @@ static vb forward_variable(const struct persiste__job *job,
     return out;
 }
 
+#if KERNEL_GRADIENT /* the likelihood kernels have no reverse pass */
 /* Reverse (pre-order) pass. PASS_PATTERN adds coef * dlogX/dtheta (ratio
  * form, free scaling); PASS_ABSENT / PASS_PRESENT add coef * dX/dtheta
  * (absolute, no scaling: X <= 1 and what underflows is negligible; exact
@@ -631,13 +632,19 @@ static void reverse(const struct persiste__job *job, const struct lanes *ln,
             double *oc = s->out + (size_t)c * 2 * L;
             vd p[4][V];
             prows(pv, c, 4, p);
+            double *fk = s->fx + (size_t)k * 3 * L; /* kept for the suffix */
             FOR_V {
                 st(oc + j * W, r0[j]);
                 st(oc + L + j * W, r1[j]);
                 vd x0, x1, dx;
                 child_x(src, c, j, &x0, &x1, &dx);
-                r0[j] *= p[P00][j] * x0 + p[P01][j] * x1;
-                r1[j] *= p[P10][j] * x0 + p[P11][j] * x1;
+                vd f0 = p[P00][j] * x0 + p[P01][j] * x1;
+                vd f1 = p[P10][j] * x0 + p[P11][j] * x1;
+                st(fk + j * W, f0);
+                st(fk + L + j * W, f1);
+                st(fk + 2 * L + j * W, dx);
+                r0[j] *= f0;
+                r1[j] *= f1;
                 if (scaled && many) /* else each U is renormalised itself */
                     renormalise(&r0[j], &r1[j]);
             }
@@ -649,15 +656,15 @@ static void reverse(const struct persiste__job *job, const struct lanes *ln,
             double *oc = s->out + (size_t)c * 2 * L;
             vd p[PERSISTE_NP][V];
             prows(pv, c, NP, p);
+            const double *fk = s->fx + (size_t)k * 3 * L;
             FOR_V {
                 vd p00 = p[P00][j], p01 = p[P01][j];
                 vd p10 = p[P10][j], p11 = p[P11][j];
                 vd u0 = ld(oc + j * W) * r0[j], u1 = ld(oc + L + j * W) * r1[j];
                 if (scaled)
                     renormalise(&u0, &u1);
-                vd x0, x1, dx;
-                child_x(src, c, j, &x0, &x1, &dx);
-                vd f0 = p00 * x0 + p01 * x1, f1 = p10 * x0 + p11 * x1;
+                vd f0 = ld(fk + j * W), f1 = ld(fk + L + j * W);
+                vd dx = ld(fk + 2 * L + j * W);
                 vd rd = dx;
                 if (scaled)
                     rd = dx / (u0 * f0 + u1 * f1);
@@ -685,6 +692,8 @@ static void reverse(const struct persiste__job *job, const struct lanes *ln,
         }
     }
 }
+
+#endif
 
 /* Conditioning of every lane: log P(observable), and 1 / P(observable),
  * the coefficient of its derivatives: P(obs) = 1 - A (PRESENT) or
@@ -714,6 +723,7 @@ static void conditioning(const struct persiste__job *job,
     }
 }
 
+#if KERNEL_GRADIENT
 /* Adds the derivatives of -log P(observable): k * d(A + C)/dtheta, branch
  * terms weighted by wk; for VARIABLE, the rate terms are coef * dnorm. */
 static void conditioning_reverse(const struct persiste__job *job,
@@ -745,6 +755,7 @@ static void conditioning_reverse(const struct persiste__job *job,
     reverse(job, ln, pv, &a, s, &k, &wa, &ig, &il, branch);
     reverse(job, ln, pv, &c, s, &k, &wa, &ig, &il, branch);
 }
+#endif
 
 static int lanes_uniform(const struct persiste__job *job, int64_t f0, int n)
 {
@@ -755,11 +766,57 @@ static int lanes_uniform(const struct persiste__job *job, int64_t f0, int n)
     return 1;
 }
 
+#if KERNEL_GRADIENT
+/* The block's derivatives: the pattern's reverse pass, then the
+ * normaliser's (for a uniform block computed once per pair and cached). */
+static void gradient(const struct persiste__job *job,
+                     struct persiste__scratch *s, const struct lanes *ln,
+                     const struct pview *pv, const struct cond *cd,
+                     int uniform, int cached, int64_t f0, const vb *coef,
+                     const vb *w, double *branch)
+{
+    size_t n = (size_t)job->tree->n_nodes;
+    int mode = job->model->condition;
+    vb wk, dg = vb_splat(0.0), dl = vb_splat(0.0);
+    FOR_V wk.v[j] = coef->v[j] * w->v[j];
+    struct source x = {PASS_PATTERN, s->in, 2 * L, job->slot, job, f0};
+    reverse(job, ln, pv, &x, s, coef, &wk, &dg, &dl, branch);
+    if (mode != PERSISTE_CONDITION_NONE && uniform) {
+        if (!cached) { /* lane 0 only, then packed to one per node */
+            vb one = vb_splat(0.0), cg = vb_splat(0.0), cl = vb_splat(0.0);
+            *lane(&one, 0) = 1.0;
+            memset(s->cond_branch, 0, n * L * sizeof(double));
+            conditioning_reverse(job, ln, pv, s, cd, &one, &one, &cg, &cl,
+                                 s->cond_branch);
+            for (size_t v = 0; v < n; v++)
+                s->cond_branch[v] = s->cond_branch[v * L];
+            s->cache_dcond_g = *lane(&cg, 0);
+            s->cache_dcond_l = *lane(&cl, 0);
+        }
+        double wsum = 0.0;
+        FOR_V {
+            dg.v[j] += coef->v[j] * s->cache_dcond_g;
+            dl.v[j] += coef->v[j] * s->cache_dcond_l;
+            wsum += hsum(wk.v[j]);
+        }
+        if (branch && wsum != 0.0)
+            for (size_t v = 0; v < n; v++)
+                branch[v * L] += wsum * s->cond_branch[v];
+    } else if (mode != PERSISTE_CONDITION_NONE) {
+        conditioning_reverse(job, ln, pv, s, cd, coef, &wk, &dg, &dl, branch);
+    }
+    for (int l = 0; l < ln->n_active; l++) {
+        if (job->d_log_gain)
+            job->d_log_gain[f0 + l] = *lane(&dg, l);
+        if (job->d_log_loss)
+            job->d_log_loss[f0 + l] = *lane(&dl, l);
+    }
+}
+#endif
+
 void EVAL_BLOCK(const struct persiste__job *job, struct persiste__scratch *s,
                 int64_t block, double *branch)
 {
-    const persiste_tree *tr = job->tree;
-    int mode = job->model->condition;
     int64_t f0 = block * L;
     struct lanes ln;
     lanes_init(&ln, job, f0);
@@ -787,8 +844,7 @@ void EVAL_BLOCK(const struct persiste__job *job, struct persiste__scratch *s,
         conditioning(job, &ln, &pv, s, &cd);
     }
 
-    vb coef = vb_splat(0.0), w = vb_splat(1.0), wk;
-    vb dg = vb_splat(0.0), dl = vb_splat(0.0);
+    vb coef = vb_splat(0.0), w = vb_splat(1.0);
     for (int l = 0; l < ln.n_active; l++) {
         double lk = *lane(&lik, l), lc = *lane(&cd.log, l);
         int possible = lk > 0.0 && isfinite(lc);
@@ -799,45 +855,12 @@ void EVAL_BLOCK(const struct persiste__job *job, struct persiste__scratch *s,
             possible ? log(lk) - (double)nscale[l / W][l % W] * 256 * LN2 - lc
                      : -INFINITY;
     }
-    FOR_V wk.v[j] = coef.v[j] * w.v[j];
-
-    if (job->gradient) {
-        struct source x = {PASS_PATTERN, s->in, 2 * L, job->slot, job, f0};
-        reverse(job, &ln, &pv, &x, s, &coef, &wk, &dg, &dl, branch);
-        if (mode != PERSISTE_CONDITION_NONE && uniform) {
-            /* one family's normaliser terms, shared by every lane */
-            size_t n = (size_t)tr->n_nodes;
-            if (!cached) { /* lane 0 only, then packed to one per node */
-                vb one = vb_splat(0.0), cg = vb_splat(0.0), cl = vb_splat(0.0);
-                *lane(&one, 0) = 1.0;
-                memset(s->cond_branch, 0, n * L * sizeof(double));
-                conditioning_reverse(job, &ln, &pv, s, &cd, &one, &one, &cg,
-                                     &cl, s->cond_branch);
-                for (size_t v = 0; v < n; v++)
-                    s->cond_branch[v] = s->cond_branch[v * L];
-                s->cache_dcond_g = *lane(&cg, 0);
-                s->cache_dcond_l = *lane(&cl, 0);
-            }
-            double wsum = 0.0;
-            FOR_V {
-                dg.v[j] += coef.v[j] * s->cache_dcond_g;
-                dl.v[j] += coef.v[j] * s->cache_dcond_l;
-                wsum += hsum(wk.v[j]);
-            }
-            if (branch && wsum != 0.0)
-                for (size_t v = 0; v < n; v++)
-                    branch[v * L] += wsum * s->cond_branch[v];
-        } else if (mode != PERSISTE_CONDITION_NONE) {
-            conditioning_reverse(job, &ln, &pv, s, &cd, &coef, &wk, &dg, &dl,
-                                 branch);
-        }
-        for (int l = 0; l < ln.n_active; l++) {
-            if (job->d_log_gain)
-                job->d_log_gain[f0 + l] = *lane(&dg, l);
-            if (job->d_log_loss)
-                job->d_log_loss[f0 + l] = *lane(&dl, l);
-        }
-    }
+#if KERNEL_GRADIENT
+    if (job->gradient)
+        gradient(job, s, &ln, &pv, &cd, uniform, cached, f0, &coef, &w, branch);
+#else
+    (void)branch; /* a likelihood kernel: batch.c never asks it for more */
+#endif
 
     if (uniform && !cached) {
         s->cache_valid = 1;

@@ -24,8 +24,8 @@ enum { PERSISTE_P00, PERSISTE_P01, PERSISTE_P10, PERSISTE_P11,
  * in the hot path). Lane arrays are [node or slot][row][lane]. */
 struct persiste__scratch {
     struct {
-        size_t p_lane, p_uni, in, b, acd, out, cond_branch, branch_lane, slot,
-            branch_sums;
+        size_t p_lane, p_uni, in, b, acd, out, fx, cond_branch, branch_lane,
+            slot, branch_sums;
     } cap; /* elements allocated */
     double *p_lane;  /* [n_nodes][rows][L] transitions, a rate pair a lane
                       * (rows: NP_LIK, or NP with derivatives) */
@@ -36,6 +36,8 @@ struct persiste__scratch {
                       * c0 c1, mixed d0 d1 | state), with gradients also its
                       * derivatives in log gain and log loss */
     double *out;     /* [n_nodes][2][L] outside partials (reverse pass) */
+    double *fx;      /* [n_nodes][3][L] a child's factors f0, f1 and x1 - x0,
+                      * by its position in the children array */
     double *cond_branch; /* [n_nodes][L] conditioning terms of the cached
                           * pair (packed to [n_nodes] once computed) */
     double *branch_lane; /* [n_nodes][L] branch terms of the current chunk */

@@ -15,6 +15,7 @@ void persiste__scratch_destroy(struct persiste__scratch *s)
     persiste__free(s->b);
     persiste__free(s->acd);
     persiste__free(s->out);
+    persiste__free(s->fx);
     persiste__free(s->cond_branch);
     persiste__free(s->branch_lane);
     persiste__free(s->slot);
@@ -88,6 +89,7 @@ int persiste__scratch_reserve(struct persiste__scratch *s,
         (rc = ensure(&s->b, &s->cap.b, n_bufs * 2 * lanes, d)) ||
         (rc = ensure(&s->acd, &s->cap.acd, acd, d)) ||
         (rc = ensure(&s->out, &s->cap.out, 2 * per_node_grad, d)) ||
+        (rc = ensure(&s->fx, &s->cap.fx, 3 * per_node_grad, d)) ||
         (rc = ensure(&s->cond_branch, &s->cap.cond_branch, per_node_grad, d)) ||
         (rc = ensure(&s->branch_lane, &s->cap.branch_lane, per_node_grad, d)))
         return rc;
