@@ -1,6 +1,7 @@
 /* persiste_loglik_batch and persiste_gradient_batch: argument checks, the
  * split into fixed-size chunks of blocks handed to the workers, and the
  * deterministic reduction of branch gradients. */
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -50,16 +51,18 @@ static void run_chunk(void *arg, int64_t task, int worker)
     }
 }
 
-static int check_array(const double *x, int64_t n, const char *what,
-                       const persiste_data *data)
+/* |x[f]| <= bound: with log rates beyond +-100 the model's products leave
+ * double range even with rescaling. */
+static int check_array(const double *x, int64_t n, double bound,
+                       const char *what, const persiste_data *data)
 {
     for (int64_t f = 0; f < n; f++)
-        if (!isfinite(x[f]))
+        if (!(fabs(x[f]) <= bound))
             return persiste__error(PERSISTE_E_DOMAIN,
                                    "%s[%lld] (family '%s') is %g: expected a "
-                                   "finite number",
+                                   "number in [-%g, %g]",
                                    what, (long long)f, data->family_name[f],
-                                   x[f]);
+                                   x[f], bound, bound);
     return PERSISTE_OK;
 }
 
@@ -88,10 +91,11 @@ static int check_args(const persiste_ctx *ctx, const persiste_model *model,
                                "batch: conditioning on variable families "
                                "needs at least 2 tips");
     int rc;
-    if ((rc = check_array(log_gain, n_families, "log_gain", data)) ||
-        (rc = check_array(log_loss, n_families, "log_loss", data)))
+    if ((rc = check_array(log_gain, n_families, 100, "log_gain", data)) ||
+        (rc = check_array(log_loss, n_families, 100, "log_loss", data)))
         return rc;
-    if (weight && (rc = check_array(weight, n_families, "weight", data)))
+    if (weight &&
+        (rc = check_array(weight, n_families, DBL_MAX, "weight", data)))
         return rc;
     return PERSISTE_OK;
 }

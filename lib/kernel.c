@@ -172,24 +172,26 @@ static const double emp_coef[10] = {0.0,         -1.0 / 2,   1.0 / 3,
                                     1.0 / 840,   -1.0 / 5760, 1.0 / 45360,
                                     -1.0 / 403200};
 
-static double e_minus_phi(double x, double e, double em)
+/* t (e^-x - phi(x)) with x = s t: by the series for small x, else as
+ * t e^-x - (1 - e^-x)/s, which stays finite for huge t. */
+static double t_emp(double x, double t, double s, double e, double em)
 {
     if (x >= EMP_SERIES_MAX)
-        return e - em / x;
+        return t * e - em / s;
     double r = emp_coef[9];
     for (int k = 8; k >= 1; k--)
         r = r * x + emp_coef[k];
-    return r * x;
+    return t * (r * x);
 }
 
-static inline vd e_minus_phi_v(vd x, vd e, vd em)
+static inline vd t_emp_v(vd x, double t, vd s, vd e, vd em)
 {
     vd r = splat(emp_coef[9]);
     for (int k = 8; k >= 1; k--)
         r = r * x + emp_coef[k];
-    return sel(lt_nonneg(x, splat(EMP_SERIES_MAX)), r * x, e - em / x);
+    return sel(lt_nonneg(x, splat(EMP_SERIES_MAX)), t * (r * x),
+               t * e - em / s);
 }
-
 /* One table entry (stride apart) for gain g, loss u on a branch of length
  * t (clamped: the derivative in t is 0). */
 static void transition(double g, double u, double t, int clamped,
@@ -203,11 +205,11 @@ static void transition(double g, double u, double t, int clamped,
     pv[P11 * stride] = q1 + q0 * e;
     if (!gradient)
         return;
-    double gm = e_minus_phi(x, e, em);
-    pv[D01G * stride] = q1 * (q0 * em + g * t * e);
-    pv[D01L * stride] = q1 * u * t * gm;
-    pv[D10G * stride] = q0 * g * t * gm;
-    pv[D10L * stride] = q0 * (q1 * em + u * t * e);
+    double te = t * e, tgm = t_emp(x, t, s, e, em); /* never inf * 0 */
+    pv[D01G * stride] = q1 * (q0 * em + g * te);
+    pv[D01L * stride] = q1 * u * tgm;
+    pv[D10G * stride] = q0 * g * tgm;
+    pv[D10L * stride] = q0 * (q1 * em + u * te);
     pv[D01T * stride] = clamped ? 0.0 : g * e;
     pv[D10T * stride] = clamped ? 0.0 : u * e;
 }
@@ -215,11 +217,12 @@ static void transition(double g, double u, double t, int clamped,
 /* e = exp(-x) and em = 1 - e for x >= 0, lane-wise, each to about an ulp:
  * x = k ln2 - r with |r| <= ln2/2, expm1(-r) by its Taylor series, then
  * e = 2^-k (1 + p) and em = (1 - 2^-k) - 2^-k p, neither of which cancels.
- * (x is clamped at 700, where e is below every other term by far.) */
+ * Beyond x = 700, e is 0 and em 1 (as far as any other term can tell). */
 static inline void exp_pair(vd x, vd *e, vd *em)
 {
     const double ln2_hi = 0x1.62e42fee00000p-1, ln2_lo = 0x1.a39ef35793c76p-33;
-    x = sel(lt_nonneg(x, splat(700.0)), x, splat(700.0));
+    vi big = ~lt_nonneg(x, splat(700.0));
+    x = sel(big, splat(700.0), x);
     vi k = __builtin_convertvector(x * (1.0 / LN2) + 0.5, vi); /* round */
     vd kd = __builtin_convertvector(k, vd);
     vd r = (kd * ln2_hi - x) + kd * ln2_lo; /* -x + k ln2, |r| <= 0.35 */
@@ -232,8 +235,8 @@ static inline void exp_pair(vd x, vd *e, vd *em)
         p = p * r + inv_fact[i];
     p *= r; /* expm1(r) */
     vd scale = (vd)((1023 - k) << 52); /* 2^-k */
-    *e = scale + scale * p;
-    *em = (1.0 - scale) - scale * p;
+    *e = sel(big, splat(0.0), scale + scale * p);
+    *em = sel(big, splat(1.0), (1.0 - scale) - scale * p);
 }
 
 /* The transition table entries of branch c for every lane's own pair. */
@@ -252,11 +255,11 @@ static void transition_lanes(const struct lanes *ln, double t, int clamped,
         st(p + P11 * L, q1 + q0 * e);
         if (!gradient)
             continue;
-        vd gm = e_minus_phi_v(x, e, em);
-        st(p + D01G * L, q1 * (q0 * em + g * t * e));
-        st(p + D01L * L, q1 * u * t * gm);
-        st(p + D10G * L, q0 * g * t * gm);
-        st(p + D10L * L, q0 * (q1 * em + u * t * e));
+        vd te = t * e, tgm = t_emp_v(x, t, g + u, e, em);
+        st(p + D01G * L, q1 * (q0 * em + g * te));
+        st(p + D01L * L, q1 * u * tgm);
+        st(p + D10G * L, q0 * g * tgm);
+        st(p + D10L * L, q0 * (q1 * em + u * te));
         st(p + D01T * L, clamped ? splat(0.0) : g * e);
         st(p + D10T * L, clamped ? splat(0.0) : u * e);
     }
@@ -423,16 +426,13 @@ static void forward(const struct persiste__job *job, const struct lanes *ln,
                 }
                 a0[j] *= f0v;
                 a1[j] *= f1v;
-                /* a product of more than two factors is kept in range as
-                 * it grows, so even a huge multifurcation cannot underflow */
-                if (k1 - k0 > 2)
-                    rescale(&a0[j], &a1[j], &cnt[j]);
+                /* the product is kept in range as it grows: two factors
+                 * of 1e-180 (rates e^+-100 apart) must not underflow */
+                rescale(&a0[j], &a1[j], &cnt[j]);
             }
         }
         double *y = s->in + (size_t)job->slot[v] * 2 * L;
         FOR_V {
-            if (k1 - k0 <= 2)
-                rescale(&a0[j], &a1[j], &cnt[j]);
             st(y + j * W, a0[j]);
             st(y + L + j * W, a1[j]);
         }
@@ -733,10 +733,11 @@ static void conditioning_reverse(const struct persiste__job *job,
                                  const struct cond *cd, const vb *coef,
                                  const vb *wk, vb *dg, vb *dl, double *branch)
 {
-    vb k, wa;
+    vb k, wa; /* lanes left out (coef 0) stay out even where inv is inf */
     FOR_V {
-        k.v[j] = coef->v[j] * cd->inv.v[j];
-        wa.v[j] = wk->v[j] * cd->inv.v[j];
+        vi on = nonzero(coef->v[j]);
+        k.v[j] = sel(on, coef->v[j] * cd->inv.v[j], splat(0.0));
+        wa.v[j] = sel(on, wk->v[j] * cd->inv.v[j], splat(0.0));
     }
     struct source a = {PASS_ABSENT, s->b, 2 * L, job->slot, job, 0};
     if (job->model->condition != PERSISTE_CONDITION_VARIABLE) {
@@ -744,8 +745,9 @@ static void conditioning_reverse(const struct persiste__job *job,
         return;
     }
     FOR_V {
-        dg->v[j] += coef->v[j] * cd->dnorm[0].v[j];
-        dl->v[j] += coef->v[j] * cd->dnorm[1].v[j];
+        vi on = nonzero(coef->v[j]);
+        dg->v[j] += sel(on, coef->v[j] * cd->dnorm[0].v[j], splat(0.0));
+        dl->v[j] += sel(on, coef->v[j] * cd->dnorm[1].v[j], splat(0.0));
     }
     if (!branch)
         return;
@@ -795,8 +797,9 @@ static void gradient(const struct persiste__job *job,
         }
         double wsum = 0.0;
         FOR_V {
-            dg.v[j] += coef->v[j] * s->cache_dcond_g;
-            dl.v[j] += coef->v[j] * s->cache_dcond_l;
+            vi on = nonzero(coef->v[j]);
+            dg.v[j] += sel(on, coef->v[j] * s->cache_dcond_g, splat(0.0));
+            dl.v[j] += sel(on, coef->v[j] * s->cache_dcond_l, splat(0.0));
             wsum += hsum(wk.v[j]);
         }
         if (branch && wsum != 0.0)

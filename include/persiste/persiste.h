@@ -240,7 +240,8 @@ PERSISTE_API int persiste_model_get_double(const persiste_model *model,
 /* ---- Batch evaluation -------------------------------------------------- */
 /* Per-family log-likelihood (conditioning term included):
  * loglik[f] for f < n_families, at gain exp(log_gain[f]), loss
- * exp(log_loss[f]). n_families must equal persiste_data_n_families(data).
+ * exp(log_loss[f]); log rates must lie in [-100, 100] (PERSISTE_E_DOMAIN
+ * otherwise). n_families must equal persiste_data_n_families(data).
  * An impossible family gets -inf (counted by persiste_ctx_n_impossible). */
 PERSISTE_API int persiste_loglik_batch(persiste_ctx *ctx,
                                        const persiste_model *model,
@@ -256,7 +257,9 @@ PERSISTE_API int persiste_loglik_batch(persiste_ctx *ctx,
  * derivative of sum_f weight[f] * loglik[f] with respect to every branch
  * length (d_branch[n_nodes]; the root's entry is 0). weight may be NULL
  * (all 1). Impossible families get zero derivatives and are left out of
- * d_branch. d_log_gain / d_log_loss may be NULL when not wanted. */
+ * d_branch. d_log_gain / d_log_loss may be NULL when not wanted. Known
+ * limit: where P(observable) falls below DBL_MIN (subnormal; e.g. a branch
+ * of 1e-308 under a fixed root frequency of 0) the derivatives are NaN. */
 PERSISTE_API int persiste_gradient_batch(persiste_ctx *ctx,
                                          const persiste_model *model,
                                          const persiste_tree *tree,
