@@ -555,15 +555,11 @@ static void test_numbers(void **state)
     fixture_free(&x);
 }
 
-/* KNOWN ISSUE (lib/kernel.c, reported): extreme but finite numbers give
- * NaN. Run with PERSISTE_TEST_KNOWN_ISSUES=1 until fixed; then drop the
- * skip. The contract checked: a clean PERSISTE_E_DOMAIN, or results with
+/* Extreme but finite numbers: a clean PERSISTE_E_DOMAIN, or results with
  * no NaN (impossible families -inf with zero derivatives). */
 static void test_extreme_numbers(void **state)
 {
     (void)state;
-    if (!getenv("PERSISTE_TEST_KNOWN_ISSUES"))
-        skip();
     fixture x;
     fixture_init(&x);
     const double logs[] = {-800, -745, -500, 300, 709.8, 710, 1e300,
