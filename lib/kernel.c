@@ -87,16 +87,11 @@ static inline vb vb_splat(double x)
 }
 
 #if defined(__AVX512F__)
+/* Native width: comparisons map to single instructions, tip masks to
+ * k-registers (tip_select). */
 #include <immintrin.h>
-#endif
-#if defined(__AVX512F__) && defined(__AVX512DQ__)
-/* Native width: comparisons and masks map to single instructions. */
 static inline vi lt_nonneg(vd a, vd b) { return a < b; }
 static inline vi nonzero(vd a) { return a != 0.0; }
-static inline vi lane_mask(unsigned bits)
-{
-    return (vi)_mm512_movm_epi64((__mmask8)bits);
-}
 #else
 /* Lane masks (all bits set where true) from integer arithmetic: GCC turns
  * vector comparisons wider than the instruction set into scalar code, but
