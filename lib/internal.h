@@ -76,6 +76,7 @@ struct persiste_data {
     int64_t *pattern;
     uint64_t *pattern_present;
     uint64_t *pattern_unknown;
+    int any_unknown; /* some cell is unknown (the kernel skips them if not) */
 };
 
 /* Fills the pattern fields of d (called once its bits are packed). */

@@ -92,6 +92,11 @@ static inline vb vb_splat(double x)
 #include <immintrin.h>
 static inline vi lt_nonneg(vd a, vd b) { return a < b; }
 static inline vi nonzero(vd a) { return a != 0.0; }
+/* Whether a < b in some lane (a, b non-negative). */
+static inline int any_lt(vd a, vd b)
+{
+    return _mm512_cmp_pd_mask((__m512d)a, (__m512d)b, _CMP_LT_OQ) != 0;
+}
 #else
 /* Lane masks (all bits set where true) from integer arithmetic: GCC turns
  * vector comparisons wider than the instruction set into scalar code, but
@@ -106,7 +111,17 @@ static inline vi lane_mask(unsigned bits)
     vu v = (vu){0} + (uint64_t)bits;
     return -(vi)((v >> (vu){0, 1, 2, 3, 4, 5, 6, 7}) & 1);
 }
+static inline int any_lt(vd a, vd b)
+{
+    vi d = (vi)a - (vi)b; /* negative where a < b */
+    int64_t m = d[0];
+    for (int l = 1; l < W; l++)
+        m |= d[l];
+    return m < 0;
+}
 #endif
+
+static inline vd vmin_nonneg(vd a, vd b) { return sel(lt_nonneg(a, b), a, b); }
 
 /* Keep a partial's entries' sum above 2^-256; count the rescales. */
 static inline void rescale(vd *a0, vd *a1, vi *cnt)
@@ -330,13 +345,17 @@ static inline vd tip_select(struct tip_bits b, int j, vd absent, vd present)
     unsigned p = (unsigned)(b.present >> (j * W)) & 0xFF;
     unsigned u = (unsigned)(b.unknown >> (j * W)) & 0xFF;
 #if defined(__AVX512F__)
-    return (vd)_mm512_mask_blend_pd((__mmask8)u,
-                                    _mm512_mask_blend_pd((__mmask8)p,
-                                                         (__m512d)absent,
-                                                         (__m512d)present),
-                                    _mm512_set1_pd(1.0));
+    vd r = (vd)_mm512_mask_blend_pd((__mmask8)p, (__m512d)absent,
+                                    (__m512d)present);
+    if (b.unknown) /* most matrices have no unknown cells */
+        r = (vd)_mm512_mask_blend_pd((__mmask8)u, (__m512d)r,
+                                     _mm512_set1_pd(1.0));
+    return r;
 #else
-    return sel(lane_mask(u), splat(1.0), sel(lane_mask(p), present, absent));
+    vd r = sel(lane_mask(p), present, absent);
+    if (b.unknown)
+        r = sel(lane_mask(u), splat(1.0), r);
+    return r;
 #endif
 }
 
@@ -384,8 +403,83 @@ static inline void child_x(const struct source *src, int32_t c, int j,
     }
 }
 
+/* Child c's tip bits in the block (none for an internal node), found
+ * without a branch: whether a child is a tip follows no pattern the
+ * processor could predict. */
+struct child_bits {
+    uint64_t present, absent;
+};
+
+static inline struct child_bits child_bits(const struct persiste__job *job,
+                                           int64_t f0, int32_t c)
+{
+    int32_t nt = job->tree->n_tips;
+    uint64_t is_tip = -(uint64_t)(c < nt);
+    size_t i = (size_t)(f0 / 64) * (size_t)nt + (size_t)(c & (int32_t)is_tip);
+    int shift = (int)(f0 % 64); /* blocks of L lanes never straddle a word */
+    uint64_t p = job->present[i] >> shift;
+    uint64_t u = job->any_unknown ? job->unknown[i] >> shift : 0;
+    return (struct child_bits){p & is_tip, ~(p | u) & is_tip};
+}
+
+/* x with the lanes whose bit is set in bits (8 of them) zeroed. */
+static inline vd zero_where(unsigned bits, vd x)
+{
+#if defined(__AVX512F__)
+    return (vd)_mm512_maskz_mov_pd((__mmask8)~bits, (__m512d)x);
+#else
+    return (vd)((vi)x & ~lane_mask(bits & 0xFF));
+#endif
+}
+
+/* Child c's factor in its parent's product, lane-wise for vector j:
+ * f = P_c x_c. A tip's slot holds ones (see persiste__assign_slots), which
+ * its bits turn into (1, 0) where absent, (0, 1) where present. */
+static inline void factor(const struct persiste__job *job, const double *in,
+                          struct child_bits cb, int32_t c, vd p[][V], int j,
+                          vd *f0v, vd *f1v)
+{
+    const double *x = in + (size_t)job->slot[c] * 2 * L + j * W;
+    vd x0 = zero_where((unsigned)(cb.present >> (j * W)), ld(x));
+    vd x1 = zero_where((unsigned)(cb.absent >> (j * W)), ld(x + L));
+    *f0v = p[P00][j] * x0 + p[P01][j] * x1;
+    *f1v = p[P10][j] * x0 + p[P11][j] * x1;
+}
+
+/* Node v's partial with a rescale after every child, stored at y: the
+ * slow path, for the rare nodes whose plain product fell below 2^-256 in
+ * some lane (and might have underflowed on the way). */
+static __attribute__((noinline)) void node_rescaled(
+    const struct persiste__job *job, const struct pview *pv, const double *in,
+    int64_t f0, int32_t v, double *y, vi *cnt)
+{
+    const persiste_tree *tr = job->tree;
+    vd a0[V], a1[V];
+    FOR_V a0[j] = a1[j] = splat(1.0);
+    for (int32_t k = tr->child_start[v]; k < tr->child_start[v + 1]; k++) {
+        int32_t c = tr->children[k];
+        vd p[4][V];
+        prows(pv, c, 4, p);
+        struct child_bits cb = child_bits(job, f0, c);
+        FOR_V {
+            vd f0v, f1v;
+            factor(job, in, cb, c, p, j, &f0v, &f1v);
+            a0[j] *= f0v;
+            a1[j] *= f1v;
+            rescale(&a0[j], &a1[j], &cnt[j]);
+        }
+    }
+    FOR_V {
+        st(y + j * W, a0[j]);
+        st(y + L + j * W, a1[j]);
+    }
+}
+
 /* Post-order pruning of the block's pattern into s->in; per lane the scaled
- * root likelihood and the number of 2^256 rescales. */
+ * root likelihood and the number of 2^256 rescales. A node's children are
+ * multiplied without rescaling and the product checked once: partials stay
+ * at most 1 and every factor's larger entry is far from underflow, so a
+ * node rarely needs node_rescaled. */
 static void forward(const struct persiste__job *job, const struct lanes *ln,
                     const struct pview *pv, struct persiste__scratch *s,
                     int64_t f0, vb *lik, vi *nscale)
@@ -393,40 +487,32 @@ static void forward(const struct persiste__job *job, const struct lanes *ln,
     const persiste_tree *tr = job->tree;
     int32_t nt = tr->n_tips;
     vi cnt[V] = {{0}};
+    double *ones = s->in + (size_t)job->slot[0] * 2 * L; /* the tips' slot */
+    for (int i = 0; i < 2 * L; i++)
+        ones[i] = 1.0;
     for (int32_t v = nt; v < tr->n_nodes; v++) {
-        vd a0[V], a1[V];
-        FOR_V a0[j] = a1[j] = splat(1.0);
+        vd a0[V] = {{0}}, a1[V] = {{0}};
         int32_t k0 = tr->child_start[v], k1 = tr->child_start[v + 1];
         for (int32_t k = k0; k < k1; k++) {
             int32_t c = tr->children[k];
-            struct tip_bits tb = {0, 0};
-            const double *x = NULL;
-            if (c < nt)
-                tb = tip_bits(job, f0, c);
-            else
-                x = s->in + (size_t)job->slot[c] * 2 * L;
             vd p[4][V];
             prows(pv, c, 4, p);
+            struct child_bits cb = child_bits(job, f0, c);
             FOR_V {
-                vd p00 = p[P00][j], p01 = p[P01][j];
-                vd p10 = p[P10][j], p11 = p[P11][j];
                 vd f0v, f1v;
-                if (!x) { /* a tip selects a column of P */
-                    f0v = tip_select(tb, j, p00, p01);
-                    f1v = tip_select(tb, j, p10, p11);
-                } else {
-                    vd x0 = ld(x + j * W), x1 = ld(x + L + j * W);
-                    f0v = p00 * x0 + p01 * x1;
-                    f1v = p10 * x0 + p11 * x1;
-                }
-                a0[j] *= f0v;
-                a1[j] *= f1v;
-                /* the product is kept in range as it grows: two factors
-                 * of 1e-180 (rates e^+-100 apart) must not underflow */
-                rescale(&a0[j], &a1[j], &cnt[j]);
+                factor(job, s->in, cb, c, p, j, &f0v, &f1v);
+                a0[j] = k == k0 ? f0v : a0[j] * f0v;
+                a1[j] = k == k0 ? f1v : a1[j] * f1v;
             }
         }
         double *y = s->in + (size_t)job->slot[v] * 2 * L;
+        vd m = a0[0] + a1[0];
+        for (int j = 1; j < V; j++)
+            m = vmin_nonneg(m, a0[j] + a1[j]);
+        if (any_lt(m, splat(SCALE_LOW))) {
+            node_rescaled(job, pv, s->in, f0, v, y, cnt);
+            continue;
+        }
         FOR_V {
             st(y + j * W, a0[j]);
             st(y + L + j * W, a1[j]);
@@ -812,10 +898,25 @@ static void gradient(const struct persiste__job *job,
 }
 #endif
 
+/* Ask for the tip bits of this block and the next: the tree's walk reads
+ * them in an order the hardware prefetcher cannot follow. */
+static void prefetch_bits(const struct persiste__job *job, int64_t f0)
+{
+    size_t nt = (size_t)job->tree->n_tips;
+    int64_t words = (job->n_families + 63) / 64;
+    for (int64_t w = f0 / 64; w < f0 / 64 + 2 && w < words; w++)
+        for (size_t t = 0; t < nt; t += 8) {
+            __builtin_prefetch(job->present + (size_t)w * nt + t);
+            if (job->any_unknown)
+                __builtin_prefetch(job->unknown + (size_t)w * nt + t);
+        }
+}
+
 void EVAL_BLOCK(const struct persiste__job *job, struct persiste__scratch *s,
                 int64_t block, double *branch)
 {
     int64_t f0 = block * L;
+    prefetch_bits(job, f0);
     struct lanes ln;
     lanes_init(&ln, job, f0);
 

@@ -57,13 +57,15 @@ struct persiste__job {
     const persiste_model *model;
     int64_t n_families;   /* lanes to evaluate: families, or rows */
     const uint64_t *present, *unknown; /* their bits, data layout */
+    int any_unknown;                   /* some unknown bit is set */
     const double *log_gain, *log_loss, *weight;
     double *loglik, *d_log_gain, *d_log_loss; /* NULL when not wanted */
     int gradient;                             /* reverse passes wanted */
     int one_pair;  /* every family has the same rates: no per-lane tables */
     /* slot[v] of every internal node v: a stack of few buffers for the
      * likelihood alone (they stay in L1), v - n_tips for gradients, whose
-     * reverse pass reads every partial. */
+     * reverse pass reads every partial; every tip's is one more slot, of
+     * ones. */
     const int32_t *slot;
 };
 

@@ -100,8 +100,10 @@ int persiste__data_patterns(persiste_data *d, const char *where)
         for (int32_t t = 0; t < nt; t++) {
             if (column_bit(d->present, nt, first[q], t))
                 d->pattern_present[base + (size_t)t] |= bit;
-            if (column_bit(d->unknown, nt, first[q], t))
+            if (column_bit(d->unknown, nt, first[q], t)) {
                 d->pattern_unknown[base + (size_t)t] |= bit;
+                d->any_unknown = 1;
+            }
         }
     }
     persiste__free(first);

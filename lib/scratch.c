@@ -96,19 +96,13 @@ int persiste__scratch_reserve(struct persiste__scratch *s,
     return PERSISTE_OK;
 }
 
-int32_t persiste__assign_slots(const persiste_tree *tree, int gradient,
-                               int32_t *slot)
+/* Post-order with a stack of free slots: a node takes a slot once its
+ * children have released theirs (it may reuse one of them, as it is
+ * written after its children are read). The free list lives in the
+ * tips' entries of slot[], set afterwards. Returns the slots used. */
+static int32_t stack_slots(const persiste_tree *tree, int32_t *slot)
 {
     int32_t nt = tree->n_tips, n = tree->n_nodes;
-    if (gradient) {
-        for (int32_t v = nt; v < n; v++)
-            slot[v] = v - nt;
-        return n - nt;
-    }
-    /* Post-order with a stack of free slots: a node takes a slot once its
-     * children have released theirs (it may reuse one of them, as it is
-     * written after its children are read). The free list lives in the
-     * tips' entries of slot[], unused otherwise. */
     int32_t n_free = 0, n_used = 0;
     for (int32_t v = nt; v < n; v++) {
         for (int32_t k = tree->child_start[v]; k < tree->child_start[v + 1]; k++) {
@@ -119,6 +113,23 @@ int32_t persiste__assign_slots(const persiste_tree *tree, int gradient,
         slot[v] = n_free ? slot[--n_free] : n_used++;
     }
     return n_used;
+}
+
+int32_t persiste__assign_slots(const persiste_tree *tree, int gradient,
+                               int32_t *slot)
+{
+    int32_t nt = tree->n_tips, n = tree->n_nodes;
+    int32_t n_used = 0;
+    if (gradient) {
+        for (int32_t v = nt; v < n; v++)
+            slot[v] = n_used++;
+    } else {
+        n_used = stack_slots(tree, slot);
+    }
+    /* one more slot, of ones, shared by the tips (the kernel fills it) */
+    for (int32_t v = 0; v < nt; v++)
+        slot[v] = n_used;
+    return n_used + 1;
 }
 
 static int cpu_generic(void) { return 1; }
