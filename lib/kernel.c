@@ -48,6 +48,8 @@ enum { P00 = PERSISTE_P00, P01, P10, P11, D01G, D01L, D10G, D10L, D01T, D10T };
 /* Rescale a partial whose larger entry falls below 2^-256 by 2^256: exact. */
 #define SCALE_LOW 0x1p-256
 #define SCALE_UP 0x1p256
+/* Smallest denominator of a binary node's terms divided without care. */
+#define DEN_LOW 0x1p-700
 #define LN2 0.693147180559945309417232121458176568
 
 typedef double vd __attribute__((vector_size(W * sizeof(double))));
@@ -97,6 +99,11 @@ static inline int any_lt(vd a, vd b)
 {
     return _mm512_cmp_pd_mask((__m512d)a, (__m512d)b, _CMP_LT_OQ) != 0;
 }
+/* Whether no lane of a mask is set. */
+static inline int all_zero(vi m)
+{
+    return _mm512_test_epi64_mask((__m512i)m, (__m512i)m) == 0;
+}
 #else
 /* Lane masks (all bits set where true) from integer arithmetic: GCC turns
  * vector comparisons wider than the instruction set into scalar code, but
@@ -111,13 +118,16 @@ static inline vi lane_mask(unsigned bits)
     vu v = (vu){0} + (uint64_t)bits;
     return -(vi)((v >> (vu){0, 1, 2, 3, 4, 5, 6, 7}) & 1);
 }
+static inline int all_zero(vi m)
+{
+    int64_t r = m[0];
+    for (int l = 1; l < W; l++)
+        r |= m[l];
+    return r == 0;
+}
 static inline int any_lt(vd a, vd b)
 {
-    vi d = (vi)a - (vi)b; /* negative where a < b */
-    int64_t m = d[0];
-    for (int l = 1; l < W; l++)
-        m |= d[l];
-    return m < 0;
+    return !all_zero(lt_nonneg(a, b));
 }
 #endif
 
@@ -667,6 +677,158 @@ static vb forward_variable(const struct persiste__job *job,
 }
 
 #if KERNEL_GRADIENT /* the likelihood kernels have no reverse pass */
+/* The terms of node v's children, any number of them: prefix and suffix
+ * products of the siblings' factors give each child's U. */
+static void reverse_node(const struct persiste__job *job,
+                         const struct pview *pv, const struct source *src,
+                         struct persiste__scratch *s, int32_t v,
+                         const vi *use, const vb *coef, const vi *wuse,
+                         const vb *wcoef, vb *dg, vb *dl, double *branch)
+{
+    const persiste_tree *tr = job->tree;
+    int scaled = src->kind == PASS_PATTERN;
+    const double *ov = s->out + (size_t)v * 2 * L;
+    int32_t k0 = tr->child_start[v], k1 = tr->child_start[v + 1];
+    int many = k1 - k0 > 2;
+    /* prefix products of the siblings, parked in the children's slots */
+    vd r0[V], r1[V];
+    FOR_V {
+        r0[j] = ld(ov + j * W);
+        r1[j] = ld(ov + L + j * W);
+    }
+    for (int32_t k = k0; k < k1; k++) {
+        int32_t c = tr->children[k];
+        double *oc = s->out + (size_t)c * 2 * L;
+        vd p[4][V];
+        prows(pv, c, 4, p);
+        double *fk = s->fx + (size_t)k * 3 * L; /* kept for the suffix */
+        FOR_V {
+            st(oc + j * W, r0[j]);
+            st(oc + L + j * W, r1[j]);
+            vd x0, x1, dx;
+            child_x(src, c, j, &x0, &x1, &dx);
+            vd f0 = p[P00][j] * x0 + p[P01][j] * x1;
+            vd f1 = p[P10][j] * x0 + p[P11][j] * x1;
+            st(fk + j * W, f0);
+            st(fk + L + j * W, f1);
+            st(fk + 2 * L + j * W, dx);
+            r0[j] *= f0;
+            r1[j] *= f1;
+            if (scaled && many) /* else each U is renormalised itself */
+                renormalise(&r0[j], &r1[j]);
+        }
+    }
+    /* suffix products, then each child's U, its terms and outside */
+    FOR_V r0[j] = r1[j] = splat(1.0);
+    for (int32_t k = k1 - 1; k >= k0; k--) {
+        int32_t c = tr->children[k];
+        double *oc = s->out + (size_t)c * 2 * L;
+        vd p[PERSISTE_NP][V];
+        prows(pv, c, NP, p);
+        const double *fk = s->fx + (size_t)k * 3 * L;
+        FOR_V {
+            vd p00 = p[P00][j], p01 = p[P01][j];
+            vd p10 = p[P10][j], p11 = p[P11][j];
+            vd u0 = ld(oc + j * W) * r0[j], u1 = ld(oc + L + j * W) * r1[j];
+            if (scaled)
+                renormalise(&u0, &u1);
+            vd f0 = ld(fk + j * W), f1 = ld(fk + L + j * W);
+            vd dx = ld(fk + 2 * L + j * W);
+            vd rd = dx;
+            if (scaled)
+                rd = dx / (u0 * f0 + u1 * f1);
+            vd cf = sel(use[j], coef->v[j] * rd, splat(0.0));
+            dg->v[j] += cf * (u0 * p[D01G][j] - u1 * p[D10G][j]);
+            dl->v[j] += cf * (u0 * p[D01L][j] - u1 * p[D10L][j]);
+            if (branch) {
+                vd wf = sel(wuse[j], wcoef->v[j] * rd, splat(0.0));
+                double *bc = branch + (size_t)c * L + j * W;
+                st(bc, ld(bc) + wf * (u0 * p[D01T][j] - u1 * p[D10T][j]));
+            }
+            r0[j] *= f0;
+            r1[j] *= f1;
+            if (scaled && many)
+                renormalise(&r0[j], &r1[j]);
+            if (c < tr->n_tips)
+                continue;
+            /* outside of c in its own states: U P_c */
+            vd w0 = u0 * p00 + u1 * p10, w1 = u0 * p01 + u1 * p11;
+            if (scaled)
+                renormalise(&w0, &w1);
+            st(oc + j * W, w0);
+            st(oc + L + j * W, w1);
+        }
+    }
+}
+
+/* The terms of binary node v's two children in the pattern's pass: each
+ * child's U is the node's outside times its sibling's factor, so both share
+ * U . f = outside . product, one division for the node. Returns 0, having
+ * changed nothing, where that denominator is too small to divide by safely
+ * (reverse_node then renormalises as it goes). */
+static inline int reverse_binary(const struct persiste__job *job,
+                                 const struct pview *pv,
+                                 struct persiste__scratch *s, int64_t f0,
+                                 int32_t v, const vi *use, const vb *coef,
+                                 const vi *wuse, const vb *wcoef, vb *dg,
+                                 vb *dl, double *branch)
+{
+    const persiste_tree *tr = job->tree;
+    int32_t k0 = tr->child_start[v];
+    int32_t c[2] = {tr->children[k0], tr->children[k0 + 1]};
+    struct child_bits cb[2] = {child_bits(job, f0, c[0]),
+                               child_bits(job, f0, c[1])};
+    vd p[2][PERSISTE_NP][V];
+    prows(pv, c[0], NP, p[0]);
+    prows(pv, c[1], NP, p[1]);
+    const double *ov = s->out + (size_t)v * 2 * L;
+    vd f[2][2][V], dx[2][V], inv[V];
+    vi bad = {0};
+    FOR_V {
+        for (int i = 0; i < 2; i++) {
+            const double *x = s->in + (size_t)job->slot[c[i]] * 2 * L + j * W;
+            vd x0 = zero_where((unsigned)(cb[i].present >> (j * W)), ld(x));
+            vd x1 = zero_where((unsigned)(cb[i].absent >> (j * W)), ld(x + L));
+            f[i][0][j] = p[i][P00][j] * x0 + p[i][P01][j] * x1;
+            f[i][1][j] = p[i][P10][j] * x0 + p[i][P11][j] * x1;
+            dx[i][j] = x1 - x0;
+        }
+        vd den = ld(ov + j * W) * f[0][0][j] * f[1][0][j] +
+                 ld(ov + L + j * W) * f[0][1][j] * f[1][1][j];
+        bad |= use[j] & lt_nonneg(den, splat(DEN_LOW));
+        inv[j] = 1.0 / den;
+    }
+    if (!all_zero(bad))
+        return 0;
+    FOR_V {
+        vd o0 = ld(ov + j * W), o1 = ld(ov + L + j * W);
+        vd r = sel(use[j], coef->v[j] * inv[j], splat(0.0));
+        vd wr = sel(wuse[j], wcoef->v[j] * inv[j], splat(0.0));
+        for (int i = 0; i < 2; i++) {
+            vd(*pc)[V] = p[i];
+            vd u0 = o0 * f[1 - i][0][j], u1 = o1 * f[1 - i][1][j];
+            vd t = dx[i][j] * r;
+            dg->v[j] += t * (u0 * pc[D01G][j] - u1 * pc[D10G][j]);
+            dl->v[j] += t * (u0 * pc[D01L][j] - u1 * pc[D10L][j]);
+            if (branch) {
+                double *bc = branch + (size_t)c[i] * L + j * W;
+                st(bc, ld(bc) + dx[i][j] * wr *
+                                    (u0 * pc[D01T][j] - u1 * pc[D10T][j]));
+            }
+            /* outside of c in its own states, U P_c (also for a tip,
+             * unread, rather than a branch no one could predict) */
+            vd w0 = u0 * pc[P00][j] + u1 * pc[P10][j];
+            vd w1 = u0 * pc[P01][j] + u1 * pc[P11][j];
+            if (any_lt(w0 + w1, splat(SCALE_LOW)))
+                renormalise(&w0, &w1);
+            double *oc = s->out + (size_t)c[i] * 2 * L + j * W;
+            st(oc, w0);
+            st(oc + L, w1);
+        }
+    }
+    return 1;
+}
+
 /* Reverse (pre-order) pass. PASS_PATTERN adds coef * dlogX/dtheta (ratio
  * form, free scaling); PASS_ABSENT / PASS_PRESENT add coef * dX/dtheta
  * (absolute, no scaling: X <= 1 and what underflows is negligible; exact
@@ -699,78 +861,13 @@ static void reverse(const struct persiste__job *job, const struct lanes *ln,
         st(s->out + (size_t)root * 2 * L + L + j * W, pi1);
     }
     for (int32_t v = root; v >= tr->n_tips; v--) {
-        const double *ov = s->out + (size_t)v * 2 * L;
-        int32_t k0 = tr->child_start[v], k1 = tr->child_start[v + 1];
-        int many = k1 - k0 > 2;
-        /* prefix products of the siblings, parked in the children's slots */
-        vd r0[V], r1[V];
-        FOR_V {
-            r0[j] = ld(ov + j * W);
-            r1[j] = ld(ov + L + j * W);
-        }
-        for (int32_t k = k0; k < k1; k++) {
-            int32_t c = tr->children[k];
-            double *oc = s->out + (size_t)c * 2 * L;
-            vd p[4][V];
-            prows(pv, c, 4, p);
-            double *fk = s->fx + (size_t)k * 3 * L; /* kept for the suffix */
-            FOR_V {
-                st(oc + j * W, r0[j]);
-                st(oc + L + j * W, r1[j]);
-                vd x0, x1, dx;
-                child_x(src, c, j, &x0, &x1, &dx);
-                vd f0 = p[P00][j] * x0 + p[P01][j] * x1;
-                vd f1 = p[P10][j] * x0 + p[P11][j] * x1;
-                st(fk + j * W, f0);
-                st(fk + L + j * W, f1);
-                st(fk + 2 * L + j * W, dx);
-                r0[j] *= f0;
-                r1[j] *= f1;
-                if (scaled && many) /* else each U is renormalised itself */
-                    renormalise(&r0[j], &r1[j]);
-            }
-        }
-        /* suffix products, then each child's U, its terms and outside */
-        FOR_V r0[j] = r1[j] = splat(1.0);
-        for (int32_t k = k1 - 1; k >= k0; k--) {
-            int32_t c = tr->children[k];
-            double *oc = s->out + (size_t)c * 2 * L;
-            vd p[PERSISTE_NP][V];
-            prows(pv, c, NP, p);
-            const double *fk = s->fx + (size_t)k * 3 * L;
-            FOR_V {
-                vd p00 = p[P00][j], p01 = p[P01][j];
-                vd p10 = p[P10][j], p11 = p[P11][j];
-                vd u0 = ld(oc + j * W) * r0[j], u1 = ld(oc + L + j * W) * r1[j];
-                if (scaled)
-                    renormalise(&u0, &u1);
-                vd f0 = ld(fk + j * W), f1 = ld(fk + L + j * W);
-                vd dx = ld(fk + 2 * L + j * W);
-                vd rd = dx;
-                if (scaled)
-                    rd = dx / (u0 * f0 + u1 * f1);
-                vd cf = sel(use[j], coef->v[j] * rd, splat(0.0));
-                dg->v[j] += cf * (u0 * p[D01G][j] - u1 * p[D10G][j]);
-                dl->v[j] += cf * (u0 * p[D01L][j] - u1 * p[D10L][j]);
-                if (branch) {
-                    vd wf = sel(wuse[j], wcoef->v[j] * rd, splat(0.0));
-                    double *bc = branch + (size_t)c * L + j * W;
-                    st(bc, ld(bc) + wf * (u0 * p[D01T][j] - u1 * p[D10T][j]));
-                }
-                r0[j] *= f0;
-                r1[j] *= f1;
-                if (scaled && many)
-                    renormalise(&r0[j], &r1[j]);
-                if (c < tr->n_tips)
-                    continue;
-                /* outside of c in its own states: U P_c */
-                vd w0 = u0 * p00 + u1 * p10, w1 = u0 * p01 + u1 * p11;
-                if (scaled)
-                    renormalise(&w0, &w1);
-                st(oc + j * W, w0);
-                st(oc + L + j * W, w1);
-            }
-        }
+        int binary = tr->child_start[v + 1] - tr->child_start[v] == 2;
+        if (scaled && binary &&
+            reverse_binary(job, pv, s, src->f0, v, use, coef, wuse, wcoef,
+                           dg, dl, branch))
+            continue;
+        reverse_node(job, pv, src, s, v, use, coef, wuse, wcoef, dg, dl,
+                     branch);
     }
 }
 
