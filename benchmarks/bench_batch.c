@@ -5,7 +5,8 @@
  *
  *   build/benchmarks/bench_batch [N F [repeats [task]]]
  *
- * task 0-3 runs one row of the table only (for profilers).
+ * task 0-3 runs one row of the table only (for profilers). The model
+ * conditions on nothing, or as BENCH_CONDITION=present|variable says.
  * Prints a table of median times and the 2-thread speed-up. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
@@ -112,8 +113,11 @@ int main(int argc, char **argv)
         die("data", rc);
     if ((rc = persiste_model_create(&model)))
         die("model", rc);
+    const char *cond = getenv("BENCH_CONDITION");
     persiste_model_set_int(model, PERSISTE_MODEL_CONDITION,
-                           PERSISTE_CONDITION_NONE);
+                           !cond || !strcmp(cond, "none") ? PERSISTE_CONDITION_NONE
+                           : !strcmp(cond, "present") ? PERSISTE_CONDITION_PRESENT
+                                                      : PERSISTE_CONDITION_VARIABLE);
 
     size_t nb = (size_t)n_fam * sizeof(double);
     double *lg = malloc(nb), *ll = malloc(nb), *lgd = malloc(nb),

@@ -307,23 +307,45 @@ static void fill_p(const struct persiste__job *job, const struct lanes *ln,
     }
 }
 
-/* Where the kernel reads a branch's table: scalars broadcast to every lane,
- * or one value a lane. */
+/* Where the kernel finds a branch's table: scalars broadcast to every lane,
+ * one value a lane, or (likelihood kernels, lanes of their own rates)
+ * computed from the lanes' rates when needed: tables of every branch for
+ * 32 lanes would not stay in cache. */
 struct pview {
     const double *uni, *lane;
+    const struct lanes *ln;
+    const persiste_tree *tree;
+    double tmin;
 };
 
-static inline vd pget(const struct pview *pv, int32_t c, int row, int j)
+#if !KERNEL_GRADIENT
+/* Rows P00..P11 of branch c, one pair a lane. */
+static inline void prows_compute(const struct pview *pv, int32_t c,
+                                 vd p[][V])
 {
-    if (pv->uni)
-        return splat(pv->uni[(size_t)c * NP + row]);
-    return ld(pv->lane + ((size_t)c * NP + row) * L + j * W);
+    double t = pv->tree->length[c];
+    t = t < pv->tmin ? pv->tmin : t;
+    FOR_V {
+        vd q0 = pv->ln->q0.v[j], q1 = pv->ln->q1.v[j], e, em;
+        exp_pair((pv->ln->gain.v[j] + pv->ln->loss.v[j]) * t, &e, &em);
+        p[P00][j] = q0 + q1 * e;
+        p[P01][j] = q1 * em;
+        p[P10][j] = q0 * em;
+        p[P11][j] = q1 + q0 * e;
+    }
 }
+#endif
 
 /* Rows 0..n-1 of branch c's table for every vector of the block (one
  * broadcast each when the block shares a pair). */
 static inline void prows(const struct pview *pv, int32_t c, int n, vd p[][V])
 {
+#if !KERNEL_GRADIENT /* n is 4 */
+    if (!pv->uni && !pv->lane) {
+        prows_compute(pv, c, p);
+        return;
+    }
+#endif
     for (int r = 0; r < n; r++) {
         if (pv->uni) {
             vd b = splat(pv->uni[(size_t)c * NP + r]);
@@ -489,19 +511,26 @@ static __attribute__((noinline)) void node_rescaled(
  * root likelihood and the number of 2^256 rescales. A node's children are
  * multiplied without rescaling and the product checked once: partials stay
  * at most 1 and every factor's larger entry is far from underflow, so a
- * node rarely needs node_rescaled. */
+ * node rarely needs node_rescaled.
+ * With want_b, the same walk (and the same tables) also fills s->b with
+ * B(s) = 1 - P(all tips below absent | state s), carried directly so that
+ * slow gain (B tiny) loses no digits: 1-(1-B)(1-y) = B + y(1-B). */
 static void forward(const struct persiste__job *job, const struct lanes *ln,
                     const struct pview *pv, struct persiste__scratch *s,
-                    int64_t f0, vb *lik, vi *nscale)
+                    int64_t f0, int want_b, vb *lik, vi *nscale)
 {
     const persiste_tree *tr = job->tree;
     int32_t nt = tr->n_tips;
     vi cnt[V] = {{0}};
-    double *ones = s->in + (size_t)job->slot[0] * 2 * L; /* the tips' slot */
-    for (int i = 0; i < 2 * L; i++)
-        ones[i] = 1.0;
+    /* the tips' slot: x = (1, 1) masked by the tip's bits, B = (0, 1) */
+    size_t tips = (size_t)job->slot[0] * 2 * L;
+    for (int i = 0; i < 2 * L; i++) {
+        s->in[tips + i] = 1.0;
+        if (want_b)
+            s->b[tips + i] = i < L ? 0.0 : 1.0;
+    }
     for (int32_t v = nt; v < tr->n_nodes; v++) {
-        vd a0[V] = {{0}}, a1[V] = {{0}};
+        vd a0[V] = {{0}}, a1[V] = {{0}}, b0[V] = {{0}}, b1[V] = {{0}};
         int32_t k0 = tr->child_start[v], k1 = tr->child_start[v + 1];
         for (int32_t k = k0; k < k1; k++) {
             int32_t c = tr->children[k];
@@ -513,6 +542,23 @@ static void forward(const struct persiste__job *job, const struct lanes *ln,
                 factor(job, s->in, cb, c, p, j, &f0v, &f1v);
                 a0[j] = k == k0 ? f0v : a0[j] * f0v;
                 a1[j] = k == k0 ? f1v : a1[j] * f1v;
+            }
+            if (want_b) {
+                const double *x = s->b + (size_t)job->slot[c] * 2 * L;
+                FOR_V {
+                    vd x0 = ld(x + j * W), x1 = ld(x + L + j * W);
+                    vd y0 = p[P00][j] * x0 + p[P01][j] * x1;
+                    vd y1 = p[P10][j] * x0 + p[P11][j] * x1;
+                    b0[j] += y0 * (1.0 - b0[j]);
+                    b1[j] += y1 * (1.0 - b1[j]);
+                }
+            }
+        }
+        if (want_b) {
+            double *y = s->b + (size_t)job->slot[v] * 2 * L;
+            FOR_V {
+                st(y + j * W, b0[j]);
+                st(y + L + j * W, b1[j]);
             }
         }
         double *y = s->in + (size_t)job->slot[v] * 2 * L;
@@ -538,40 +584,12 @@ static void forward(const struct persiste__job *job, const struct lanes *ln,
     }
 }
 
-/* B(s) = 1 - P(all tips below absent | state s), carried directly so that
- * slow gain (B tiny) loses no digits: 1-(1-B)(1-y) = B + y(1-B).
- * Returns per lane B at the root under the root prior. */
-static vb forward_absent(const struct persiste__job *job,
-                         const struct lanes *ln, const struct pview *pv,
-                         double *b)
+/* B at the root under the root prior, per lane (see forward). */
+static vb absent_root(const struct persiste__job *job, const struct lanes *ln,
+                      const double *b)
 {
     const persiste_tree *tr = job->tree;
-    int32_t nt = tr->n_tips;
-    for (int32_t v = nt; v < tr->n_nodes; v++) {
-        vd b0[V] = {{0}}, b1[V] = {{0}};
-        for (int32_t k = tr->child_start[v]; k < tr->child_start[v + 1]; k++) {
-            int32_t c = tr->children[k];
-            vd p[4][V];
-            prows(pv, c, 4, p);
-            FOR_V {
-                vd y0 = p[P01][j], y1 = p[P11][j]; /* a tip: B = (0, 1) */
-                if (c >= nt) {
-                    const double *x = b + (size_t)job->slot[c] * 2 * L + j * W;
-                    vd x0 = ld(x), x1 = ld(x + L);
-                    y0 = p[P00][j] * x0 + y0 * x1;
-                    y1 = p[P10][j] * x0 + y1 * x1;
-                }
-                b0[j] += y0 * (1.0 - b0[j]);
-                b1[j] += y1 * (1.0 - b1[j]);
-            }
-        }
-        double *y = b + (size_t)job->slot[v] * 2 * L;
-        FOR_V {
-            st(y + j * W, b0[j]);
-            st(y + L + j * W, b1[j]);
-        }
-    }
-    if (tr->n_nodes == nt) /* one node: B = (0, 1) */
+    if (tr->n_nodes == tr->n_tips) /* one node: B = (0, 1) */
         return ln->pi1;
     const double *r = b + (size_t)job->slot[tr->n_nodes - 1] * 2 * L;
     vb out;
@@ -604,6 +622,8 @@ static vb forward_variable(const struct persiste__job *job,
         int32_t k0 = tr->child_start[v];
         for (int32_t k = k0; k < tr->child_start[v + 1]; k++) {
             int32_t c = tr->children[k];
+            vd p[PERSISTE_NP][V];
+            prows(pv, c, NP, p);
             FOR_V {
                 vd x[NT][NV] = {{splat(1.0), {0}, {0}, splat(1.0), {0}, {0}}};
                 if (c >= nt) /* else a tip: constants, no derivatives */
@@ -612,8 +632,8 @@ static vb forward_variable(const struct persiste__job *job,
                             x[d][i] = ld(acd + job->slot[c] * per_slot +
                                          ((size_t)d * NV + i) * L + j * W);
                 for (int st0 = 0; st0 < 2; st0++) {
-                    vd t0 = pget(pv, c, st0 ? P10 : P00, j);
-                    vd t1 = pget(pv, c, st0 ? P11 : P01, j);
+                    vd t0 = p[st0 ? P10 : P00][j];
+                    vd t1 = p[st0 ? P11 : P01][j];
                     /* the child's (a, c, d) seen from state st0, and
                      * tangents: d t1 = -d t0 (rows of P sum to 1) */
                     vd z[NT][3];
@@ -621,8 +641,8 @@ static vb forward_variable(const struct persiste__job *job,
                         for (int i = 0; i < 3; i++)
                             z[d][i] = t0 * x[d][2 * i] + t1 * x[d][2 * i + 1];
                     for (int d = 1; d < nc; d++) {
-                        vd dt1 = pget(pv, c, st0 ? (d == 1 ? D10G : D10L)
-                                                 : (d == 1 ? D01G : D01L), j);
+                        vd dt1 = p[st0 ? (d == 1 ? D10G : D10L)
+                                       : (d == 1 ? D01G : D01L)][j];
                         if (st0)
                             dt1 = -dt1;
                         for (int i = 0; i < 3; i++)
@@ -877,7 +897,8 @@ static void reverse(const struct persiste__job *job, const struct lanes *ln,
  * the coefficient of its derivatives: P(obs) = 1 - A (PRESENT) or
  * 1 - A - C (VARIABLE), so d log P(obs) = -(dA + dC) / P(obs) in the
  * reverse passes. For VARIABLE the rate derivatives of -log P(obs) come
- * from forward mode instead (dnorm). Fills s->b and, for VARIABLE, s->acd. */
+ * from forward mode instead (dnorm). Reads s->b (filled by forward) and,
+ * for VARIABLE, fills s->acd. */
 struct cond {
     vb log, inv, dnorm[2];
 };
@@ -889,7 +910,7 @@ static void conditioning(const struct persiste__job *job,
     int mode = job->model->condition;
     vb obs = vb_splat(1.0), dd[2] = {vb_splat(0.0), vb_splat(0.0)};
     if (mode != PERSISTE_CONDITION_NONE)
-        obs = forward_absent(job, ln, pv, s->b);
+        obs = absent_root(job, ln, s->b);
     if (mode == PERSISTE_CONDITION_VARIABLE)
         obs = forward_variable(job, ln, pv, s->acd, dd);
     for (int l = 0; l < L; l++)
@@ -1023,16 +1044,21 @@ void EVAL_BLOCK(const struct persiste__job *job, struct persiste__scratch *s,
     int cached = uniform && s->cache_valid &&
                  !memcmp(&s->cache_log_gain, &job->log_gain[f0], sizeof(double)) &&
                  !memcmp(&s->cache_log_loss, &job->log_loss[f0], sizeof(double));
-    struct pview pv = {uniform ? s->p_uni : NULL, s->p_lane};
+    struct pview pv = {uniform ? s->p_uni : NULL,
+                       KERNEL_GRADIENT ? s->p_lane : NULL, &ln, job->tree,
+                       job->model->min_branch_length};
     if (!cached) {
         s->cache_valid = 0;
-        fill_p(job, &ln, uniform, s);
+        if (uniform || KERNEL_GRADIENT)
+            fill_p(job, &ln, uniform, s);
     }
 
     vb lik;
     vi nscale[V];
     struct cond cd;
-    forward(job, &ln, &pv, s, f0, &lik, nscale);
+    int mode = job->model->condition;
+    forward(job, &ln, &pv, s, f0, !cached && mode != PERSISTE_CONDITION_NONE,
+            &lik, nscale);
     if (cached) {
         cd.log = vb_splat(s->cache_log_cond);
         cd.inv = vb_splat(s->cache_inv_cond);
