@@ -153,6 +153,7 @@ static inline void renormalise(vd *a0, vd *a1)
 /* Rates and root prior of the block's lanes. */
 struct lanes {
     vb gain, loss, q0, q1, pi0, pi1;
+    vb inv_s;        /* 1 / (gain + loss) */
     vb dpi_g, dpi_l; /* d pi1 / d log gain, d log loss */
     int n_active;    /* lanes 0 .. n_active-1 hold families */
 };
@@ -177,6 +178,7 @@ static void lanes_init(struct lanes *ln, const struct persiste__job *job,
         *lane(&ln->loss, l) = u;
         *lane(&ln->q1, l) = q1;
         *lane(&ln->q0, l) = q0;
+        *lane(&ln->inv_s, l) = 1.0 / s;
         *lane(&ln->pi1, l) = pi1;
         *lane(&ln->pi0, l) = pi0;
         *lane(&ln->dpi_g, l) = dpi;
@@ -204,13 +206,13 @@ static double t_emp(double x, double t, double s, double e, double em)
     return t * (r * x);
 }
 
-static inline vd t_emp_v(vd x, double t, vd s, vd e, vd em)
+static inline vd t_emp_v(vd x, double t, vd inv_s, vd e, vd em)
 {
     vd r = splat(emp_coef[9]);
     for (int k = 8; k >= 1; k--)
         r = r * x + emp_coef[k];
     return sel(lt_nonneg(x, splat(EMP_SERIES_MAX)), t * (r * x),
-               t * e - em / s);
+               t * e - em * inv_s);
 }
 /* One table entry (stride apart) for gain g, loss u on a branch of length
  * t (clamped: the derivative in t is 0). */
@@ -234,29 +236,43 @@ static void transition(double g, double u, double t, int clamped,
     pv[D10T * stride] = clamped ? 0.0 : u * e;
 }
 
-/* e = exp(-x) and em = 1 - e for x >= 0, lane-wise, each to about an ulp:
- * x = k ln2 - r with |r| <= ln2/2, expm1(-r) by its Taylor series, then
- * e = 2^-k (1 + p) and em = (1 - 2^-k) - 2^-k p, neither of which cancels.
- * Beyond x = 700, e is 0 and em 1 (as far as any other term can tell). */
+/* e = exp(-x) and em = 1 - e for x >= 0, lane-wise, to a few ulps (a
+ * sweep of x against long double: e 1.1, em 3.8 at most): x = n ln2/8 - r with |r| <= ln2/16 and n = 8k + i, expm1(-r) = p by
+ * its Taylor series (degree 8), 2^(-i/8) = T_hi + T_lo from a table, then
+ *   e = 2^-k (T_hi + (T_lo + T_hi p)),
+ *   em = (1 - 2^-k T_hi) - 2^-k (T_lo + T_hi p),
+ * where 1 - 2^-k T_hi is exact for k = 0 (Sterbenz) and at least 1/2
+ * otherwise: neither cancels. Beyond x = 700, e is 0 and em 1 (as far as
+ * any other term can tell). */
 static inline void exp_pair(vd x, vd *e, vd *em)
 {
-    const double ln2_hi = 0x1.62e42fee00000p-1, ln2_lo = 0x1.a39ef35793c76p-33;
+    const double step_hi = 0x1.62e42fef00000p-4; /* ln2/8, n step_hi exact */
+    const double step_lo = 0x1.473de6af278edp-37;
+    const vd t_hi = {0x1.0000000000000p+0, 0x1.d5818dcfba487p-1,
+                     0x1.ae89f995ad3adp-1, 0x1.8ace5422aa0dbp-1,
+                     0x1.6a09e667f3bcdp-1, 0x1.4bfdad5362a27p-1,
+                     0x1.306fe0a31b715p-1, 0x1.172b83c7d517bp-1};
+    const vd t_lo = {0.0,                    0x1.2ed02d75b3707p-56,
+                     0x1.7a1cd345dcc81p-55,  0x1.6e9f156864b27p-55,
+                     -0x1.bdd3413b26456p-55, 0x1.d4397afec42e2p-57,
+                     0x1.6f46ad23182e4p-56,  -0x1.19041b9d78a76p-56};
     vi big = ~lt_nonneg(x, splat(700.0));
     x = sel(big, splat(700.0), x);
-    vi k = __builtin_convertvector(x * (1.0 / LN2) + 0.5, vi); /* round */
-    vd kd = __builtin_convertvector(k, vd);
-    vd r = (kd * ln2_hi - x) + kd * ln2_lo; /* -x + k ln2, |r| <= 0.35 */
-    vd p = splat(1.0 / 6227020800.0); /* 1/13! */
-    static const double inv_fact[12] = {
-        1.0 / 479001600, 1.0 / 39916800, 1.0 / 3628800, 1.0 / 362880,
-        1.0 / 40320,     1.0 / 5040,     1.0 / 720,     1.0 / 120,
-        1.0 / 24,        1.0 / 6,        1.0 / 2,       1.0};
-    for (int i = 0; i < 12; i++)
+    vi n = __builtin_convertvector(x * (8.0 / LN2) + 0.5, vi); /* round */
+    vd nd = __builtin_convertvector(n, vd);
+    vd r = (nd * step_hi - x) + nd * step_lo; /* -x + n ln2/8 */
+    vd p = splat(1.0 / 40320); /* 1/8! */
+    static const double inv_fact[7] = {1.0 / 5040, 1.0 / 720, 1.0 / 120,
+                                       1.0 / 24,   1.0 / 6,   1.0 / 2, 1.0};
+    for (int i = 0; i < 7; i++)
         p = p * r + inv_fact[i];
     p *= r; /* expm1(r) */
-    vd scale = (vd)((1023 - k) << 52); /* 2^-k */
-    *e = sel(big, splat(0.0), scale + scale * p);
-    *em = sel(big, splat(1.0), (1.0 - scale) - scale * p);
+    vi idx = n & 7;
+    vd th = __builtin_shuffle(t_hi, idx), tl = __builtin_shuffle(t_lo, idx);
+    vd scale = (vd)((1023 - (n >> 3)) << 52); /* 2^-k */
+    vd tail = tl + th * p;
+    *e = sel(big, splat(0.0), scale * (th + tail));
+    *em = sel(big, splat(1.0), (1.0 - scale * th) - scale * tail);
 }
 
 /* The transition table entries of branch c for every lane's own pair. */
@@ -275,7 +291,7 @@ static void transition_lanes(const struct lanes *ln, double t, int clamped,
         st(p + P11 * L, q1 + q0 * e);
         if (!gradient)
             continue;
-        vd te = t * e, tgm = t_emp_v(x, t, g + u, e, em);
+        vd te = t * e, tgm = t_emp_v(x, t, ln->inv_s.v[j], e, em);
         st(p + D01G * L, q1 * (q0 * em + g * te));
         st(p + D01L * L, q1 * u * tgm);
         st(p + D10G * L, q0 * g * tgm);
