@@ -802,7 +802,7 @@ static void reverse_node(const struct persiste__job *job,
  * U . f = outside . product, one division for the node. Returns 0, having
  * changed nothing, where that denominator is too small to divide by safely
  * (reverse_node then renormalises as it goes). */
-static inline int reverse_binary(const struct persiste__job *job,
+static inline __attribute__((always_inline)) int reverse_binary(const struct persiste__job *job,
                                  const struct pview *pv,
                                  struct persiste__scratch *s, int64_t f0,
                                  int32_t v, const vi *use, const vb *coef,
@@ -896,14 +896,26 @@ static void reverse(const struct persiste__job *job, const struct lanes *ln,
         st(s->out + (size_t)root * 2 * L + j * W, pi0);
         st(s->out + (size_t)root * 2 * L + L + j * W, pi1);
     }
+    /* sums in registers: through memory, each node's addition would wait
+     * for the previous node's store */
+    vb g = vb_splat(0.0), l = vb_splat(0.0);
     for (int32_t v = root; v >= tr->n_tips; v--) {
         int binary = tr->child_start[v + 1] - tr->child_start[v] == 2;
         if (scaled && binary &&
             reverse_binary(job, pv, s, src->f0, v, use, coef, wuse, wcoef,
-                           dg, dl, branch))
+                           &g, &l, branch))
             continue;
-        reverse_node(job, pv, src, s, v, use, coef, wuse, wcoef, dg, dl,
+        vb ng = vb_splat(0.0), nl = vb_splat(0.0);
+        reverse_node(job, pv, src, s, v, use, coef, wuse, wcoef, &ng, &nl,
                      branch);
+        FOR_V {
+            g.v[j] += ng.v[j];
+            l.v[j] += nl.v[j];
+        }
+    }
+    FOR_V {
+        dg->v[j] += g.v[j];
+        dl->v[j] += l.v[j];
     }
 }
 
