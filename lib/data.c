@@ -93,7 +93,7 @@ static int check_extra_duplicates(const binding *b,
                                   const char *const *names, int64_t n_taxa,
                                   const char *where)
 {
-    const char **extra;
+    const char **extra = NULL; /* set by alloc_array (GCC -O3 cannot tell) */
     int rc = alloc_array(&extra, b->n_extra, sizeof *extra, where);
     if (rc != PERSISTE_OK)
         return rc;
