@@ -73,7 +73,8 @@ static inline vd sel(vi m, vd a, vd b) /* m ? a : b, lane-wise */
 {
     return (vd)((m & (vi)a) | (~m & (vi)b));
 }
-static inline double hsum(vd v) /* fixed order: deterministic */
+/* Helpers some kernels do not use are marked unused: clang warns of them. */
+static inline __attribute__((unused)) double hsum(vd v) /* fixed order: deterministic */
 {
     double s = 0.0;
     for (int l = 0; l < W; l++)
@@ -93,14 +94,14 @@ static inline vb vb_splat(double x)
  * k-registers (tip_select). */
 #include <immintrin.h>
 static inline vi lt_nonneg(vd a, vd b) { return a < b; }
-static inline vi nonzero(vd a) { return a != 0.0; }
+static inline __attribute__((unused)) vi nonzero(vd a) { return a != 0.0; }
 /* Whether a < b in some lane (a, b non-negative). */
 static inline int any_lt(vd a, vd b)
 {
     return _mm512_cmp_pd_mask((__m512d)a, (__m512d)b, _CMP_LT_OQ) != 0;
 }
 /* Whether no lane of a mask is set. */
-static inline int all_zero(vi m)
+static inline __attribute__((unused)) int all_zero(vi m)
 {
     return _mm512_test_epi64_mask((__m512i)m, (__m512i)m) == 0;
 }
@@ -111,14 +112,14 @@ static inline int all_zero(vi m)
  * bit patterns. */
 static inline vi sign_mask(vi x) { return -(vi)((vu)x >> 63); }
 static inline vi lt_nonneg(vd a, vd b) { return sign_mask((vi)a - (vi)b); }
-static inline vi nonzero(vd a) { return sign_mask(-((vi)a & INT64_MAX)); }
+static inline __attribute__((unused)) vi nonzero(vd a) { return sign_mask(-((vi)a & INT64_MAX)); }
 /* Lane l is set where bit l of `bits` is. */
 static inline vi lane_mask(unsigned bits)
 {
     vu v = (vu){0} + (uint64_t)bits;
     return -(vi)((v >> (vu){0, 1, 2, 3, 4, 5, 6, 7}) & 1);
 }
-static inline int all_zero(vi m)
+static inline __attribute__((unused)) int all_zero(vi m)
 {
     int64_t r = m[0];
     for (int l = 1; l < W; l++)
@@ -144,7 +145,7 @@ static inline void rescale(vd *a0, vd *a1, vi *cnt)
     *a1 *= f;
     *cnt -= r; /* r is -1 where rescaled */
 }
-static inline void renormalise(vd *a0, vd *a1)
+static inline __attribute__((unused)) void renormalise(vd *a0, vd *a1)
 {
     vi cnt = {0};
     rescale(a0, a1, &cnt);
@@ -236,6 +237,19 @@ static void transition(double g, double u, double t, int clamped,
     pv[D10T * stride] = clamped ? 0.0 : u * e;
 }
 
+/* t[idx] lane-wise, for idx in 0..7: one permute with AVX-512. */
+static inline vd lookup8(const double t[8], vi idx)
+{
+#if defined(__AVX512F__)
+    return (vd)_mm512_permutexvar_pd((__m512i)idx, _mm512_loadu_pd(t));
+#else
+    vd r;
+    for (int l = 0; l < W; l++)
+        r[l] = t[idx[l]];
+    return r;
+#endif
+}
+
 /* e = exp(-x) and em = 1 - e for x >= 0, lane-wise, to a few ulps (a
  * sweep of x against long double: e 1.1, em 3.8 at most): x = n ln2/8 - r with |r| <= ln2/16 and n = 8k + i, expm1(-r) = p by
  * its Taylor series (degree 8), 2^(-i/8) = T_hi + T_lo from a table, then
@@ -248,14 +262,14 @@ static inline void exp_pair(vd x, vd *e, vd *em)
 {
     const double step_hi = 0x1.62e42fef00000p-4; /* ln2/8, n step_hi exact */
     const double step_lo = 0x1.473de6af278edp-37;
-    const vd t_hi = {0x1.0000000000000p+0, 0x1.d5818dcfba487p-1,
-                     0x1.ae89f995ad3adp-1, 0x1.8ace5422aa0dbp-1,
-                     0x1.6a09e667f3bcdp-1, 0x1.4bfdad5362a27p-1,
-                     0x1.306fe0a31b715p-1, 0x1.172b83c7d517bp-1};
-    const vd t_lo = {0.0,                    0x1.2ed02d75b3707p-56,
-                     0x1.7a1cd345dcc81p-55,  0x1.6e9f156864b27p-55,
-                     -0x1.bdd3413b26456p-55, 0x1.d4397afec42e2p-57,
-                     0x1.6f46ad23182e4p-56,  -0x1.19041b9d78a76p-56};
+    static const double t_hi[8] = {
+        0x1.0000000000000p+0, 0x1.d5818dcfba487p-1, 0x1.ae89f995ad3adp-1,
+        0x1.8ace5422aa0dbp-1, 0x1.6a09e667f3bcdp-1, 0x1.4bfdad5362a27p-1,
+        0x1.306fe0a31b715p-1, 0x1.172b83c7d517bp-1};
+    static const double t_lo[8] = {
+        0.0,                   0x1.2ed02d75b3707p-56, 0x1.7a1cd345dcc81p-55,
+        0x1.6e9f156864b27p-55, -0x1.bdd3413b26456p-55, 0x1.d4397afec42e2p-57,
+        0x1.6f46ad23182e4p-56, -0x1.19041b9d78a76p-56};
     vi big = ~lt_nonneg(x, splat(700.0));
     x = sel(big, splat(700.0), x);
     vi n = __builtin_convertvector(x * (8.0 / LN2) + 0.5, vi); /* round */
@@ -268,7 +282,7 @@ static inline void exp_pair(vd x, vd *e, vd *em)
         p = p * r + inv_fact[i];
     p *= r; /* expm1(r) */
     vi idx = n & 7;
-    vd th = __builtin_shuffle(t_hi, idx), tl = __builtin_shuffle(t_lo, idx);
+    vd th = lookup8(t_hi, idx), tl = lookup8(t_lo, idx);
     vd scale = (vd)((1023 - (n >> 3)) << 52); /* 2^-k */
     vd tail = tl + th * p;
     *e = sel(big, splat(0.0), scale * (th + tail));
