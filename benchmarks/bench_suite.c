@@ -155,8 +155,9 @@ static timing measure(void (*fn)(void *), void *arg, double budget)
         t[n] = now() - t0;
         spent += t[n];
     }
-    double cpu = cpu_now() - cpu0, workers = workers_cpu() - workers0;
+    /* counted before workers_cpu(), which allocates to read /proc */
     double allocs = (double)(n_alloc - alloc0) / n;
+    double cpu = cpu_now() - cpu0, workers = workers_cpu() - workers0;
     qsort(t, (size_t)n, sizeof *t, cmp);
     return (timing){t[n / 2], cpu / n, cpu / spent, workers / cpu, allocs, n};
 }
