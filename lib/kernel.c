@@ -272,8 +272,12 @@ static inline void exp_pair(vd x, vd *e, vd *em)
         0x1.6f46ad23182e4p-56, -0x1.19041b9d78a76p-56};
     vi big = ~lt_nonneg(x, splat(700.0));
     x = sel(big, splat(700.0), x);
-    vi n = __builtin_convertvector(x * (8.0 / LN2) + 0.5, vi); /* round */
-    vd nd = __builtin_convertvector(n, vd);
+    /* n = round(x 8/ln2) <= 8080: adding 1.5 2^52 rounds it into the low
+     * bits of the mantissa, no conversion needed */
+    const double shifter = 0x1.8p52;
+    vd t = x * (8.0 / LN2) + shifter;
+    vd nd = t - shifter;
+    vi n = (vi)t - (vi)splat(shifter);
     vd r = (nd * step_hi - x) + nd * step_lo; /* -x + n ln2/8 */
     vd p = splat(1.0 / 40320); /* 1/8! */
     static const double inv_fact[7] = {1.0 / 5040, 1.0 / 720, 1.0 / 120,
