@@ -33,7 +33,7 @@ static void run_chunk(void *arg, int64_t task, int worker)
     double *lanes = NULL;
     if (b->branch_bufs) {
         lanes = s->branch_lane;
-        memset(lanes, 0, n * (size_t)b->lanes * sizeof(double));
+        memset(lanes, 0, n * PERSISTE_VECTOR_LANES * sizeof(double));
     }
     int64_t end = (chunk + 1) * b->chunk_blocks;
     if (end > b->n_blocks)
@@ -44,8 +44,8 @@ static void run_chunk(void *arg, int64_t task, int worker)
         double *sum = b->branch_bufs + (size_t)task * n;
         for (size_t v = 0; v < n; v++) {
             double t = 0.0;
-            for (int l = 0; l < b->lanes; l++)
-                t += lanes[v * (size_t)b->lanes + l];
+            for (int l = 0; l < PERSISTE_VECTOR_LANES; l++)
+                t += lanes[v * PERSISTE_VECTOR_LANES + l];
             sum[v] = t;
         }
     }
@@ -123,6 +123,9 @@ static int reserve_scratch(persiste_ctx *ctx, struct persiste__job *job)
     size_t n_bufs = (size_t)persiste__assign_slots(job->tree, job->gradient,
                                                    s0->slot);
     job->slot = s0->slot;
+    if (job->gradient)
+        persiste__assign_oslots(job->tree, s0->oslot);
+    job->oslot = s0->oslot;
     for (int i = 0; i < workers; i++)
         if ((rc = persiste__scratch_reserve(ctx->scratch[i], job, n_bufs)))
             return rc;

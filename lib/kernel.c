@@ -34,7 +34,7 @@
 #define EVAL_BLOCK CAT(CAT(persiste__eval_block_, KERNEL_ISA), CAT(_, KERNEL_KIND))
 
 #define L KERNEL_LANES
-#define W 8               /* lanes per vector */
+#define W PERSISTE_VECTOR_LANES /* lanes per vector */
 #define V (L / W)         /* vectors per block */
 #define FOR_V for (int j = 0; j < V; j++)
 enum { P00 = PERSISTE_P00, P01, P10, P11, D01G, D01L, D10G, D10L, D01T, D10T };
@@ -741,10 +741,11 @@ static void reverse_node(const struct persiste__job *job,
 {
     const persiste_tree *tr = job->tree;
     int scaled = src->kind == PASS_PATTERN;
-    const double *ov = s->out + (size_t)v * 2 * L;
+    const double *ov = s->out + (size_t)job->oslot[v] * 2 * L;
     int32_t k0 = tr->child_start[v], k1 = tr->child_start[v + 1];
     int many = k1 - k0 > 2;
-    /* prefix products of the siblings, parked in the children's slots */
+    /* prefix products of the siblings, parked with each child's factors
+     * (fx: f0, f1, x1 - x0, prefix0, prefix1) */
     vd r0[V], r1[V];
     FOR_V {
         r0[j] = ld(ov + j * W);
@@ -752,13 +753,12 @@ static void reverse_node(const struct persiste__job *job,
     }
     for (int32_t k = k0; k < k1; k++) {
         int32_t c = tr->children[k];
-        double *oc = s->out + (size_t)c * 2 * L;
         vd p[4][V];
         prows(pv, c, 4, p);
-        double *fk = s->fx + (size_t)k * 3 * L; /* kept for the suffix */
+        double *fk = s->fx + (size_t)k * 5 * L; /* kept for the suffix */
         FOR_V {
-            st(oc + j * W, r0[j]);
-            st(oc + L + j * W, r1[j]);
+            st(fk + 3 * L + j * W, r0[j]);
+            st(fk + 4 * L + j * W, r1[j]);
             vd x0, x1, dx;
             child_x(src, c, j, &x0, &x1, &dx);
             vd f0 = p[P00][j] * x0 + p[P01][j] * x1;
@@ -776,14 +776,15 @@ static void reverse_node(const struct persiste__job *job,
     FOR_V r0[j] = r1[j] = splat(1.0);
     for (int32_t k = k1 - 1; k >= k0; k--) {
         int32_t c = tr->children[k];
-        double *oc = s->out + (size_t)c * 2 * L;
+        double *oc = s->out + (size_t)job->oslot[c] * 2 * L;
         vd p[PERSISTE_NP][V];
         prows(pv, c, NP, p);
-        const double *fk = s->fx + (size_t)k * 3 * L;
+        const double *fk = s->fx + (size_t)k * 5 * L;
         FOR_V {
             vd p00 = p[P00][j], p01 = p[P01][j];
             vd p10 = p[P10][j], p11 = p[P11][j];
-            vd u0 = ld(oc + j * W) * r0[j], u1 = ld(oc + L + j * W) * r1[j];
+            vd u0 = ld(fk + 3 * L + j * W) * r0[j];
+            vd u1 = ld(fk + 4 * L + j * W) * r1[j];
             if (scaled)
                 renormalise(&u0, &u1);
             vd f0 = ld(fk + j * W), f1 = ld(fk + L + j * W);
@@ -796,7 +797,7 @@ static void reverse_node(const struct persiste__job *job,
             dl->v[j] += cf * (u0 * p[D01L][j] - u1 * p[D10L][j]);
             if (branch) {
                 vd wf = sel(wuse[j], wcoef->v[j] * rd, splat(0.0));
-                double *bc = branch + (size_t)c * L + j * W;
+                double *bc = branch + (size_t)c * W;
                 st(bc, ld(bc) + wf * (u0 * p[D01T][j] - u1 * p[D10T][j]));
             }
             r0[j] *= f0;
@@ -835,7 +836,7 @@ static inline __attribute__((always_inline)) int reverse_binary(const struct per
     vd p[2][PERSISTE_NP][V];
     prows(pv, c[0], NP, p[0]);
     prows(pv, c[1], NP, p[1]);
-    const double *ov = s->out + (size_t)v * 2 * L;
+    const double *ov = s->out + (size_t)job->oslot[v] * 2 * L;
     vd f[2][2][V], dx[2][V], inv[V];
     vi bad = {0};
     FOR_V {
@@ -854,6 +855,7 @@ static inline __attribute__((always_inline)) int reverse_binary(const struct per
     }
     if (!all_zero(bad))
         return 0;
+    vd bt[2] = {{0}}; /* the children's branch terms, vectors added */
     FOR_V {
         vd o0 = ld(ov + j * W), o1 = ld(ov + L + j * W);
         vd r = sel(use[j], coef->v[j] * inv[j], splat(0.0));
@@ -864,22 +866,23 @@ static inline __attribute__((always_inline)) int reverse_binary(const struct per
             vd t = dx[i][j] * r;
             dg->v[j] += t * (u0 * pc[D01G][j] - u1 * pc[D10G][j]);
             dl->v[j] += t * (u0 * pc[D01L][j] - u1 * pc[D10L][j]);
-            if (branch) {
-                double *bc = branch + (size_t)c[i] * L + j * W;
-                st(bc, ld(bc) + dx[i][j] * wr *
-                                    (u0 * pc[D01T][j] - u1 * pc[D10T][j]));
-            }
+            bt[i] += dx[i][j] * wr * (u0 * pc[D01T][j] - u1 * pc[D10T][j]);
             /* outside of c in its own states, U P_c (also for a tip,
              * unread, rather than a branch no one could predict) */
             vd w0 = u0 * pc[P00][j] + u1 * pc[P10][j];
             vd w1 = u0 * pc[P01][j] + u1 * pc[P11][j];
             if (any_lt(w0 + w1, splat(SCALE_LOW)))
                 renormalise(&w0, &w1);
-            double *oc = s->out + (size_t)c[i] * 2 * L + j * W;
+            double *oc = s->out + (size_t)job->oslot[c[i]] * 2 * L + j * W;
             st(oc, w0);
             st(oc + L, w1);
         }
     }
+    if (branch)
+        for (int i = 0; i < 2; i++) {
+            double *bc = branch + (size_t)c[i] * W;
+            st(bc, ld(bc) + bt[i]);
+        }
     return 1;
 }
 
@@ -911,8 +914,9 @@ static void reverse(const struct persiste__job *job, const struct lanes *ln,
         vd c = sel(use[j], coef->v[j] / den, splat(0.0));
         dg->v[j] += c * ln->dpi_g.v[j] * dx;
         dl->v[j] += c * ln->dpi_l.v[j] * dx;
-        st(s->out + (size_t)root * 2 * L + j * W, pi0);
-        st(s->out + (size_t)root * 2 * L + L + j * W, pi1);
+        double *o = s->out + (size_t)job->oslot[root] * 2 * L;
+        st(o + j * W, pi0);
+        st(o + L + j * W, pi1);
     }
     /* sums in registers: through memory, each node's addition would wait
      * for the previous node's store */
@@ -1032,11 +1036,11 @@ static void gradient(const struct persiste__job *job,
         if (!cached) { /* lane 0 only, then packed to one per node */
             vb one = vb_splat(0.0), cg = vb_splat(0.0), cl = vb_splat(0.0);
             *lane(&one, 0) = 1.0;
-            memset(s->cond_branch, 0, n * L * sizeof(double));
+            memset(s->cond_branch, 0, n * W * sizeof(double));
             conditioning_reverse(job, ln, pv, s, cd, &one, &one, &cg, &cl,
                                  s->cond_branch);
             for (size_t v = 0; v < n; v++)
-                s->cond_branch[v] = s->cond_branch[v * L];
+                s->cond_branch[v] = s->cond_branch[v * W];
             s->cache_dcond_g = *lane(&cg, 0);
             s->cache_dcond_l = *lane(&cl, 0);
         }
@@ -1049,7 +1053,7 @@ static void gradient(const struct persiste__job *job,
         }
         if (branch && wsum != 0.0)
             for (size_t v = 0; v < n; v++)
-                branch[v * L] += wsum * s->cond_branch[v];
+                branch[v * W] += wsum * s->cond_branch[v];
     } else if (mode != PERSISTE_CONDITION_NONE) {
         conditioning_reverse(job, ln, pv, s, cd, coef, &wk, &dg, &dl, branch);
     }

@@ -12,6 +12,9 @@
  * stay in cache). */
 #define PERSISTE_LANES_LIK 32
 #define PERSISTE_LANES_GRAD 8
+/* Lanes of a vector: gradients add a node's branch terms lane-wise into
+ * [n_nodes][PERSISTE_VECTOR_LANES] (the block's vectors summed in order). */
+#define PERSISTE_VECTOR_LANES 8
 
 /* Rows of a transition table entry: the matrix, then its derivatives with
  * respect to log gain (G), log loss (L) and the branch length (T). */
@@ -25,7 +28,7 @@ enum { PERSISTE_P00, PERSISTE_P01, PERSISTE_P10, PERSISTE_P11,
 struct persiste__scratch {
     struct {
         size_t p_lane, p_uni, in, b, acd, out, fx, cond_branch, branch_lane,
-            slot, branch_sums;
+            slot, oslot, branch_sums;
     } cap; /* elements allocated */
     double *p_lane;  /* [n_nodes][rows][L] transitions, a rate pair a lane
                       * (rows: NP_LIK, or NP with derivatives) */
@@ -35,13 +38,17 @@ struct persiste__scratch {
     double *acd;     /* [slot][1 or 3][6][L] P(all absent a0 a1, all present
                       * c0 c1, mixed d0 d1 | state), with gradients also its
                       * derivatives in log gain and log loss */
-    double *out;     /* [n_nodes][2][L] outside partials (reverse pass) */
-    double *fx;      /* [n_nodes][3][L] a child's factors f0, f1 and x1 - x0,
-                      * by its position in the children array */
-    double *cond_branch; /* [n_nodes][L] conditioning terms of the cached
-                          * pair (packed to [n_nodes] once computed) */
-    double *branch_lane; /* [n_nodes][L] branch terms of the current chunk */
+    double *out;     /* [oslot][2][L] outside partials (reverse pass) */
+    double *fx;      /* [n_nodes][5][L] a child's factors f0, f1, x1 - x0
+                      * and its siblings' prefix product, by its position in
+                      * the children array */
+    double *cond_branch; /* [n_nodes][PERSISTE_VECTOR_LANES] conditioning
+                          * terms of the cached pair (packed to [n_nodes]
+                          * once computed) */
+    double *branch_lane; /* [n_nodes][PERSISTE_VECTOR_LANES] branch terms of
+                          * the current chunk */
     int32_t *slot;   /* [n_nodes] buffer slot of each internal node */
+    int32_t *oslot;  /* [n_nodes] outside slot of each node */
     double *branch_sums; /* worker 0: per-chunk branch sums of a round */
     struct persiste__rows *rows; /* worker 0: grouping of families */
     /* Cache for blocks whose lanes all share one rate pair. */
@@ -67,6 +74,10 @@ struct persiste__job {
      * reverse pass reads every partial; every tip's is one more slot, of
      * ones. */
     const int32_t *slot;
+    /* For gradients, oslot[v]: where node v's outside vector lives, a
+     * stack of few slots in the reverse pass's order; the tips share one
+     * that nothing reads. */
+    const int32_t *oslot;
 };
 
 /* Resize the array *pp to n elements of elem bytes; returns a status. */
@@ -81,12 +92,14 @@ int persiste__scratch_reserve(struct persiste__scratch *s,
                               const struct persiste__job *job, size_t n_bufs);
 
 /* Fill slot[] for job->gradient (see struct persiste__job); returns the
- * number of buffers they use. */
+ * number of buffers they use. persiste__assign_oslots fills oslot[]. */
 int32_t persiste__assign_slots(const persiste_tree *tree, int gradient,
                                int32_t *slot);
+void persiste__assign_oslots(const persiste_tree *tree, int32_t *oslot);
 
 /* Evaluate block `block` (families block*L ...). branch: NULL or
- * [n_nodes][L] lane-wise accumulator for d(sum_f w_f loglik_f)/dt. */
+ * [n_nodes][PERSISTE_VECTOR_LANES] lane-wise accumulator for
+ * d(sum_f w_f loglik_f)/dt. */
 typedef void (*persiste__block_fn)(const struct persiste__job *job,
                                    struct persiste__scratch *s, int64_t block,
                                    double *branch);

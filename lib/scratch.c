@@ -19,6 +19,7 @@ void persiste__scratch_destroy(struct persiste__scratch *s)
     persiste__free(s->cond_branch);
     persiste__free(s->branch_lane);
     persiste__free(s->slot);
+    persiste__free(s->oslot);
     persiste__free(s->branch_sums);
     persiste__rows_destroy(s->rows);
     persiste__free(s);
@@ -59,7 +60,8 @@ int persiste__scratch_create(struct persiste__scratch **sp)
 
 int persiste__scratch_slots(struct persiste__scratch *s, size_t n_nodes)
 {
-    return ensure(&s->slot, &s->cap.slot, n_nodes, sizeof(int32_t));
+    int rc = ensure(&s->slot, &s->cap.slot, n_nodes, sizeof(int32_t));
+    return rc ? rc : ensure(&s->oslot, &s->cap.oslot, n_nodes, sizeof(int32_t));
 }
 
 int persiste__scratch_branch_sums(struct persiste__scratch *s, size_t n)
@@ -88,8 +90,8 @@ int persiste__scratch_reserve(struct persiste__scratch *s,
         (rc = ensure(&s->in, &s->cap.in, n_bufs * 2 * lanes, d)) ||
         (rc = ensure(&s->b, &s->cap.b, n_bufs * 2 * lanes, d)) ||
         (rc = ensure(&s->acd, &s->cap.acd, acd, d)) ||
-        (rc = ensure(&s->out, &s->cap.out, 2 * per_node_grad, d)) ||
-        (rc = ensure(&s->fx, &s->cap.fx, 3 * per_node_grad, d)) ||
+        (rc = ensure(&s->out, &s->cap.out, 2 * (per_node_grad + lanes), d)) ||
+        (rc = ensure(&s->fx, &s->cap.fx, 5 * per_node_grad, d)) ||
         (rc = ensure(&s->cond_branch, &s->cap.cond_branch, per_node_grad, d)) ||
         (rc = ensure(&s->branch_lane, &s->cap.branch_lane, per_node_grad, d)))
         return rc;
@@ -130,6 +132,26 @@ int32_t persiste__assign_slots(const persiste_tree *tree, int gradient,
     for (int32_t v = 0; v < nt; v++)
         slot[v] = n_used;
     return n_used + 1;
+}
+
+void persiste__assign_oslots(const persiste_tree *tree, int32_t *oslot)
+{
+    /* Reverse post-order: a node's children take slots before it gives its
+     * own back (their outsides are written while its own is read). The
+     * free list lives in the tips' entries, set last. */
+    int32_t nt = tree->n_tips, n = tree->n_nodes;
+    int32_t n_free = 0, n_used = 1;
+    oslot[n - 1] = 0; /* the root */
+    for (int32_t v = n - 1; v >= nt; v--) {
+        for (int32_t k = tree->child_start[v]; k < tree->child_start[v + 1]; k++) {
+            int32_t c = tree->children[k];
+            if (c >= nt)
+                oslot[c] = n_free ? oslot[--n_free] : n_used++;
+        }
+        oslot[n_free++] = oslot[v];
+    }
+    for (int32_t v = 0; v < nt; v++)
+        oslot[v] = n_used;
 }
 
 static int cpu_generic(void) { return 1; }
