@@ -132,7 +132,14 @@ static inline int any_lt(vd a, vd b)
 }
 #endif
 
-static inline vd vmin_nonneg(vd a, vd b) { return sel(lt_nonneg(a, b), a, b); }
+static inline vd vmin_nonneg(vd a, vd b)
+{
+#if defined(__AVX512F__)
+    return (vd)_mm512_min_pd((__m512d)a, (__m512d)b);
+#else
+    return sel(lt_nonneg(a, b), a, b);
+#endif
+}
 
 /* Keep a partial's entries' sum above 2^-256; count the rescales. */
 static inline void rescale(vd *a0, vd *a1, vi *cnt)
@@ -473,7 +480,8 @@ static inline void child_x(const struct source *src, int32_t c, int j,
  * without a branch: whether a child is a tip follows no pattern the
  * processor could predict. */
 struct child_bits {
-    uint64_t present, absent;
+    uint64_t keep0, keep1; /* lanes where x0 (not present), x1 (not absent)
+                            * keep their value */
 };
 
 static inline struct child_bits child_bits(const struct persiste__job *job,
@@ -485,16 +493,16 @@ static inline struct child_bits child_bits(const struct persiste__job *job,
     int shift = (int)(f0 % 64); /* blocks of L lanes never straddle a word */
     uint64_t p = job->present[i] >> shift;
     uint64_t u = job->any_unknown ? job->unknown[i] >> shift : 0;
-    return (struct child_bits){p & is_tip, ~(p | u) & is_tip};
+    return (struct child_bits){~(p & is_tip), (p | u) | ~is_tip};
 }
 
-/* x with the lanes whose bit is set in bits (8 of them) zeroed. */
-static inline vd zero_where(unsigned bits, vd x)
+/* x with the lanes whose bit is clear in bits (8 of them) zeroed. */
+static inline vd keep_where(unsigned bits, vd x)
 {
 #if defined(__AVX512F__)
-    return (vd)_mm512_maskz_mov_pd((__mmask8)~bits, (__m512d)x);
+    return (vd)_mm512_maskz_mov_pd((__mmask8)bits, (__m512d)x);
 #else
-    return (vd)((vi)x & ~lane_mask(bits & 0xFF));
+    return (vd)((vi)x & lane_mask(bits & 0xFF));
 #endif
 }
 
@@ -506,8 +514,8 @@ static inline void factor(const struct persiste__job *job, const double *in,
                           vd *f0v, vd *f1v)
 {
     const double *x = in + (size_t)job->slot[c] * 2 * L + j * W;
-    vd x0 = zero_where((unsigned)(cb.present >> (j * W)), ld(x));
-    vd x1 = zero_where((unsigned)(cb.absent >> (j * W)), ld(x + L));
+    vd x0 = keep_where((unsigned)(cb.keep0 >> (j * W)), ld(x));
+    vd x1 = keep_where((unsigned)(cb.keep1 >> (j * W)), ld(x + L));
     *f0v = p[P00][j] * x0 + p[P01][j] * x1;
     *f1v = p[P10][j] * x0 + p[P11][j] * x1;
 }
@@ -842,8 +850,8 @@ static inline __attribute__((always_inline)) int reverse_binary(const struct per
     FOR_V {
         for (int i = 0; i < 2; i++) {
             const double *x = s->in + (size_t)job->slot[c[i]] * 2 * L + j * W;
-            vd x0 = zero_where((unsigned)(cb[i].present >> (j * W)), ld(x));
-            vd x1 = zero_where((unsigned)(cb[i].absent >> (j * W)), ld(x + L));
+            vd x0 = keep_where((unsigned)(cb[i].keep0 >> (j * W)), ld(x));
+            vd x1 = keep_where((unsigned)(cb[i].keep1 >> (j * W)), ld(x + L));
             f[i][0][j] = p[i][P00][j] * x0 + p[i][P01][j] * x1;
             f[i][1][j] = p[i][P10][j] * x0 + p[i][P11][j] * x1;
             dx[i][j] = x1 - x0;
