@@ -496,13 +496,18 @@ static inline struct child_bits child_bits(const struct persiste__job *job,
     return (struct child_bits){~(p & is_tip), (p | u) | ~is_tip};
 }
 
-/* x with the lanes whose bit is clear in bits (8 of them) zeroed. */
-static inline vd keep_where(unsigned bits, vd x)
+/* x with the lanes of vector j whose bit in bits is clear zeroed. With
+ * AVX-512 the block's bits go to a mask register once and are shifted
+ * there. */
+static inline vd keep_where(uint64_t bits, int j, vd x)
 {
-#if defined(__AVX512F__)
-    return (vd)_mm512_maskz_mov_pd((__mmask8)bits, (__m512d)x);
+#if defined(__AVX512BW__)
+    __mmask64 k = _kshiftri_mask64(_cvtu64_mask64(bits), (unsigned)(j * W));
+    return (vd)_mm512_maskz_mov_pd((__mmask8)k, (__m512d)x);
+#elif defined(__AVX512F__)
+    return (vd)_mm512_maskz_mov_pd((__mmask8)(bits >> (j * W)), (__m512d)x);
 #else
-    return (vd)((vi)x & lane_mask(bits & 0xFF));
+    return (vd)((vi)x & lane_mask((unsigned)(bits >> (j * W)) & 0xFF));
 #endif
 }
 
@@ -514,8 +519,8 @@ static inline void factor(const struct persiste__job *job, const double *in,
                           vd *f0v, vd *f1v)
 {
     const double *x = in + (size_t)job->slot[c] * 2 * L + j * W;
-    vd x0 = keep_where((unsigned)(cb.keep0 >> (j * W)), ld(x));
-    vd x1 = keep_where((unsigned)(cb.keep1 >> (j * W)), ld(x + L));
+    vd x0 = keep_where(cb.keep0, j, ld(x));
+    vd x1 = keep_where(cb.keep1, j, ld(x + L));
     *f0v = p[P00][j] * x0 + p[P01][j] * x1;
     *f1v = p[P10][j] * x0 + p[P11][j] * x1;
 }
@@ -572,8 +577,9 @@ static void forward(const struct persiste__job *job, const struct lanes *ln,
             s->b[tips + i] = i < L ? 0.0 : 1.0;
     }
     for (int32_t v = nt; v < tr->n_nodes; v++) {
-        vd a0[V] = {{0}}, a1[V] = {{0}}, b0[V] = {{0}}, b1[V] = {{0}};
+        vd a0[V], a1[V], b0[V] = {{0}}, b1[V] = {{0}};
         int32_t k0 = tr->child_start[v], k1 = tr->child_start[v + 1];
+        FOR_V a0[j] = a1[j] = splat(1.0);
         for (int32_t k = k0; k < k1; k++) {
             int32_t c = tr->children[k];
             vd p[4][V];
@@ -582,8 +588,8 @@ static void forward(const struct persiste__job *job, const struct lanes *ln,
             FOR_V {
                 vd f0v, f1v;
                 factor(job, s->in, cb, c, p, j, &f0v, &f1v);
-                a0[j] = k == k0 ? f0v : a0[j] * f0v;
-                a1[j] = k == k0 ? f1v : a1[j] * f1v;
+                a0[j] *= f0v; /* the first product by 1 is exact */
+                a1[j] *= f1v;
             }
             if (want_b) {
                 const double *x = s->b + (size_t)job->slot[c] * 2 * L;
@@ -850,8 +856,8 @@ static inline __attribute__((always_inline)) int reverse_binary(const struct per
     FOR_V {
         for (int i = 0; i < 2; i++) {
             const double *x = s->in + (size_t)job->slot[c[i]] * 2 * L + j * W;
-            vd x0 = keep_where((unsigned)(cb[i].keep0 >> (j * W)), ld(x));
-            vd x1 = keep_where((unsigned)(cb[i].keep1 >> (j * W)), ld(x + L));
+            vd x0 = keep_where(cb[i].keep0, j, ld(x));
+            vd x1 = keep_where(cb[i].keep1, j, ld(x + L));
             f[i][0][j] = p[i][P00][j] * x0 + p[i][P01][j] * x1;
             f[i][1][j] = p[i][P10][j] * x0 + p[i][P11][j] * x1;
             dx[i][j] = x1 - x0;
