@@ -306,6 +306,26 @@ static void note_bad_cell(bad_cell *bad, const parser *ps, const field *f,
         bad->is_count &= f->s[i] >= '0' && f->s[i] <= '9';
 }
 
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+/* Four cells "c?c?c?c?" at q, each c a bare 0 or 1 and each ? the delimiter,
+ * into out[0..3], eight bytes at once; 0 if the bytes are anything else. */
+static int four_cells(const char *q, char delim, uint8_t *out)
+{
+    uint64_t w;
+    memcpy(&w, q, sizeof w);
+    const uint64_t odd = 0xFF00FF00FF00FF00ull, even = 0x00FF00FF00FF00FFull;
+    if ((w & odd) != ((0x0101010101010101ull * (uint8_t)delim) & odd))
+        return 0;
+    uint64_t x = (w & even) ^ 0x0030003000300030ull; /* '0' 0, '1' 1 */
+    if (x & 0x00FE00FE00FE00FEull)
+        return 0;
+    for (int i = 0; i < 4; i++)
+        out[i] = (uint8_t)(x >> (16 * i));
+    return 1;
+}
+#define HAVE_FOUR_CELLS 1
+#endif
+
 /* One data line: its name into *name (NUL-terminated), its n_cells cells
  * into row[]. */
 static int parse_row(const parser *ps, char *p, char *eol, int64_t n_cells,
@@ -322,6 +342,15 @@ static int parse_row(const parser *ps, char *p, char *eol, int64_t n_cells,
         if (f.last)
             return ragged(ps, c + 1, n_cells + 1);
         char *q = f.next;
+#ifdef HAVE_FOUR_CELLS
+        /* Fastest path: four bare cells, each followed by a delimiter. */
+        if (n_cells - c >= 4 && eol - q >= 8 &&
+            four_cells(q, ps->delim, row + c)) {
+            f.next = q + 8;
+            c += 3;
+            continue;
+        }
+#endif
         /* Fast path: a bare 0 or 1 ends at the delimiter or line end. */
         if (q < eol && (*q == '0' || *q == '1') &&
             (q + 1 == eol || q[1] == ps->delim)) {
