@@ -529,15 +529,10 @@ static void child_masks(const struct persiste__job *job, int64_t f0,
     }
 }
 
-/* x with the lanes of vector j whose bit in bits is clear zeroed. With
- * AVX-512 the block's bits go to a mask register once and are shifted
- * there. */
+/* x with the lanes of vector j whose bit in bits is clear zeroed. */
 static inline vd keep_where(uint64_t bits, int j, vd x)
 {
-#if defined(__AVX512BW__)
-    __mmask64 k = _kshiftri_mask64(_cvtu64_mask64(bits), (unsigned)(j * W));
-    return (vd)_mm512_maskz_mov_pd((__mmask8)k, (__m512d)x);
-#elif defined(__AVX512F__)
+#if defined(__AVX512F__)
     return (vd)_mm512_maskz_mov_pd((__mmask8)(bits >> (j * W)), (__m512d)x);
 #else
     return (vd)((vi)x & lane_mask((unsigned)(bits >> (j * W)) & 0xFF));
