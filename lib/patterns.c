@@ -1,27 +1,27 @@
 /* Identical columns of a presence/absence matrix, found once when the data
  * are built, so that a batch call evaluates each distinct (pattern, rate
- * pair) once (real pangenomes repeat core and singleton patterns a lot). */
+ * pair) once (real pangenomes repeat core and singleton patterns a lot).
+ *
+ * The bits are stored by word of 64 families per tip; a column (one family,
+ * every tip) is spread over n_tips words. Blocks of 64 x 64 bits are
+ * transposed so that each family's column becomes n_tips / 64 words, which
+ * are hashed and compared a word at a time, then transposed back into the
+ * patterns' bits. */
 #include <stdatomic.h>
 #include <string.h>
 
 #include "internal.h"
 
-static int column_bit(const uint64_t *bits, int32_t n_tips, int64_t f,
-                      int32_t t)
+/* Bit b of a[k] becomes bit k of a[b]. */
+static void transpose64(uint64_t a[64])
 {
-    return (int)((bits[(size_t)(f / 64) * (size_t)n_tips + (size_t)t] >>
-                  (f % 64)) & 1);
-}
-
-static int same_column(const persiste_data *d, int64_t f, int64_t g)
-{
-    for (int32_t t = 0; t < d->n_tips; t++)
-        if (column_bit(d->present, d->n_tips, f, t) !=
-                column_bit(d->present, d->n_tips, g, t) ||
-            column_bit(d->unknown, d->n_tips, f, t) !=
-                column_bit(d->unknown, d->n_tips, g, t))
-            return 0;
-    return 1;
+    uint64_t m = 0x00000000FFFFFFFFull;
+    for (int j = 32; j != 0; j >>= 1, m ^= m << j)
+        for (int k = 0; k < 64; k = ((k | j) + 1) & ~j) {
+            uint64_t t = ((a[k] >> j) ^ a[k | j]) & m;
+            a[k] ^= t << j;
+            a[k | j] ^= t;
+        }
 }
 
 static uint64_t mix(uint64_t z)
@@ -31,48 +31,109 @@ static uint64_t mix(uint64_t z)
     return z ^ (z >> 31);
 }
 
+/* The columns of bits (words of 64 families per tip, n_tips of them per
+ * word of families) as col[f * n_chunks + c]: tips 64c .. 64c+63 of family
+ * f. */
+static void columns(const uint64_t *bits, int64_t nf, int32_t nt,
+                    int64_t n_chunks, uint64_t *col)
+{
+    uint64_t blk[64];
+    for (int64_t w = 0; w * 64 < nf; w++) {
+        int nb = nf - w * 64 < 64 ? (int)(nf - w * 64) : 64;
+        for (int64_t c = 0; c < n_chunks; c++) {
+            int n = nt - c * 64 < 64 ? (int)(nt - c * 64) : 64;
+            const uint64_t *src = bits + (size_t)w * (size_t)nt + (size_t)c * 64;
+            for (int i = 0; i < 64; i++)
+                blk[i] = i < n ? src[i] : 0;
+            transpose64(blk);
+            for (int b = 0; b < nb; b++)
+                col[(size_t)(w * 64 + b) * (size_t)n_chunks + (size_t)c] = blk[b];
+        }
+    }
+}
+
+/* The patterns' bits in the families' layout from their first families'
+ * columns. */
+static void pattern_bits(const uint64_t *col, const int64_t *first,
+                         int64_t np, int32_t nt, int64_t n_chunks,
+                         uint64_t *bits)
+{
+    uint64_t blk[64];
+    for (int64_t w = 0; w * 64 < np; w++) {
+        int nb = np - w * 64 < 64 ? (int)(np - w * 64) : 64;
+        for (int64_t c = 0; c < n_chunks; c++) {
+            for (int b = 0; b < 64; b++)
+                blk[b] = b < nb ? col[(size_t)first[w * 64 + b] *
+                                          (size_t)n_chunks + (size_t)c]
+                                : 0;
+            transpose64(blk);
+            int n = nt - c * 64 < 64 ? (int)(nt - c * 64) : 64;
+            memcpy(bits + (size_t)w * (size_t)nt + (size_t)c * 64, blk,
+                   (size_t)n * sizeof *blk);
+        }
+    }
+}
+
 int persiste__data_patterns(persiste_data *d, const char *where)
 {
     static _Atomic uint64_t serial;
     d->serial = atomic_fetch_add(&serial, 1) + 1;
     int64_t nf = d->n_families;
     int32_t nt = d->n_tips;
-    uint64_t *hash = persiste__calloc((size_t)nf, sizeof *hash);
-    int64_t *table = NULL, *first = NULL;
+    int64_t n_chunks = (nt + 63) / 64;
+    size_t n_col = (size_t)nf * (size_t)n_chunks; /* fits: <= the bits' size */
     size_t cap = 16;
     while (cap < 2 * (size_t)nf)
         cap *= 2;
-    table = persiste__malloc(cap * sizeof *table);
-    first = persiste__malloc((size_t)nf * sizeof *first);
-    d->pattern = persiste__malloc((size_t)nf * sizeof *d->pattern);
-    if (!hash || !table || !first || !d->pattern) {
-        persiste__free(hash);
-        persiste__free(table);
-        persiste__free(first);
-        return persiste__error(PERSISTE_E_NOMEM,
-                               "%s: out of memory finding repeated patterns",
-                               where);
+    uint64_t any = 0;
+    for (size_t i = 0; i < (size_t)d->n_words * (size_t)nt; i++)
+        any |= d->unknown[i];
+    d->any_unknown = any != 0;
+    uint64_t *colp = persiste__malloc((n_col ? n_col : 1) * sizeof *colp);
+    uint64_t *colu = d->any_unknown
+                         ? persiste__malloc((n_col ? n_col : 1) * sizeof *colu)
+                         : NULL;
+    uint64_t *hash = persiste__malloc(((size_t)nf + 1) * sizeof *hash);
+    int64_t *table = persiste__malloc(cap * sizeof *table);
+    int64_t *first = persiste__malloc(((size_t)nf + 1) * sizeof *first);
+    d->pattern = persiste__malloc(((size_t)nf + 1) * sizeof *d->pattern);
+    int rc = PERSISTE_OK;
+    if (!colp || (d->any_unknown && !colu) || !hash || !table || !first ||
+        !d->pattern) {
+        rc = persiste__error(PERSISTE_E_NOMEM,
+                             "%s: out of memory finding repeated patterns",
+                             where);
+        goto done;
     }
-    /* A column's hash: a sum of per-tip random keys (cheap and vectorised
-     * over the 64 families of a word), mixed once at the end. */
-    for (int64_t w = 0; w < d->n_words; w++) {
-        uint64_t *h = hash + w * 64;
-        int nb = nf - w * 64 < 64 ? (int)(nf - w * 64) : 64;
-        for (int32_t t = 0; t < nt; t++) {
-            uint64_t p = d->present[w * nt + t], u = d->unknown[w * nt + t];
-            uint64_t kp = mix(2 * (uint64_t)t + 1), ku = mix(2 * (uint64_t)t + 2);
-            for (int b = 0; b < nb; b++)
-                h[b] += ((p >> b) & 1) * kp + ((u >> b) & 1) * ku;
-        }
+    columns(d->present, nf, nt, n_chunks, colp);
+    if (colu)
+        columns(d->unknown, nf, nt, n_chunks, colu);
+
+    /* A column's hash, then open addressing; equal hashes are confirmed
+     * word by word. */
+    for (int64_t f = 0; f < nf; f++) {
+        const uint64_t *p = colp + (size_t)f * (size_t)n_chunks;
+        uint64_t h = 0;
+        for (int64_t c = 0; c < n_chunks; c++)
+            h = mix(h ^ p[c]);
+        if (colu)
+            for (int64_t c = 0; c < n_chunks; c++)
+                h = mix(h ^ colu[(size_t)f * (size_t)n_chunks + (size_t)c]);
+        hash[f] = h;
     }
     for (size_t i = 0; i < cap; i++)
         table[i] = -1;
+    size_t words = (size_t)n_chunks * sizeof(uint64_t);
     int64_t np = 0;
     for (int64_t f = 0; f < nf; f++) {
         size_t i = mix(hash[f]) & (cap - 1);
         for (; table[i] >= 0; i = (i + 1) & (cap - 1)) {
             int64_t g = first[table[i]];
-            if (hash[g] == hash[f] && same_column(d, f, g))
+            if (hash[g] == hash[f] &&
+                !memcmp(colp + (size_t)f * (size_t)n_chunks,
+                        colp + (size_t)g * (size_t)n_chunks, words) &&
+                (!colu || !memcmp(colu + (size_t)f * (size_t)n_chunks,
+                                  colu + (size_t)g * (size_t)n_chunks, words)))
                 break;
         }
         if (table[i] < 0) {
@@ -82,30 +143,24 @@ int persiste__data_patterns(persiste_data *d, const char *where)
         d->pattern[f] = table[i];
     }
     d->n_patterns = np;
-    persiste__free(hash);
-    persiste__free(table);
 
     /* The distinct patterns' bits, in the families' layout. */
     size_t n_words = (size_t)(np + 63) / 64, bytes = n_words * (size_t)nt * 8;
-    d->pattern_present = persiste__calloc(1, bytes);
-    d->pattern_unknown = persiste__calloc(1, bytes);
+    d->pattern_present = persiste__calloc(1, bytes ? bytes : 1);
+    d->pattern_unknown = persiste__calloc(1, bytes ? bytes : 1);
     if (!d->pattern_present || !d->pattern_unknown) {
-        persiste__free(first);
-        return persiste__error(PERSISTE_E_NOMEM,
-                               "%s: out of memory storing patterns", where);
+        rc = persiste__error(PERSISTE_E_NOMEM,
+                             "%s: out of memory storing patterns", where);
+        goto done;
     }
-    for (int64_t q = 0; q < np; q++) {
-        size_t base = (size_t)(q / 64) * (size_t)nt;
-        uint64_t bit = 1ull << (q % 64);
-        for (int32_t t = 0; t < nt; t++) {
-            if (column_bit(d->present, nt, first[q], t))
-                d->pattern_present[base + (size_t)t] |= bit;
-            if (column_bit(d->unknown, nt, first[q], t)) {
-                d->pattern_unknown[base + (size_t)t] |= bit;
-                d->any_unknown = 1;
-            }
-        }
-    }
+    pattern_bits(colp, first, np, nt, n_chunks, d->pattern_present);
+    if (colu)
+        pattern_bits(colu, first, np, nt, n_chunks, d->pattern_unknown);
+done:
+    persiste__free(colp);
+    persiste__free(colu);
+    persiste__free(hash);
+    persiste__free(table);
     persiste__free(first);
-    return PERSISTE_OK;
+    return rc;
 }
