@@ -12,6 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "internal.h"
 
 #define ALL_FLAGS                                                    \
@@ -281,29 +285,61 @@ static int select_families(persiste_data *d, int64_t *src,
     return PERSISTE_OK;
 }
 
-/* Pack the kept families into bits, 64 families per word, per tip. */
+/* Bit i set where cells[i] == value, for 64 cells. */
+static uint64_t cells_bits(const uint8_t *cells, uint8_t value)
+{
+    uint64_t m = 0;
+#if defined(__SSE2__)
+    __m128i v = _mm_set1_epi8((char)value);
+    for (int i = 0; i < 4; i++) {
+        __m128i x = _mm_loadu_si128((const __m128i *)(cells + 16 * i));
+        m |= (uint64_t)(uint16_t)_mm_movemask_epi8(_mm_cmpeq_epi8(x, v))
+             << (16 * i);
+    }
+#else
+    for (int i = 0; i < 64; i++)
+        m |= (uint64_t)(cells[i] == value) << i;
+#endif
+    return m;
+}
+
+/* Pack the kept families into bits, 64 families per word, per tip: for
+ * each 64 families and 64 tips, each family's cells become a word of tip
+ * bits, and the 64 x 64 block is transposed into words of family bits. */
 static void pack_bits(persiste_data *d, const int64_t *src,
                       const uint8_t *states, int64_t fs, int64_t ts,
                       const binding *b)
 {
     const int32_t n_tips = d->n_tips;
+    uint64_t pb[64], ub[64];
+    uint8_t cell[64];
     for (int64_t w = 0; w < d->n_words; w++) {
         int64_t f0 = w * 64;
-        int64_t nf = d->n_families - f0 < 64 ? d->n_families - f0 : 64;
-        uint64_t valid = nf == 64 ? ~(uint64_t)0 : ((uint64_t)1 << nf) - 1;
-        for (int32_t v = 0; v < n_tips; v++) {
-            int64_t t = b->col_of_tip[v];
-            uint64_t present = 0, unknown = valid;
-            if (t >= 0) {
-                unknown = 0;
-                for (int64_t k = 0; k < nf; k++) {
-                    uint8_t s = states[src[f0 + k] * fs + t * ts];
-                    present |= (uint64_t)(s == PERSISTE_PRESENT) << k;
-                    unknown |= (uint64_t)(s == PERSISTE_UNKNOWN) << k;
+        int nb = d->n_families - f0 < 64 ? (int)(d->n_families - f0) : 64;
+        for (int32_t t0 = 0; t0 < n_tips; t0 += 64) {
+            int n = n_tips - t0 < 64 ? n_tips - t0 : 64;
+            for (int k = 0; k < 64; k++) {
+                if (k >= nb) {
+                    pb[k] = ub[k] = 0;
+                    continue;
                 }
+                const uint8_t *row = states + src[f0 + k] * fs;
+                for (int i = 0; i < 64; i++) {
+                    int64_t t = i < n ? b->col_of_tip[t0 + i] : 0;
+                    /* a tip without a column is unknown everywhere */
+                    cell[i] = i >= n ? PERSISTE_ABSENT
+                              : t < 0 ? PERSISTE_UNKNOWN
+                                      : row[t * ts];
+                }
+                pb[k] = cells_bits(cell, PERSISTE_PRESENT);
+                ub[k] = cells_bits(cell, PERSISTE_UNKNOWN);
             }
-            d->present[w * n_tips + v] = present;
-            d->unknown[w * n_tips + v] = unknown;
+            persiste__transpose64(pb);
+            persiste__transpose64(ub);
+            memcpy(d->present + (size_t)w * (size_t)n_tips + (size_t)t0, pb,
+                   (size_t)n * sizeof *pb);
+            memcpy(d->unknown + (size_t)w * (size_t)n_tips + (size_t)t0, ub,
+                   (size_t)n * sizeof *ub);
         }
     }
 }

@@ -79,6 +79,10 @@ struct persiste_data {
     int any_unknown; /* some cell is unknown (the kernel skips them if not) */
 };
 
+/* Transposes a 64 x 64 bit matrix: bit b of a[k] becomes bit k of a[b]
+ * (lib/patterns.c). */
+void persiste__transpose64(uint64_t a[64]);
+
 /* Fills the pattern fields of d (called once its bits are packed). */
 int persiste__data_patterns(persiste_data *d, const char *where);
 

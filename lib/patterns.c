@@ -12,8 +12,7 @@
 
 #include "internal.h"
 
-/* Bit b of a[k] becomes bit k of a[b]. */
-static void transpose64(uint64_t a[64])
+void persiste__transpose64(uint64_t a[64])
 {
     uint64_t m = 0x00000000FFFFFFFFull;
     for (int j = 32; j != 0; j >>= 1, m ^= m << j)
@@ -45,7 +44,7 @@ static void columns(const uint64_t *bits, int64_t nf, int32_t nt,
             const uint64_t *src = bits + (size_t)w * (size_t)nt + (size_t)c * 64;
             for (int i = 0; i < 64; i++)
                 blk[i] = i < n ? src[i] : 0;
-            transpose64(blk);
+            persiste__transpose64(blk);
             for (int b = 0; b < nb; b++)
                 col[(size_t)(w * 64 + b) * (size_t)n_chunks + (size_t)c] = blk[b];
         }
@@ -66,7 +65,7 @@ static void pattern_bits(const uint64_t *col, const int64_t *first,
                 blk[b] = b < nb ? col[(size_t)first[w * 64 + b] *
                                           (size_t)n_chunks + (size_t)c]
                                 : 0;
-            transpose64(blk);
+            persiste__transpose64(blk);
             int n = nt - c * 64 < 64 ? (int)(nt - c * 64) : 64;
             memcpy(bits + (size_t)w * (size_t)nt + (size_t)c * 64, blk,
                    (size_t)n * sizeof *blk);
