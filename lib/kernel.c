@@ -91,7 +91,7 @@ static inline vb vb_splat(double x)
 
 #if defined(__AVX512F__)
 /* Native width: comparisons map to single instructions, tip masks to
- * k-registers (tip_select). */
+ * k-registers (tip_select, keep_where), the child masks to gathers. */
 #include <immintrin.h>
 static inline vi lt_nonneg(vd a, vd b) { return a < b; }
 static inline __attribute__((unused)) vi nonzero(vd a) { return a != 0.0; }
