@@ -258,14 +258,17 @@ static inline vd lookup8(const double t[8], vi idx)
 }
 
 /* e = exp(-x) and em = 1 - e for x >= 0, lane-wise, to a few ulps (a
- * sweep of x against long double: e 1.1, em 3.8 at most): x = n ln2/8 - r with |r| <= ln2/16 and n = 8k + i, expm1(-r) = p by
- * its Taylor series (degree 8), 2^(-i/8) = T_hi + T_lo from a table, then
+ * sweep of x against long double: e 1.1, em 3.8 at most): x = n ln2/8 - r
+ * with |r| <= ln2/16 and n = 8k + i, expm1(-r) = p by its Taylor series
+ * (degree 8), 2^(-i/8) = T_hi + T_lo from a table, then
  *   e = 2^-k (T_hi + (T_lo + T_hi p)),
  *   em = (1 - 2^-k T_hi) - 2^-k (T_lo + T_hi p),
  * where 1 - 2^-k T_hi is exact for k = 0 (Sterbenz) and at least 1/2
- * otherwise: neither cancels. Beyond x = 700, e is 0 and em 1 (as far as
- * any other term can tell). */
-static inline void exp_pair(vd x, vd *e, vd *em)
+ * otherwise: neither cancels. Beyond x = 700, e is 0 and em 1 with
+ * exact_tail; without, e is exp(-700) ~ 1e-304 there, as good for a
+ * transition probability and two operations cheaper (derivatives multiply
+ * e by branch lengths that may be huge: they need the exact 0). */
+static inline void exp_pair_tail(vd x, vd *e, vd *em, int exact_tail)
 {
     const double step_hi = 0x1.62e42fef00000p-4; /* ln2/8, n step_hi exact */
     const double step_lo = 0x1.473de6af278edp-37;
@@ -278,7 +281,7 @@ static inline void exp_pair(vd x, vd *e, vd *em)
         0x1.6e9f156864b27p-55, -0x1.bdd3413b26456p-55, 0x1.d4397afec42e2p-57,
         0x1.6f46ad23182e4p-56, -0x1.19041b9d78a76p-56};
     vi big = ~lt_nonneg(x, splat(700.0));
-    x = sel(big, splat(700.0), x);
+    x = exact_tail ? sel(big, splat(700.0), x) : vmin_nonneg(x, splat(700.0));
     /* n = round(x 8/ln2) <= 8080: adding 1.5 2^52 rounds it into the low
      * bits of the mantissa, no conversion needed */
     const double shifter = 0x1.8p52;
@@ -296,8 +299,16 @@ static inline void exp_pair(vd x, vd *e, vd *em)
     vd th = lookup8(t_hi, idx), tl = lookup8(t_lo, idx);
     vd scale = (vd)((1023 - (n >> 3)) << 52); /* 2^-k */
     vd tail = tl + th * p;
-    *e = sel(big, splat(0.0), scale * (th + tail));
-    *em = sel(big, splat(1.0), (1.0 - scale * th) - scale * tail);
+    *e = scale * (th + tail);
+    *em = (1.0 - scale * th) - scale * tail;
+    if (exact_tail) {
+        *e = sel(big, splat(0.0), *e);
+        *em = sel(big, splat(1.0), *em);
+    }
+}
+static inline void exp_pair(vd x, vd *e, vd *em)
+{
+    exp_pair_tail(x, e, em, 1);
 }
 
 /* The transition table entries of branch c for every lane's own pair. */
@@ -368,7 +379,8 @@ static inline void prows_compute(const struct pview *pv, int32_t c,
     t = t < pv->tmin ? pv->tmin : t;
     FOR_V {
         vd q0 = pv->ln->q0.v[j], q1 = pv->ln->q1.v[j], e, em;
-        exp_pair((pv->ln->gain.v[j] + pv->ln->loss.v[j]) * t, &e, &em);
+        exp_pair_tail((pv->ln->gain.v[j] + pv->ln->loss.v[j]) * t, &e, &em,
+                      0);
         p[P00][j] = q0 + q1 * e;
         p[P01][j] = q1 * em;
         p[P10][j] = q0 * em;
