@@ -312,28 +312,20 @@ static inline void exp_pair(vd x, vd *e, vd *em)
 }
 
 /* The transition table entries of branch c for every lane's own pair. */
-static void transition_lanes(const struct lanes *ln, double t, int clamped,
-                             int gradient, double *pv)
+/* What a gradient kernel keeps of branch c's tables for lanes of their own
+ * rates: e, em and t (e - phi) (lane tables have PERSISTE_NP_LANE rows);
+ * prows_lanes builds every row from them. Ten rows a branch would not stay
+ * in cache. */
+enum { LE, LEM, LTGM };
+static void transition_lanes(const struct lanes *ln, double t, double *pv)
 {
     FOR_V {
-        vd g = ln->gain.v[j], u = ln->loss.v[j];
-        vd q0 = ln->q0.v[j], q1 = ln->q1.v[j];
-        vd x = (g + u) * t, e, em;
+        vd x = (ln->gain.v[j] + ln->loss.v[j]) * t, e, em;
         double *p = pv + j * W;
         exp_pair(x, &e, &em);
-        st(p + P00 * L, q0 + q1 * e);
-        st(p + P01 * L, q1 * em);
-        st(p + P10 * L, q0 * em);
-        st(p + P11 * L, q1 + q0 * e);
-        if (!gradient)
-            continue;
-        vd te = t * e, tgm = t_emp_v(x, t, ln->inv_s.v[j], e, em);
-        st(p + D01G * L, q1 * (q0 * em + g * te));
-        st(p + D01L * L, q1 * u * tgm);
-        st(p + D10G * L, q0 * g * tgm);
-        st(p + D10L * L, q0 * (q1 * em + u * te));
-        st(p + D01T * L, clamped ? splat(0.0) : g * e);
-        st(p + D10T * L, clamped ? splat(0.0) : u * e);
+        st(p + LE * L, e);
+        st(p + LEM * L, em);
+        st(p + LTGM * L, t_emp_v(x, t, ln->inv_s.v[j], e, em));
     }
 }
 
@@ -354,15 +346,15 @@ static void fill_p(const struct persiste__job *job, const struct lanes *ln,
                        job->gradient,
                        s->p_uni + (size_t)v * NP, 1);
         else
-            transition_lanes(ln, t, clamped, job->gradient,
-                             s->p_lane + (size_t)v * NP * L);
+            transition_lanes(ln, t, s->p_lane + (size_t)v * PERSISTE_NP_LANE * L);
     }
 }
 
 /* Where the kernel finds a branch's table: scalars broadcast to every lane,
- * one value a lane, or (likelihood kernels, lanes of their own rates)
- * computed from the lanes' rates when needed: tables of every branch for
- * 32 lanes would not stay in cache. */
+ * or, for lanes of their own rates, built when needed from the lanes' rates
+ * (likelihood kernels) or from the three rows transition_lanes kept
+ * (gradient kernels): whole tables of every branch would not stay in
+ * cache. */
 struct pview {
     const double *uni, *lane;
     const struct lanes *ln;
@@ -389,11 +381,49 @@ static inline void prows_compute(const struct pview *pv, int32_t c,
 }
 #endif
 
+#if KERNEL_GRADIENT
+/* Rows 0..n-1 of branch c's table, one pair a lane, from what
+ * transition_lanes kept (the branch length is clamped: its D..T rows are
+ * then 0). */
+static inline void prows_lanes(const struct pview *pv, int32_t c, int n,
+                               vd p[][V])
+{
+    const double *r = pv->lane + (size_t)c * PERSISTE_NP_LANE * L;
+    double t = pv->tree->length[c];
+    int clamped = t < pv->tmin;
+    t = clamped ? pv->tmin : t;
+    FOR_V {
+        const struct lanes *ln = pv->ln;
+        vd q0 = ln->q0.v[j], q1 = ln->q1.v[j];
+        vd e = ld(r + LE * L + j * W), em = ld(r + LEM * L + j * W);
+        p[P00][j] = q0 + q1 * e;
+        p[P01][j] = q1 * em;
+        p[P10][j] = q0 * em;
+        p[P11][j] = q1 + q0 * e;
+        if (n <= PERSISTE_NP_LIK)
+            continue;
+        vd g = ln->gain.v[j], u = ln->loss.v[j], te = t * e;
+        vd tgm = ld(r + LTGM * L + j * W);
+        p[D01G][j] = q1 * (q0 * em + g * te);
+        p[D01L][j] = q1 * u * tgm;
+        p[D10G][j] = q0 * g * tgm;
+        p[D10L][j] = q0 * (q1 * em + u * te);
+        p[D01T][j] = clamped ? splat(0.0) : g * e;
+        p[D10T][j] = clamped ? splat(0.0) : u * e;
+    }
+}
+#endif
+
 /* Rows 0..n-1 of branch c's table for every vector of the block (one
  * broadcast each when the block shares a pair). */
 static inline void prows(const struct pview *pv, int32_t c, int n, vd p[][V])
 {
-#if !KERNEL_GRADIENT /* n is 4 */
+#if KERNEL_GRADIENT
+    if (!pv->uni) {
+        prows_lanes(pv, c, n, p);
+        return;
+    }
+#else /* n is 4 */
     if (!pv->uni && !pv->lane) {
         prows_compute(pv, c, p);
         return;

@@ -22,6 +22,7 @@ enum { PERSISTE_P00, PERSISTE_P01, PERSISTE_P10, PERSISTE_P11,
        PERSISTE_D01G, PERSISTE_D01L, PERSISTE_D10G, PERSISTE_D10L,
        PERSISTE_D01T, PERSISTE_D10T, PERSISTE_NP };
 #define PERSISTE_NP_LIK 4 /* rows a likelihood needs */
+#define PERSISTE_NP_LANE 3 /* rows a gradient keeps for lanes' own rates */
 
 /* Per-worker buffers sized for a tree, reused across calls (no allocation
  * in the hot path). Lane arrays are [node or slot][row][lane]. */
@@ -30,8 +31,8 @@ struct persiste__scratch {
         size_t p_lane, p_uni, in, b, acd, out, fx, cond_branch, branch_lane,
             slot, oslot, keep0, keep1, branch_sums;
     } cap; /* elements allocated */
-    double *p_lane;  /* [n_nodes][rows][L] transitions, a rate pair a lane
-                      * (rows: NP_LIK, or NP with derivatives) */
+    double *p_lane;  /* [n_nodes][PERSISTE_NP_LANE][L] gradients: what the
+                      * transitions of a rate pair a lane are built from */
     double *p_uni;   /* [n_nodes][rows] transitions of a block-wide pair */
     double *in;      /* [slot][2][L] inside partials of the pattern */
     double *b;       /* [slot][2][L] P(some tip below present | state) */

@@ -86,7 +86,7 @@ int persiste__scratch_reserve(struct persiste__scratch *s,
                      : 0;
     size_t per_node_grad = grad ? n * lanes : 0;
     int rc;
-    size_t p_lane = job->one_pair ? 0 : n * rows * lanes;
+    size_t p_lane = job->one_pair || !grad ? 0 : n * PERSISTE_NP_LANE * lanes;
     if ((rc = ensure(&s->p_lane, &s->cap.p_lane, p_lane, d)) ||
         (rc = ensure(&s->p_uni, &s->cap.p_uni, n * rows, d)) ||
         (rc = ensure(&s->in, &s->cap.in, n_bufs * 2 * lanes, d)) ||
