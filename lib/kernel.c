@@ -214,14 +214,6 @@ static double t_emp(double x, double t, double s, double e, double em)
     return t * (r * x);
 }
 
-static inline vd t_emp_v(vd x, double t, vd inv_s, vd e, vd em)
-{
-    vd r = splat(emp_coef[9]);
-    for (int k = 8; k >= 1; k--)
-        r = r * x + emp_coef[k];
-    return sel(lt_nonneg(x, splat(EMP_SERIES_MAX)), t * (r * x),
-               t * e - em * inv_s);
-}
 /* One table entry (stride apart) for gain g, loss u on a branch of length
  * t (clamped: the derivative in t is 0). */
 static void transition(double g, double u, double t, int clamped,
@@ -306,12 +298,22 @@ static inline void exp_pair_tail(vd x, vd *e, vd *em, int exact_tail)
         *em = sel(big, splat(1.0), *em);
     }
 }
+#if KERNEL_GRADIENT
 static inline void exp_pair(vd x, vd *e, vd *em)
 {
     exp_pair_tail(x, e, em, 1);
 }
 
-/* The transition table entries of branch c for every lane's own pair. */
+/* t_emp lane-wise (both forms computed, one kept). */
+static inline vd t_emp_v(vd x, double t, vd inv_s, vd e, vd em)
+{
+    vd r = splat(emp_coef[9]);
+    for (int k = 8; k >= 1; k--)
+        r = r * x + emp_coef[k];
+    return sel(lt_nonneg(x, splat(EMP_SERIES_MAX)), t * (r * x),
+               t * e - em * inv_s);
+}
+
 /* What a gradient kernel keeps of branch c's tables for lanes of their own
  * rates: e, em and t (e - phi) (lane tables have PERSISTE_NP_LANE rows);
  * prows_lanes builds every row from them. Ten rows a branch would not stay
@@ -328,11 +330,13 @@ static void transition_lanes(const struct lanes *ln, double t, double *pv)
         st(p + LTGM * L, t_emp_v(x, t, ln->inv_s.v[j], e, em));
     }
 }
+#endif
 
-/* Transition tables of every branch: one pair for the whole block
- * (uniform) or one a lane. */
+/* Transition tables of every branch for a block whose lanes share one
+ * rate pair (lanes of their own rates build theirs as they go: see
+ * pview). */
 static void fill_p(const struct persiste__job *job, const struct lanes *ln,
-                   int uniform, struct persiste__scratch *s)
+                   struct persiste__scratch *s)
 {
     const persiste_tree *tr = job->tree;
     double tmin = job->model->min_branch_length;
@@ -341,12 +345,8 @@ static void fill_p(const struct persiste__job *job, const struct lanes *ln,
         int clamped = t < tmin;
         if (clamped)
             t = tmin;
-        if (uniform)
-            transition(ln->gain.v[0][0], ln->loss.v[0][0], t, clamped,
-                       job->gradient,
-                       s->p_uni + (size_t)v * NP, 1);
-        else
-            transition_lanes(ln, t, s->p_lane + (size_t)v * PERSISTE_NP_LANE * L);
+        transition(ln->gain.v[0][0], ln->loss.v[0][0], t, clamped,
+                   job->gradient, s->p_uni + (size_t)v * NP, 1);
     }
 }
 
@@ -356,10 +356,12 @@ static void fill_p(const struct persiste__job *job, const struct lanes *ln,
  * (gradient kernels): whole tables of every branch would not stay in
  * cache. */
 struct pview {
-    const double *uni, *lane;
+    const double *uni;
+    double *lane;
     const struct lanes *ln;
     const persiste_tree *tree;
     double tmin;
+    int fill; /* gradients: the forward walk computes the lane rows */
 };
 
 #if !KERNEL_GRADIENT
@@ -388,10 +390,12 @@ static inline void prows_compute(const struct pview *pv, int32_t c,
 static inline void prows_lanes(const struct pview *pv, int32_t c, int n,
                                vd p[][V])
 {
-    const double *r = pv->lane + (size_t)c * PERSISTE_NP_LANE * L;
+    double *r = pv->lane + (size_t)c * PERSISTE_NP_LANE * L;
     double t = pv->tree->length[c];
     int clamped = t < pv->tmin;
     t = clamped ? pv->tmin : t;
+    if (pv->fill) /* each branch once, as the forward walk reaches it */
+        transition_lanes(pv->ln, t, r);
     FOR_V {
         const struct lanes *ln = pv->ln;
         vd q0 = ln->q0.v[j], q1 = ln->q1.v[j];
@@ -1182,11 +1186,12 @@ void EVAL_BLOCK(const struct persiste__job *job, struct persiste__scratch *s,
                  !memcmp(&s->cache_log_loss, &job->log_loss[f0], sizeof(double));
     struct pview pv = {uniform ? s->p_uni : NULL,
                        KERNEL_GRADIENT ? s->p_lane : NULL, &ln, job->tree,
-                       job->model->min_branch_length};
+                       job->model->min_branch_length,
+                       KERNEL_GRADIENT && !uniform};
     if (!cached) {
         s->cache_valid = 0;
-        if (uniform || KERNEL_GRADIENT)
-            fill_p(job, &ln, uniform, s);
+        if (uniform)
+            fill_p(job, &ln, s);
     }
 
     vb lik;
@@ -1195,6 +1200,7 @@ void EVAL_BLOCK(const struct persiste__job *job, struct persiste__scratch *s,
     int mode = job->model->condition;
     forward(job, &ln, &pv, s, f0, !cached && mode != PERSISTE_CONDITION_NONE,
             &lik, nscale);
+    pv.fill = 0; /* every branch's rows are kept now */
     if (cached) {
         cd.log = vb_splat(s->cache_log_cond);
         cd.inv = vb_splat(s->cache_inv_cond);
