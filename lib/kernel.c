@@ -839,6 +839,10 @@ static void reverse_node(const struct persiste__job *job,
     FOR_V {
         r0[j] = ld(ov + j * W);
         r1[j] = ld(ov + L + j * W);
+        /* reverse_binary leaves outsides as small as 2^-1000: bring them
+         * back above 2^-256 (each step is exact) before any product */
+        for (int i = 0; scaled && i < 3; i++)
+            renormalise(&r0[j], &r1[j]);
     }
     for (int32_t k = k0; k < k1; k++) {
         int32_t c = tr->children[k];
@@ -957,11 +961,15 @@ static inline __attribute__((always_inline)) int reverse_binary(const struct per
             dl->v[j] += t * (u0 * pc[D01L][j] - u1 * pc[D10L][j]);
             bt[i] += dx[i][j] * wr * (u0 * pc[D01T][j] - u1 * pc[D10T][j]);
             /* outside of c in its own states, U P_c (also for a tip,
-             * unread, rather than a branch no one could predict) */
+             * unread, rather than a branch no one could predict), not
+             * renormalised: this node's denominator was at least
+             * DEN_LOW, so U's larger entry is at least DEN_LOW / 2 and
+             * W's at least min(P00, P11) DEN_LOW / 2 > 2^-1000 (P's
+             * diagonal is at least e^-200 in the rates' domain); a child
+             * whose denominator then falls below DEN_LOW takes
+             * reverse_node, which renormalises */
             vd w0 = u0 * pc[P00][j] + u1 * pc[P10][j];
             vd w1 = u0 * pc[P01][j] + u1 * pc[P11][j];
-            if (any_lt(w0 + w1, splat(SCALE_LOW)))
-                renormalise(&w0, &w1);
             double *oc = s->out + (size_t)job->oslot[c[i]] * 2 * L + j * W;
             st(oc, w0);
             st(oc + L, w1);
