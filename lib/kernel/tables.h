@@ -1,0 +1,295 @@
+/* Transition tables: the block's lanes (rates, root prior), exp and the
+ * P entries and their derivatives, for one rate pair or one a lane, and
+ * where the walk reads them (pview, prows).
+ * Part of the block kernel: included by lib/kernel.c only, which defines
+ * W, V, L, FOR_V and the row names first (and is compiled once per
+ * instruction set). */
+#ifndef PERSISTE_KERNEL_TABLES_H
+#define PERSISTE_KERNEL_TABLES_H
+
+/* Rates and root prior of the block's lanes. */
+struct lanes {
+    vb gain, loss, q0, q1, pi0, pi1;
+    vb inv_s;        /* 1 / (gain + loss) */
+    vb dpi_g, dpi_l; /* d pi1 / d log gain, d log loss */
+    int n_active;    /* lanes 0 .. n_active-1 hold families */
+};
+
+static void lanes_init(struct lanes *ln, const struct persiste__job *job,
+                       int64_t f0)
+{
+    const persiste_model *m = job->model;
+    int64_t left = job->n_families - f0;
+    ln->n_active = left < L ? (int)left : L;
+    for (int l = 0; l < L; l++) {
+        int64_t f = l < ln->n_active ? f0 + l : f0; /* padding: a copy */
+        double g = exp(job->log_gain[f]), u = exp(job->log_loss[f]);
+        double s = g + u, q1 = g / s, q0 = u / s;
+        double pi1 = q1, pi0 = q0, dpi = q0 * q1;
+        if (m->root_prior != PERSISTE_ROOT_STATIONARY) {
+            pi1 = m->root_prior == PERSISTE_ROOT_FIXED ? m->root_freq : 0.0;
+            pi0 = 1.0 - pi1;
+            dpi = 0.0;
+        }
+        *lane(&ln->gain, l) = g;
+        *lane(&ln->loss, l) = u;
+        *lane(&ln->q1, l) = q1;
+        *lane(&ln->q0, l) = q0;
+        *lane(&ln->inv_s, l) = 1.0 / s;
+        *lane(&ln->pi1, l) = pi1;
+        *lane(&ln->pi0, l) = pi0;
+        *lane(&ln->dpi_g, l) = dpi;
+        *lane(&ln->dpi_l, l) = -dpi;
+    }
+}
+
+/* e^-x - (1 - e^-x)/x, which cancels for small x: a series there,
+ * sum_{k>=1} (-x)^k k/(k+1)! (to k = 9: exact to an ulp below 0.05). */
+#define EMP_SERIES_MAX 0.05
+static const double emp_coef[10] = {0.0,         -1.0 / 2,   1.0 / 3,
+                                    -1.0 / 8,    1.0 / 30,   -1.0 / 144,
+                                    1.0 / 840,   -1.0 / 5760, 1.0 / 45360,
+                                    -1.0 / 403200};
+
+/* t (e^-x - phi(x)) with x = s t: by the series for small x, else as
+ * t e^-x - (1 - e^-x)/s, which stays finite for huge t. */
+static double t_emp(double x, double t, double s, double e, double em)
+{
+    if (x >= EMP_SERIES_MAX)
+        return t * e - em / s;
+    double r = emp_coef[9];
+    for (int k = 8; k >= 1; k--)
+        r = r * x + emp_coef[k];
+    return t * (r * x);
+}
+
+/* One table entry (stride apart) for gain g, loss u on a branch of length
+ * t (clamped: the derivative in t is 0). */
+static void transition(double g, double u, double t, int clamped,
+                       int gradient, double *pv, size_t stride)
+{
+    double s = g + u, q1 = g / s, q0 = u / s;
+    double x = s * t, e = exp(-x), em = -expm1(-x);
+    pv[P00 * stride] = q0 + q1 * e;
+    pv[P01 * stride] = q1 * em;
+    pv[P10 * stride] = q0 * em;
+    pv[P11 * stride] = q1 + q0 * e;
+    if (!gradient)
+        return;
+    double te = t * e, tgm = t_emp(x, t, s, e, em); /* never inf * 0 */
+    pv[D01G * stride] = q1 * (q0 * em + g * te);
+    pv[D01L * stride] = q1 * u * tgm;
+    pv[D10G * stride] = q0 * g * tgm;
+    pv[D10L * stride] = q0 * (q1 * em + u * te);
+    pv[D01T * stride] = clamped ? 0.0 : g * e;
+    pv[D10T * stride] = clamped ? 0.0 : u * e;
+}
+
+/* t[idx] lane-wise, for idx in 0..7: one permute with AVX-512. */
+static inline vd lookup8(const double t[8], vi idx)
+{
+#if defined(__AVX512F__)
+    return (vd)_mm512_permutexvar_pd((__m512i)idx, _mm512_loadu_pd(t));
+#else
+    vd r;
+    for (int l = 0; l < W; l++)
+        r[l] = t[idx[l]];
+    return r;
+#endif
+}
+
+/* e = exp(-x) and em = 1 - e for x >= 0, lane-wise, to a few ulps (a
+ * sweep of x against long double: e 1.1, em 3.8 at most): x = n ln2/8 - r
+ * with |r| <= ln2/16 and n = 8k + i, expm1(-r) = p by its Taylor series
+ * (degree 8), 2^(-i/8) = T_hi + T_lo from a table, then
+ *   e = 2^-k (T_hi + (T_lo + T_hi p)),
+ *   em = (1 - 2^-k T_hi) - 2^-k (T_lo + T_hi p),
+ * where 1 - 2^-k T_hi is exact for k = 0 (Sterbenz) and at least 1/2
+ * otherwise: neither cancels. Beyond x = 700, e is 0 and em 1 with
+ * exact_tail; without, e is exp(-700) ~ 1e-304 there, as good for a
+ * transition probability and two operations cheaper (derivatives multiply
+ * e by branch lengths that may be huge: they need the exact 0). */
+static inline void exp_pair_tail(vd x, vd *e, vd *em, int exact_tail)
+{
+    const double step_hi = 0x1.62e42fef00000p-4; /* ln2/8, n step_hi exact */
+    const double step_lo = 0x1.473de6af278edp-37;
+    static const double t_hi[8] = {
+        0x1.0000000000000p+0, 0x1.d5818dcfba487p-1, 0x1.ae89f995ad3adp-1,
+        0x1.8ace5422aa0dbp-1, 0x1.6a09e667f3bcdp-1, 0x1.4bfdad5362a27p-1,
+        0x1.306fe0a31b715p-1, 0x1.172b83c7d517bp-1};
+    static const double t_lo[8] = {
+        0.0,                   0x1.2ed02d75b3707p-56, 0x1.7a1cd345dcc81p-55,
+        0x1.6e9f156864b27p-55, -0x1.bdd3413b26456p-55, 0x1.d4397afec42e2p-57,
+        0x1.6f46ad23182e4p-56, -0x1.19041b9d78a76p-56};
+    vi big = ~lt_nonneg(x, splat(700.0));
+    x = exact_tail ? sel(big, splat(700.0), x) : vmin_nonneg(x, splat(700.0));
+    /* n = round(x 8/ln2) <= 8080: adding 1.5 2^52 rounds it into the low
+     * bits of the mantissa, no conversion needed */
+    const double shifter = 0x1.8p52;
+    vd t = x * (8.0 / LN2) + shifter;
+    vd nd = t - shifter;
+    vi n = (vi)t - (vi)splat(shifter);
+    vd r = (nd * step_hi - x) + nd * step_lo; /* -x + n ln2/8 */
+    vd p = splat(1.0 / 40320); /* 1/8! */
+    static const double inv_fact[7] = {1.0 / 5040, 1.0 / 720, 1.0 / 120,
+                                       1.0 / 24,   1.0 / 6,   1.0 / 2, 1.0};
+    for (int i = 0; i < 7; i++)
+        p = p * r + inv_fact[i];
+    p *= r; /* expm1(r) */
+    vi idx = n & 7;
+    vd th = lookup8(t_hi, idx), tl = lookup8(t_lo, idx);
+    vd scale = (vd)((1023 - (n >> 3)) << 52); /* 2^-k */
+    vd tail = tl + th * p;
+    *e = scale * (th + tail);
+    *em = (1.0 - scale * th) - scale * tail;
+    if (exact_tail) {
+        *e = sel(big, splat(0.0), *e);
+        *em = sel(big, splat(1.0), *em);
+    }
+}
+#if KERNEL_GRADIENT
+static inline void exp_pair(vd x, vd *e, vd *em)
+{
+    exp_pair_tail(x, e, em, 1);
+}
+
+/* t_emp lane-wise (both forms computed, one kept). */
+static inline vd t_emp_v(vd x, double t, vd inv_s, vd e, vd em)
+{
+    vd r = splat(emp_coef[9]);
+    for (int k = 8; k >= 1; k--)
+        r = r * x + emp_coef[k];
+    return sel(lt_nonneg(x, splat(EMP_SERIES_MAX)), t * (r * x),
+               t * e - em * inv_s);
+}
+
+/* What a gradient kernel keeps of branch c's tables for lanes of their own
+ * rates: e, em and t (e - phi) (lane tables have PERSISTE_NP_LANE rows);
+ * prows_lanes builds every row from them. Ten rows a branch would not stay
+ * in cache. */
+enum { LE, LEM, LTGM };
+static void transition_lanes(const struct lanes *ln, double t, double *pv)
+{
+    FOR_V {
+        vd x = (ln->gain.v[j] + ln->loss.v[j]) * t, e, em;
+        double *p = pv + j * W;
+        exp_pair(x, &e, &em);
+        st(p + LE * L, e);
+        st(p + LEM * L, em);
+        st(p + LTGM * L, t_emp_v(x, t, ln->inv_s.v[j], e, em));
+    }
+}
+#endif
+
+/* Transition tables of every branch for a block whose lanes share one
+ * rate pair (lanes of their own rates build theirs as they go: see
+ * pview). */
+static void fill_p(const struct persiste__job *job, const struct lanes *ln,
+                   struct persiste__scratch *s)
+{
+    const persiste_tree *tr = job->tree;
+    double tmin = job->model->min_branch_length;
+    for (int32_t v = 0; v + 1 < tr->n_nodes; v++) {
+        double t = tr->length[v];
+        int clamped = t < tmin;
+        if (clamped)
+            t = tmin;
+        transition(ln->gain.v[0][0], ln->loss.v[0][0], t, clamped,
+                   job->gradient, s->p_uni + (size_t)v * NP, 1);
+    }
+}
+
+/* Where the kernel finds a branch's table: scalars broadcast to every lane,
+ * or, for lanes of their own rates, built when needed from the lanes' rates
+ * (likelihood kernels) or from the three rows transition_lanes kept
+ * (gradient kernels): whole tables of every branch would not stay in
+ * cache. */
+struct pview {
+    const double *uni;
+    double *lane;
+    const struct lanes *ln;
+    const persiste_tree *tree;
+    double tmin;
+    int fill; /* gradients: the forward walk computes the lane rows */
+};
+
+#if !KERNEL_GRADIENT
+/* Rows P00..P11 of branch c, one pair a lane. */
+static inline void prows_compute(const struct pview *pv, int32_t c,
+                                 vd p[][V])
+{
+    double t = pv->tree->length[c];
+    t = t < pv->tmin ? pv->tmin : t;
+    FOR_V {
+        vd q0 = pv->ln->q0.v[j], q1 = pv->ln->q1.v[j], e, em;
+        exp_pair_tail((pv->ln->gain.v[j] + pv->ln->loss.v[j]) * t, &e, &em,
+                      0);
+        p[P00][j] = q0 + q1 * e;
+        p[P01][j] = q1 * em;
+        p[P10][j] = q0 * em;
+        p[P11][j] = q1 + q0 * e;
+    }
+}
+#endif
+
+#if KERNEL_GRADIENT
+/* Rows 0..n-1 of branch c's table, one pair a lane, from what
+ * transition_lanes kept (the branch length is clamped: its D..T rows are
+ * then 0). */
+static inline void prows_lanes(const struct pview *pv, int32_t c, int n,
+                               vd p[][V])
+{
+    double *r = pv->lane + (size_t)c * PERSISTE_NP_LANE * L;
+    double t = pv->tree->length[c];
+    int clamped = t < pv->tmin;
+    t = clamped ? pv->tmin : t;
+    if (pv->fill) /* each branch once, as the forward walk reaches it */
+        transition_lanes(pv->ln, t, r);
+    FOR_V {
+        const struct lanes *ln = pv->ln;
+        vd q0 = ln->q0.v[j], q1 = ln->q1.v[j];
+        vd e = ld(r + LE * L + j * W), em = ld(r + LEM * L + j * W);
+        p[P00][j] = q0 + q1 * e;
+        p[P01][j] = q1 * em;
+        p[P10][j] = q0 * em;
+        p[P11][j] = q1 + q0 * e;
+        if (n <= PERSISTE_NP_LIK)
+            continue;
+        vd g = ln->gain.v[j], u = ln->loss.v[j], te = t * e;
+        vd tgm = ld(r + LTGM * L + j * W);
+        p[D01G][j] = q1 * (q0 * em + g * te);
+        p[D01L][j] = q1 * u * tgm;
+        p[D10G][j] = q0 * g * tgm;
+        p[D10L][j] = q0 * (q1 * em + u * te);
+        p[D01T][j] = clamped ? splat(0.0) : g * e;
+        p[D10T][j] = clamped ? splat(0.0) : u * e;
+    }
+}
+#endif
+
+/* Rows 0..n-1 of branch c's table for every vector of the block (one
+ * broadcast each when the block shares a pair). */
+static inline void prows(const struct pview *pv, int32_t c, int n, vd p[][V])
+{
+#if KERNEL_GRADIENT
+    if (!pv->uni) {
+        prows_lanes(pv, c, n, p);
+        return;
+    }
+#else /* n is 4 */
+    if (!pv->uni && !pv->lane) {
+        prows_compute(pv, c, p);
+        return;
+    }
+#endif
+    for (int r = 0; r < n; r++) {
+        if (pv->uni) {
+            vd b = splat(pv->uni[(size_t)c * NP + r]);
+            FOR_V p[r][j] = b;
+        } else {
+            FOR_V p[r][j] = ld(pv->lane + ((size_t)c * NP + r) * L + j * W);
+        }
+    }
+}
+
+#endif

@@ -1,0 +1,115 @@
+/* Vectors of W lanes (GCC vector extensions): loads, selects, lane-wise
+ * comparisons per instruction set, and power-of-two rescaling.
+ * Part of the block kernel: included by lib/kernel.c only, which defines
+ * W, V, L, FOR_V and the row names first (and is compiled once per
+ * instruction set). */
+#ifndef PERSISTE_KERNEL_VEC_H
+#define PERSISTE_KERNEL_VEC_H
+
+typedef double vd __attribute__((vector_size(W * sizeof(double))));
+typedef int64_t vi __attribute__((vector_size(W * sizeof(int64_t))));
+typedef uint64_t vu __attribute__((vector_size(W * sizeof(uint64_t))));
+/* A block's worth of lane values, as vectors or one by one. */
+typedef union {
+    vd v[V];
+    double d[L];
+} vb;
+
+static inline vd ld(const double *p)
+{
+    vd v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+static inline void st(double *p, vd v) { memcpy(p, &v, sizeof v); }
+static inline vd splat(double x) { return (vd){x, x, x, x, x, x, x, x}; }
+static inline vd sel(vi m, vd a, vd b) /* m ? a : b, lane-wise */
+{
+    return (vd)((m & (vi)a) | (~m & (vi)b));
+}
+/* Helpers some kernels do not use are marked unused: clang warns of them. */
+static inline __attribute__((unused)) double hsum(vd v) /* fixed order: deterministic */
+{
+    double s = 0.0;
+    for (int l = 0; l < W; l++)
+        s += v[l];
+    return s;
+}
+static inline double *lane(vb *x, int l) { return &x->d[l]; }
+static inline vb vb_splat(double x)
+{
+    vb r;
+    FOR_V r.v[j] = splat(x);
+    return r;
+}
+
+#if defined(__AVX512F__)
+/* Native width: comparisons map to single instructions, tip masks to
+ * k-registers (tip_select, keep_where), the child masks to gathers. */
+#include <immintrin.h>
+static inline vi lt_nonneg(vd a, vd b) { return a < b; }
+static inline __attribute__((unused)) vi nonzero(vd a) { return a != 0.0; }
+/* Whether a < b in some lane (a, b non-negative). */
+static inline int any_lt(vd a, vd b)
+{
+    return _mm512_cmp_pd_mask((__m512d)a, (__m512d)b, _CMP_LT_OQ) != 0;
+}
+/* Whether no lane of a mask is set. */
+static inline __attribute__((unused)) int all_zero(vi m)
+{
+    return _mm512_test_epi64_mask((__m512i)m, (__m512i)m) == 0;
+}
+#else
+/* Lane masks (all bits set where true) from integer arithmetic: GCC turns
+ * vector comparisons wider than the instruction set into scalar code, but
+ * splits shifts and logic cleanly. Non-negative doubles order like their
+ * bit patterns. */
+static inline vi sign_mask(vi x) { return -(vi)((vu)x >> 63); }
+static inline vi lt_nonneg(vd a, vd b) { return sign_mask((vi)a - (vi)b); }
+static inline __attribute__((unused)) vi nonzero(vd a) { return sign_mask(-((vi)a & INT64_MAX)); }
+/* Lane l is set where bit l of `bits` is. */
+static inline vi lane_mask(unsigned bits)
+{
+    vu v = (vu){0} + (uint64_t)bits;
+    return -(vi)((v >> (vu){0, 1, 2, 3, 4, 5, 6, 7}) & 1);
+}
+static inline __attribute__((unused)) int all_zero(vi m)
+{
+    int64_t r = m[0];
+    for (int l = 1; l < W; l++)
+        r |= m[l];
+    return r == 0;
+}
+static inline int any_lt(vd a, vd b)
+{
+    return !all_zero(lt_nonneg(a, b));
+}
+#endif
+
+static inline vd vmin_nonneg(vd a, vd b)
+{
+#if defined(__AVX512F__)
+    return (vd)_mm512_min_pd((__m512d)a, (__m512d)b);
+#else
+    return sel(lt_nonneg(a, b), a, b);
+#endif
+}
+
+/* Keep a partial's entries' sum above 2^-256; count the rescales. */
+static inline void rescale(vd *a0, vd *a1, vi *cnt)
+{
+    /* the sum stands for the larger entry (within 2x); a zero partial is
+     * rescaled harmlessly: its family is impossible whatever the count */
+    vi r = lt_nonneg(*a0 + *a1, splat(SCALE_LOW));
+    vd f = sel(r, splat(SCALE_UP), splat(1.0));
+    *a0 *= f;
+    *a1 *= f;
+    *cnt -= r; /* r is -1 where rescaled */
+}
+static inline __attribute__((unused)) void renormalise(vd *a0, vd *a1)
+{
+    vi cnt = {0};
+    rescale(a0, a1, &cnt);
+}
+
+#endif
