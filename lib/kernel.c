@@ -185,18 +185,20 @@ static void gradient(const struct persiste__job *job,
 }
 #endif
 
-/* Ask for the tip bits of this block and the next: the tree's walk reads
- * them in an order the hardware prefetcher cannot follow. */
+/* Ask for the tip bits of the next word of families: child_masks reads
+ * them in the tree's order, which the hardware prefetcher cannot follow
+ * (this block's word it gathers at once). */
 static void prefetch_bits(const struct persiste__job *job, int64_t f0)
 {
     size_t nt = (size_t)job->tree->n_tips;
-    int64_t words = (job->n_families + 63) / 64;
-    for (int64_t w = f0 / 64; w < f0 / 64 + 2 && w < words; w++)
-        for (size_t t = 0; t < nt; t += 8) {
-            __builtin_prefetch(job->present + (size_t)w * nt + t);
-            if (job->any_unknown)
-                __builtin_prefetch(job->unknown + (size_t)w * nt + t);
-        }
+    size_t w = (size_t)(f0 / 64 + 1);
+    if ((int64_t)w >= (job->n_families + 63) / 64)
+        return;
+    for (size_t t = 0; t < nt; t += 8) {
+        __builtin_prefetch(job->present + w * nt + t);
+        if (job->any_unknown)
+            __builtin_prefetch(job->unknown + w * nt + t);
+    }
 }
 
 void EVAL_BLOCK(const struct persiste__job *job, struct persiste__scratch *s,
