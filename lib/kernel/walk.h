@@ -139,6 +139,17 @@ static void child_masks(const struct persiste__job *job, int64_t f0,
     }
 }
 
+/* Lane-wise for vector j: a where the lane's bit in bits is set, else b. */
+static inline vd sel_bits(uint64_t bits, int j, vd a, vd b)
+{
+#if defined(__AVX512F__)
+    return (vd)_mm512_mask_blend_pd((__mmask8)(bits >> (j * W)),
+                                    (__m512d)b, (__m512d)a);
+#else
+    return sel(lane_mask((unsigned)(bits >> (j * W)) & 0xFF), a, b);
+#endif
+}
+
 /* x with the lanes of vector j whose bit in bits is clear zeroed. */
 static inline vd keep_where(uint64_t bits, int j, vd x)
 {
@@ -149,6 +160,15 @@ static inline vd keep_where(uint64_t bits, int j, vd x)
 #endif
 }
 
+/* (f0, f1) = P x for vector j: one expression for every path, so that each
+ * rounds (and contracts to FMAs) alike and results do not depend on the
+ * path a block took. */
+static inline void apply_p(vd p[][V], int j, vd x0, vd x1, vd *f0, vd *f1)
+{
+    *f0 = p[P00][j] * x0 + p[P01][j] * x1;
+    *f1 = p[P10][j] * x0 + p[P11][j] * x1;
+}
+
 /* Child c's factor in its parent's product, lane-wise for vector j:
  * f = P_c x_c. A tip's slot holds ones (see persiste__assign_slots), which
  * its bits turn into (1, 0) where absent, (0, 1) where present. */
@@ -157,10 +177,37 @@ static inline void factor(const struct persiste__job *job, const double *in,
                           vd *f0v, vd *f1v)
 {
     const double *x = in + (size_t)job->slot[c] * 2 * L + j * W;
-    vd x0 = keep_where(cb.keep0, j, ld(x));
-    vd x1 = keep_where(cb.keep1, j, ld(x + L));
-    *f0v = p[P00][j] * x0 + p[P01][j] * x1;
-    *f1v = p[P10][j] * x0 + p[P11][j] * x1;
+    apply_p(p, j, keep_where(cb.keep0, j, ld(x)),
+            keep_where(cb.keep1, j, ld(x + L)), f0v, f1v);
+}
+
+/* Child c's factor for every vector of the block, at position k: for a tip
+ * a select of P's columns by its bits (1 where unknown), for an internal
+ * node P x. The binary nodes' fast path: half of all children are tips. */
+static inline void child_factors(const struct persiste__job *job,
+                                 const struct persiste__scratch *s,
+                                 int32_t c, int32_t k, vd p[][V], vd f0[V],
+                                 vd f1[V])
+{
+    if (c < job->tree->n_tips) {
+        uint64_t k0 = s->keep0[k]; /* lanes not observed present */
+        FOR_V {
+            f0[j] = sel_bits(k0, j, p[P00][j], p[P01][j]);
+            f1[j] = sel_bits(k0, j, p[P10][j], p[P11][j]);
+        }
+        if (job->any_unknown) { /* x = (1, 1): as the general path sums */
+            uint64_t u = k0 & s->keep1[k];
+            FOR_V {
+                vd u0, u1;
+                apply_p(p, j, splat(1.0), splat(1.0), &u0, &u1);
+                f0[j] = sel_bits(u, j, u0, f0[j]);
+                f1[j] = sel_bits(u, j, u1, f1[j]);
+            }
+        }
+        return;
+    }
+    const double *x = s->in + (size_t)job->slot[c] * 2 * L;
+    FOR_V apply_p(p, j, ld(x + j * W), ld(x + L + j * W), &f0[j], &f1[j]);
 }
 
 /* Node v's partial with a rescale after every child, stored at y: the
@@ -218,7 +265,20 @@ static void forward(const struct persiste__job *job, const struct lanes *ln,
     for (int32_t v = nt; v < tr->n_nodes; v++) {
         vd a0[V], a1[V], b0[V] = {{0}}, b1[V] = {{0}};
         int32_t k0 = tr->child_start[v], k1 = tr->child_start[v + 1];
-        FOR_V a0[j] = a1[j] = splat(1.0);
+        if (k1 - k0 == 2 && !want_b) {
+            vd p[4][V], g0[V], g1[V];
+            prows(pv, tr->children[k0], 4, p);
+            child_factors(job, s, tr->children[k0], k0, p, a0, a1);
+            prows(pv, tr->children[k0 + 1], 4, p);
+            child_factors(job, s, tr->children[k0 + 1], k0 + 1, p, g0, g1);
+            FOR_V {
+                a0[j] *= g0[j];
+                a1[j] *= g1[j];
+            }
+            k0 = k1; /* done */
+        } else {
+            FOR_V a0[j] = a1[j] = splat(1.0);
+        }
         for (int32_t k = k0; k < k1; k++) {
             int32_t c = tr->children[k];
             vd p[4][V];
