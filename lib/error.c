@@ -80,6 +80,14 @@ void *persiste__calloc(size_t count, size_t size)
     return alloc_should_fail() ? NULL : calloc(count ? count : 1, size ? size : 1);
 }
 
+void *persiste__malloc_aligned(size_t n)
+{
+    if (n > SIZE_MAX - 64)
+        return NULL;
+    n = n ? (n + 63) / 64 * 64 : 64; /* C11: a multiple of the alignment */
+    return alloc_should_fail() ? NULL : aligned_alloc(64, n);
+}
+
 void *persiste__realloc(void *p, size_t n)
 {
     return alloc_should_fail() ? NULL : realloc(p, n ? n : 1);

@@ -13,6 +13,9 @@
 void *persiste__malloc(size_t n);
 void *persiste__calloc(size_t count, size_t size);
 void *persiste__realloc(void *p, size_t n);
+/* 64-byte aligned, for vectors that must not straddle cache lines; freed
+ * by persiste__free. */
+void *persiste__malloc_aligned(size_t n);
 void persiste__free(void *p);
 char *persiste__strndup(const char *s, size_t n);
 

@@ -27,6 +27,12 @@ void persiste__scratch_destroy(struct persiste__scratch *s)
     persiste__free(s);
 }
 
+static int nomem(size_t bytes)
+{
+    return persiste__error(PERSISTE_E_NOMEM,
+                           "workspace: cannot allocate %zu bytes", bytes);
+}
+
 int persiste__grow(void *pp, size_t n, size_t elem)
 {
     size_t bytes;
@@ -35,21 +41,30 @@ int persiste__grow(void *pp, size_t n, size_t elem)
         return rc;
     void *q = persiste__realloc(*(void **)pp, bytes);
     if (!q)
-        return persiste__error(PERSISTE_E_NOMEM,
-                               "workspace: cannot allocate %zu bytes", bytes);
+        return nomem(bytes);
     *(void **)pp = q;
     return PERSISTE_OK;
 }
 
-/* Grow-only: keeps the largest size asked for in *cap (elements). */
+/* Grow-only: keeps the largest size asked for in *cap (elements). The
+ * contents are not kept (every call fills what it reads); 64-byte aligned,
+ * as a vector straddling two cache lines costs two accesses (and the
+ * kernel stores partials it reloads at once). */
 static int ensure(void *pp, size_t *cap, size_t n, size_t elem)
 {
+    size_t bytes;
     if (n <= *cap)
         return PERSISTE_OK;
-    int rc = persiste__grow(pp, n, elem);
-    if (rc == PERSISTE_OK)
-        *cap = n;
-    return rc;
+    int rc = persiste__mul_size(n, elem, &bytes);
+    if (rc)
+        return rc;
+    void *q = persiste__malloc_aligned(bytes);
+    if (!q)
+        return nomem(bytes);
+    persiste__free(*(void **)pp);
+    *(void **)pp = q;
+    *cap = n;
+    return PERSISTE_OK;
 }
 
 int persiste__scratch_create(struct persiste__scratch **sp)
