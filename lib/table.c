@@ -422,8 +422,18 @@ static int take_chunk(lines *r)
     r->chunk = r->slot[k % RING];
     r->len = r->slot_len[k % RING];
     r->pos = 0;
-    return check_nul(r, r->chunk, r->len) == PERSISTE_OK ? 1
-                                                         : PERSISTE_E_PARSE;
+    return 1;
+}
+
+/* The rest of the text, unread, for the source's own verdict: corrupt
+ * gzip data can inflate to lines that fail to parse before zlib finds the
+ * damage, and then the damage is what to report. */
+static int drain(lines *r)
+{
+    int rc;
+    while ((rc = take_chunk(r)) > 0)
+        continue;
+    return rc;
 }
 
 static void lines_close(lines *r)
@@ -463,7 +473,7 @@ static int lines_open(lines *r, const char *path)
     }
     if (rc == PERSISTE_OK) {
         rc = take_chunk(r);
-        rc = rc < 0 ? rc : PERSISTE_OK;
+        rc = rc > 0 ? check_nul(r, r->chunk, r->len) : rc;
     }
     if (rc == PERSISTE_OK &&
         !atomic_load_explicit(&r->ended, memory_order_relaxed) &&
@@ -513,6 +523,8 @@ static int next_line(lines *r, char **line, char **eol)
     }
     for (;;) {
         int rc = take_chunk(r);
+        if (rc > 0 && check_nul(r, r->chunk, r->len) != PERSISTE_OK)
+            return PERSISTE_E_PARSE;
         if (rc < 0)
             return rc;
         if (rc == 0) {
@@ -1005,6 +1017,10 @@ int persiste_data_read(persiste_data **out, const persiste_tree *tree,
     memset(&t, 0, sizeof t);
     if (rc == PERSISTE_OK)
         rc = parse_table(&t, &ps, &r);
+    if (rc == PERSISTE_E_PARSE && r.src.gz) {
+        int z = drain(&r);
+        rc = z < 0 ? z : rc;
+    }
     lines_close(&r);
     int rows = 0;
     if (rc == PERSISTE_OK) {
