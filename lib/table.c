@@ -802,15 +802,18 @@ static int add_name(table *t, const char *s, size_t n, size_t *at,
     return PERSISTE_OK;
 }
 
-/* Pointers to the names once they are all in. */
+/* Pointers to the names once they are all in, and an empty one after
+ * them (messages show the first name, and a header may have none). */
 static int name_pointers(char ***out, const char *names, const size_t *at,
                          int64_t n, const char *path)
 {
-    char **p = persiste__malloc((size_t)n * sizeof *p);
+    static char empty[1];
+    char **p = persiste__malloc(((size_t)n + 1) * sizeof *p);
     if (!p)
         return nomem(path);
     for (int64_t i = 0; i < n; i++)
         p[i] = (char *)names + at[i];
+    p[n] = empty;
     *out = p;
     return PERSISTE_OK;
 }
