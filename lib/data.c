@@ -33,6 +33,7 @@ typedef struct {
     int64_t *col_of_tip; /* [n_tips]: column bound to the tip, -1 if none */
     int64_t n_extra;     /* columns whose name is not a tip */
     int64_t n_missing;   /* tips without a column */
+    uint64_t *kept;      /* [(n_taxa + 63) / 64]: bit t%64 if tip_of[t] >= 0 */
 } binding;
 
 static int nomem(const char *where)
@@ -119,6 +120,7 @@ static void binding_free(binding *b)
 {
     persiste__free(b->tip_of);
     persiste__free(b->col_of_tip);
+    persiste__free(b->kept);
 }
 
 static int bind_taxa(binding *b, const persiste_tree *tree,
@@ -129,6 +131,9 @@ static int bind_taxa(binding *b, const persiste_tree *tree,
     int rc = alloc_array(&b->tip_of, n_taxa, sizeof *b->tip_of, where);
     if (rc == PERSISTE_OK)
         rc = alloc_array(&b->col_of_tip, n_tips, sizeof *b->col_of_tip,
+                         where);
+    if (rc == PERSISTE_OK)
+        rc = alloc_array(&b->kept, (n_taxa + 63) / 64, sizeof *b->kept,
                          where);
     if (rc != PERSISTE_OK)
         return rc;
@@ -142,6 +147,7 @@ static int bind_taxa(binding *b, const persiste_tree *tree,
         int32_t tip = persiste__tree_find_tip(tree, names[t],
                                               strlen(names[t]));
         b->tip_of[t] = tip;
+        b->kept[t / 64] |= (uint64_t)(tip >= 0) << (t % 64);
         if (tip < 0) {
             b->n_extra++;
         } else if (b->col_of_tip[tip] >= 0) {
@@ -214,10 +220,59 @@ static const char *family_label(const char *const *family_names, int64_t f,
     return buf;
 }
 
+/* Bits of up to 64 cells: bit i of `present` where cells[i] == 1, of
+ * `unknown` where 2, of `bad` where above 2. */
+typedef struct {
+    uint64_t present, unknown, bad;
+} cell_bits;
+
+static cell_bits classify64(const uint8_t *cells)
+{
+    cell_bits b = {0, 0, 0};
+#if defined(__SSE2__)
+    const __m128i one = _mm_set1_epi8(1), two = _mm_set1_epi8(2);
+    const __m128i zero = _mm_setzero_si128();
+    for (int i = 0; i < 4; i++) {
+        __m128i x = _mm_loadu_si128((const __m128i *)(cells + 16 * i));
+        int sh = 16 * i;
+        b.present |= (uint64_t)(uint16_t)_mm_movemask_epi8(
+                         _mm_cmpeq_epi8(x, one)) << sh;
+        b.unknown |= (uint64_t)(uint16_t)_mm_movemask_epi8(
+                         _mm_cmpeq_epi8(x, two)) << sh;
+        b.bad |= (uint64_t)(uint16_t)~_mm_movemask_epi8(
+                     _mm_cmpeq_epi8(_mm_subs_epu8(x, two), zero)) << sh;
+    }
+#else
+    for (int i = 0; i < 64; i++) {
+        b.present |= (uint64_t)(cells[i] == PERSISTE_PRESENT) << i;
+        b.unknown |= (uint64_t)(cells[i] == PERSISTE_UNKNOWN) << i;
+        b.bad |= (uint64_t)(cells[i] > PERSISTE_UNKNOWN) << i;
+    }
+#endif
+    return b;
+}
+
+/* The same for n <= 64 contiguous cells. */
+static cell_bits classify(const uint8_t *cells, int64_t n)
+{
+    if (n == 64)
+        return classify64(cells);
+    uint8_t pad[64] = {0};
+    memcpy(pad, cells, (size_t)n);
+    return classify64(pad);
+}
+
+/* Bits of the first n of 64 (n <= 64). */
+static uint64_t low_bits(int64_t n)
+{
+    return n >= 64 ? ~(uint64_t)0 : ((uint64_t)1 << n) - 1;
+}
+
 /* One pass over every cell: checks the states and sets bit f%64 of
  * observed[f/64] when family f is present or unknown in a kept column.
- * Blocks of 64 families keep both row- and column-major reads cache-local. */
-static int scan_states(uint64_t *observed, const uint8_t *states,
+ * Blocks of 64 families keep both row- and column-major reads cache-local.
+ * Any layout; it also finds the first bad state for the message. */
+static int scan_any(uint64_t *observed, const uint8_t *states,
                        int64_t n_families, int64_t n_taxa, int64_t fs,
                        int64_t ts, const binding *b,
                        const char *const *taxon_names,
@@ -246,6 +301,64 @@ static int scan_states(uint64_t *observed, const uint8_t *states,
         observed[f0 / 64] = seen;
     }
     return PERSISTE_OK;
+}
+
+/* scan_any for contiguous taxa (taxon stride 1), a family's row at once;
+ * 0 if some state is bad (scan_any then says which). */
+static int scan_rows(uint64_t *observed, const uint8_t *states,
+                     int64_t n_families, int64_t n_taxa, int64_t fs,
+                     const binding *b)
+{
+    for (int64_t f = 0; f < n_families; f++) {
+        const uint8_t *row = states + f * fs;
+        uint64_t seen = 0, bad = 0;
+        for (int64_t t0 = 0; t0 < n_taxa; t0 += 64) {
+            cell_bits x = classify(row + t0, n_taxa - t0 < 64 ? n_taxa - t0
+                                                              : 64);
+            bad |= x.bad;
+            seen |= (x.present | x.unknown) & b->kept[t0 / 64];
+        }
+        if (bad)
+            return 0;
+        observed[f / 64] |= (uint64_t)(seen != 0) << (f % 64);
+    }
+    return 1;
+}
+
+/* scan_any for contiguous families (family stride 1), a taxon's row at
+ * once; 0 if some state is bad. */
+static int scan_taxa(uint64_t *observed, const uint8_t *states,
+                     int64_t n_families, int64_t n_taxa, int64_t ts,
+                     const binding *b)
+{
+    for (int64_t t = 0; t < n_taxa; t++) {
+        const uint8_t *row = states + t * ts;
+        uint64_t kept = b->tip_of[t] >= 0 ? ~(uint64_t)0 : 0;
+        for (int64_t f0 = 0; f0 < n_families; f0 += 64) {
+            cell_bits x = classify(row + f0, n_families - f0 < 64
+                                                 ? n_families - f0
+                                                 : 64);
+            if (x.bad)
+                return 0;
+            observed[f0 / 64] |= (x.present | x.unknown) & kept;
+        }
+    }
+    return 1;
+}
+
+static int scan_states(uint64_t *observed, const uint8_t *states,
+                       int64_t n_families, int64_t n_taxa, int64_t fs,
+                       int64_t ts, const binding *b,
+                       const char *const *taxon_names,
+                       const char *const *family_names, const char *where)
+{
+    if (ts == 1 && scan_rows(observed, states, n_families, n_taxa, fs, b))
+        return PERSISTE_OK;
+    if (ts != 1 && fs == 1 &&
+        scan_taxa(observed, states, n_families, n_taxa, ts, b))
+        return PERSISTE_OK;
+    return scan_any(observed, states, n_families, n_taxa, fs, ts, b,
+                    taxon_names, family_names, where);
 }
 
 static int copy_name(char **dst, const char *src, const char *where)
@@ -285,30 +398,13 @@ static int select_families(persiste_data *d, int64_t *src,
     return PERSISTE_OK;
 }
 
-/* Bit i set where cells[i] == value, for 64 cells. */
-static uint64_t cells_bits(const uint8_t *cells, uint8_t value)
-{
-    uint64_t m = 0;
-#if defined(__SSE2__)
-    __m128i v = _mm_set1_epi8((char)value);
-    for (int i = 0; i < 4; i++) {
-        __m128i x = _mm_loadu_si128((const __m128i *)(cells + 16 * i));
-        m |= (uint64_t)(uint16_t)_mm_movemask_epi8(_mm_cmpeq_epi8(x, v))
-             << (16 * i);
-    }
-#else
-    for (int i = 0; i < 64; i++)
-        m |= (uint64_t)(cells[i] == value) << i;
-#endif
-    return m;
-}
-
 /* Pack the kept families into bits, 64 families per word, per tip: for
  * each 64 families and 64 tips, each family's cells become a word of tip
- * bits, and the 64 x 64 block is transposed into words of family bits. */
-static void pack_bits(persiste_data *d, const int64_t *src,
-                      const uint8_t *states, int64_t fs, int64_t ts,
-                      const binding *b)
+ * bits, and the 64 x 64 block is transposed into words of family bits.
+ * Any layout. */
+static void pack_any(persiste_data *d, const int64_t *src,
+                     const uint8_t *states, int64_t fs, int64_t ts,
+                     const binding *b)
 {
     const int32_t n_tips = d->n_tips;
     uint64_t pb[64], ub[64];
@@ -331,8 +427,9 @@ static void pack_bits(persiste_data *d, const int64_t *src,
                               : t < 0 ? PERSISTE_UNKNOWN
                                       : row[t * ts];
                 }
-                pb[k] = cells_bits(cell, PERSISTE_PRESENT);
-                ub[k] = cells_bits(cell, PERSISTE_UNKNOWN);
+                cell_bits x = classify64(cell);
+                pb[k] = x.present;
+                ub[k] = x.unknown;
             }
             persiste__transpose64(pb);
             persiste__transpose64(ub);
@@ -342,6 +439,110 @@ static void pack_bits(persiste_data *d, const int64_t *src,
                    (size_t)n * sizeof *ub);
         }
     }
+}
+
+/* Tips without a column are unknown in every family. */
+static void mark_missing(persiste_data *d, const binding *b)
+{
+    for (int64_t w = 0; b->n_missing > 0 && w < d->n_words; w++) {
+        uint64_t nb = low_bits(d->n_families - w * 64);
+        for (int32_t v = 0; v < d->n_tips; v++)
+            if (b->col_of_tip[v] < 0)
+                d->unknown[(size_t)w * (size_t)d->n_tips + (size_t)v] = nb;
+    }
+}
+
+/* pack_any for contiguous taxa (taxon stride 1): each family's row becomes
+ * bits by column, and 64 x 64 blocks of (family, column) bits are
+ * transposed in column order, so that each column's word of family bits
+ * goes to its tip whole. work holds 2 * 64 words per 64 columns. */
+static void pack_rows(persiste_data *d, const int64_t *src,
+                      const uint8_t *states, int64_t fs, int64_t n_taxa,
+                      const binding *b, uint64_t *work)
+{
+    const size_t n_tips = (size_t)d->n_tips;
+    const int64_t n_blocks = (n_taxa + 63) / 64;
+    uint64_t *pw = work, *uw = work + 64 * n_blocks;
+    for (int64_t w = 0; w < d->n_words; w++) {
+        int64_t f0 = w * 64;
+        int nb = d->n_families - f0 < 64 ? (int)(d->n_families - f0) : 64;
+        for (int k = 0; k < 64; k++) {
+            const uint8_t *row = k < nb ? states + src[f0 + k] * fs : NULL;
+            for (int64_t c = 0; c < n_blocks; c++) {
+                int64_t n = n_taxa - c * 64 < 64 ? n_taxa - c * 64 : 64;
+                cell_bits x = {0, 0, 0};
+                if (row)
+                    x = classify(row + c * 64, n);
+                pw[c * 64 + k] = x.present;
+                uw[c * 64 + k] = x.unknown;
+            }
+        }
+        uint64_t *present = d->present + (size_t)w * n_tips;
+        uint64_t *unknown = d->unknown + (size_t)w * n_tips;
+        for (int64_t c = 0; c < n_blocks; c++) {
+            persiste__transpose64(pw + c * 64);
+            persiste__transpose64(uw + c * 64);
+            for (int64_t j = 0; j < 64 && c * 64 + j < n_taxa; j++) {
+                int32_t tip = b->tip_of[c * 64 + j];
+                if (tip >= 0) {
+                    present[tip] = pw[c * 64 + j];
+                    unknown[tip] = uw[c * 64 + j];
+                }
+            }
+        }
+    }
+    mark_missing(d, b);
+}
+
+/* pack_any for contiguous families (family stride 1): each tip's word is
+ * 64 cells of its column, read at once when the kept families are. */
+static void pack_taxa(persiste_data *d, const int64_t *src,
+                      const uint8_t *states, int64_t ts, const binding *b)
+{
+    const size_t n_tips = (size_t)d->n_tips;
+    uint8_t cell[64] = {0};
+    for (int64_t w = 0; w < d->n_words; w++) {
+        int64_t f0 = w * 64;
+        int nb = d->n_families - f0 < 64 ? (int)(d->n_families - f0) : 64;
+        int together = src[f0 + nb - 1] - src[f0] == nb - 1;
+        for (size_t v = 0; v < n_tips; v++) {
+            int64_t t = b->col_of_tip[v];
+            if (t < 0)
+                continue;
+            const uint8_t *col = states + t * ts;
+            cell_bits x;
+            if (together) {
+                x = classify(col + src[f0], nb);
+            } else {
+                for (int k = 0; k < nb; k++)
+                    cell[k] = col[src[f0 + k]];
+                x = classify64(cell);
+            }
+            d->present[(size_t)w * n_tips + v] = x.present;
+            d->unknown[(size_t)w * n_tips + v] = x.unknown;
+        }
+    }
+    mark_missing(d, b);
+}
+
+static int pack_bits(persiste_data *d, const int64_t *src,
+                     const uint8_t *states, int64_t fs, int64_t ts,
+                     int64_t n_taxa, const binding *b, const char *where)
+{
+    if (ts == 1) {
+        uint64_t *work = NULL;
+        int rc = alloc_array(&work, (n_taxa + 63) / 64 * 128, sizeof *work,
+                             where);
+        if (rc == PERSISTE_OK)
+            pack_rows(d, src, states, fs, n_taxa, b, work);
+        persiste__free(work);
+        return rc;
+    }
+    if (fs == 1)
+        pack_taxa(d, src, states, ts, b);
+    else
+        pack_any(d, src, states, fs, ts, b);
+    return PERSISTE_OK;
 }
 
 static int check_args(persiste_data **out, const persiste_tree *tree,
@@ -464,10 +665,11 @@ int persiste__data_build(persiste_data **out, const persiste_tree *tree,
     if (rc == PERSISTE_OK)
         rc = select_families(d, src, observed, n_families, family_names,
                              flags, where);
-    if (rc == PERSISTE_OK) {
-        pack_bits(d, src, states, family_stride, taxon_stride, &b);
+    if (rc == PERSISTE_OK)
+        rc = pack_bits(d, src, states, family_stride, taxon_stride, n_taxa,
+                       &b, where);
+    if (rc == PERSISTE_OK)
         rc = persiste__data_patterns(d, where);
-    }
     if (rc == PERSISTE_OK) {
         *out = d;
         d = NULL;

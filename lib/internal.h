@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <threads.h>
 
 #include "persiste.h"
 
@@ -131,6 +132,16 @@ int persiste__pool_size(const persiste__pool *pool);
  * reentrant: fn must not call it on the same pool. */
 void persiste__pool_run(persiste__pool *pool, int64_t n_tasks,
                         persiste__task_fn fn, void *arg);
+
+/* A thread of its own, started with fn(arg); 1 if it runs. TSan builds
+ * start it through pthreads (lib/pool.c says why). */
+typedef struct {
+    thrd_t id;
+    int (*fn)(void *);
+    void *arg;
+} persiste__thread;
+int persiste__thread_start(persiste__thread *t, int (*fn)(void *), void *arg);
+void persiste__thread_join(persiste__thread *t);
 
 /* ---- Context ----------------------------------------------------------- */
 struct persiste__scratch; /* per-worker buffers, see kernel.h */

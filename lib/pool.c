@@ -8,7 +8,6 @@
  * Waits spin briefly before sleeping: consecutive runs are microseconds
  * apart in a likelihood evaluation, and a futex round trip would dominate. */
 #include <stdatomic.h>
-#include <threads.h>
 
 #include "internal.h"
 
@@ -21,7 +20,7 @@ enum { SPIN_ROUNDS = 1000, YIELD_EVERY = 16 };
 struct worker {
     persiste__pool *pool;
     int id;
-    thrd_t thread;
+    persiste__thread thread;
 };
 
 struct persiste__pool {
@@ -121,27 +120,38 @@ static int worker_main(void *p)
 /* gcc 12's libtsan intercepts pthread_create/join but not glibc's C11
  * thrd_create, which calls pthread internals directly: a thread TSan was
  * not told about crashes in its first hook. TSan builds therefore start
- * and join workers through pthreads (glibc's thrd_t is a pthread_t). The
- * pool orders its data with atomics only, so TSan, which does not see the
- * C11 mutexes either, still sees every happens-before edge it relies on. */
+ * and join threads through pthreads (glibc's thrd_t is a pthread_t). The
+ * pool (and the file reader) order their data with atomics only, so TSan,
+ * which does not see the C11 mutexes either, still sees every
+ * happens-before edge they rely on. */
 #include <pthread.h>
-static void *tsan_worker_main(void *p)
+static void *tsan_thread_main(void *p)
 {
-    worker_main(p);
+    persiste__thread *t = p;
+    t->fn(t->arg);
     return NULL;
 }
-static int start_worker(struct worker *w)
+int persiste__thread_start(persiste__thread *t, int (*fn)(void *), void *arg)
 {
-    return pthread_create(&w->thread, NULL, tsan_worker_main, w) == 0;
+    t->fn = fn;
+    t->arg = arg;
+    return pthread_create(&t->id, NULL, tsan_thread_main, t) == 0;
 }
-static void join_worker(struct worker *w) { pthread_join(w->thread, NULL); }
+void persiste__thread_join(persiste__thread *t) { pthread_join(t->id, NULL); }
 #else
+int persiste__thread_start(persiste__thread *t, int (*fn)(void *), void *arg)
+{
+    t->fn = fn;
+    t->arg = arg;
+    return thrd_create(&t->id, fn, arg) == thrd_success;
+}
+void persiste__thread_join(persiste__thread *t) { thrd_join(t->id, NULL); }
+#endif
+
 static int start_worker(struct worker *w)
 {
-    return thrd_create(&w->thread, worker_main, w) == thrd_success;
+    return persiste__thread_start(&w->thread, worker_main, w);
 }
-static void join_worker(struct worker *w) { thrd_join(w->thread, NULL); }
-#endif
 
 int persiste__pool_create(persiste__pool **out, int n_threads)
 {
@@ -203,7 +213,7 @@ void persiste__pool_destroy(persiste__pool *pool)
     cnd_broadcast(&pool->wake);
     mtx_unlock(&pool->lock);
     for (int i = 1; i < pool->n_threads; i++)
-        join_worker(&pool->workers[i]);
+        persiste__thread_join(&pool->workers[i].thread);
     cnd_destroy(&pool->done);
     cnd_destroy(&pool->wake);
     mtx_destroy(&pool->lock);

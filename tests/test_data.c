@@ -116,14 +116,19 @@ static const char *write_text(const char *name, const char *text)
     return write_file(name, text, strlen(text));
 }
 
-/* A gzip member of text, written with zlib, appended to the file. */
-static void append_gzip(const char *path, const char *text)
+/* A gzip member of n bytes of text, written with zlib, appended to the
+ * file. */
+static void append_gzip_n(const char *path, const char *text, size_t n)
 {
     gzFile gz = gzopen(path, "ab");
     assert_non_null(gz);
-    assert_int_equal(gzwrite(gz, text, (unsigned)strlen(text)),
-                     (int)strlen(text));
+    assert_int_equal(gzwrite(gz, text, (unsigned)n), (int)n);
     assert_int_equal(gzclose(gz), Z_OK);
+}
+
+static void append_gzip(const char *path, const char *text)
+{
+    append_gzip_n(path, text, strlen(text));
 }
 
 static persiste_data *read_ok(const persiste_tree *tree, const char *path,
@@ -776,6 +781,270 @@ static void test_read_wide_header(void **state)
     persiste_tree_destroy(tree);
 }
 
+/* ---- Streaming: tables spanning many chunks ----------------------------- */
+
+/* A star tree of n tips t0..t{n-1}. */
+static persiste_tree *star_tree(int n)
+{
+    char *nwk = malloc((size_t)n * 16 + 8);
+    assert_non_null(nwk);
+    size_t k = 0;
+    nwk[k++] = '(';
+    for (int i = 0; i < n; i++)
+        k += (size_t)sprintf(nwk + k, "%st%d:1", i ? "," : "", i);
+    strcpy(nwk + k, ");");
+    persiste_tree *t = tree_of(nwk);
+    free(nwk);
+    return t;
+}
+
+enum { BIG_TAXA = 150, BIG_FAMILIES = 4000 };
+
+/* An Rtab of BIG_FAMILIES rows over genomes t{BIG_TAXA-1}..t0 (reversed,
+ * so the columns are not in tip order), with '?' and "NA" (not in the first
+ * ten cells) here and there,
+ * comments and blank lines; `eol` ends each line. 1.2 MB: several chunks
+ * of the reader. *len gets its size; the text is malloc'd. */
+static char *big_table(const char *eol, size_t *len)
+{
+    size_t cap = (size_t)BIG_FAMILIES * (BIG_TAXA * 3 + 32) + 4096, n = 0;
+    char *text = malloc(cap);
+    assert_non_null(text);
+    n += (size_t)sprintf(text + n, "Gene");
+    for (int t = BIG_TAXA - 1; t >= 0; t--)
+        n += (size_t)sprintf(text + n, "\tt%d", t);
+    n += (size_t)sprintf(text + n, "%s", eol);
+    uint32_t x = 99;
+    for (int f = 0; f < BIG_FAMILIES; f++) {
+        if (f % 997 == 500)
+            n += (size_t)sprintf(text + n, "# comment%s%s", eol, eol);
+        n += (size_t)sprintf(text + n, "fam%d", f);
+        for (int t = 0; t < BIG_TAXA; t++) {
+            x = x * 1664525u + 1013904223u;
+            unsigned r = x >> 24;
+            n += (size_t)sprintf(text + n, "\t%s",
+                                 r < 3         ? "?"
+                                 : r < 5 && t > 9 ? "NA"
+                                 : r < 100        ? "1"
+                                                  : "0");
+        }
+        n += (size_t)sprintf(text + n, "%s", eol);
+    }
+    assert_true(n < cap);
+    *len = n;
+    return text;
+}
+
+/* Families of a and b read alike. */
+static void same_data(const persiste_data *a, const persiste_data *b)
+{
+    int64_t nf = persiste_data_n_families(a);
+    int32_t nt = persiste_data_n_taxa(a);
+    assert_int_equal(persiste_data_n_families(b), nf);
+    assert_int_equal(persiste_data_n_taxa(b), nt);
+    uint8_t *sa = malloc((size_t)nt), *sb = malloc((size_t)nt);
+    assert_true(sa && sb);
+    for (int64_t f = 0; f < nf; f++) {
+        assert_string_equal(persiste_data_family_name(a, f),
+                            persiste_data_family_name(b, f));
+        assert_int_equal(persiste_data_states(a, f, sa), PERSISTE_OK);
+        assert_int_equal(persiste_data_states(b, f, sb), PERSISTE_OK);
+        assert_memory_equal(sa, sb, (size_t)nt);
+    }
+    free(sa);
+    free(sb);
+}
+
+/* gzip members of text cut at the given offsets (0-terminated list). */
+static const char *write_gzip(const char *name, const char *text, size_t n,
+                              const size_t *cuts)
+{
+    static char path[160];
+    snprintf(path, sizeof path, "%s", write_text(name, ""));
+    size_t at = 0;
+    for (const size_t *c = cuts; *c; c++) {
+        append_gzip_n(path, text + at, *c - at);
+        at = *c;
+    }
+    append_gzip_n(path, text + at, n - at);
+    return path;
+}
+
+static void test_read_streamed(void **state)
+{
+    (void)state;
+    persiste_tree *tree = star_tree(BIG_TAXA);
+    size_t n;
+    char *text = big_table("\n", &n);
+    assert_true(n > 4 * (1 << 18));
+    persiste_data *plain = read_ok(tree, write_file("big.Rtab", text, n), 0);
+    assert_int_equal(persiste_data_n_families(plain), BIG_FAMILIES);
+    /* the truth, spot-checked: the first cell of the last family is in
+     * genome t149, the last tip */
+    const char *last = strstr(text, "fam3999\t") + 8;
+    uint8_t out[BIG_TAXA];
+    assert_int_equal(persiste_data_states(plain, BIG_FAMILIES - 1, out),
+                     PERSISTE_OK);
+    assert_int_equal(out[BIG_TAXA - 1],
+                     *last == '1' ? 1 : *last == '0' ? 0 : 2);
+
+    const size_t none[] = {0};
+    persiste_data *d = read_ok(tree, write_gzip("big.gz", text, n, none), 0);
+    same_data(plain, d);
+    persiste_data_destroy(d);
+    /* members cut mid-line, one of them empty, then 100 kB of padding */
+    const size_t cuts[] = {1, 300001, 300001, 777777, n - 3, 0};
+    const char *path = write_gzip("members.gz", text, n, cuts);
+    d = read_ok(tree, path, 0);
+    same_data(plain, d);
+    persiste_data_destroy(d);
+    char *zeros = calloc(100000, 1);
+    assert_non_null(zeros);
+    FILE *fp = fopen(path, "ab");
+    assert_non_null(fp);
+    assert_int_equal(fwrite(zeros, 1, 100000, fp), 100000);
+    assert_int_equal(fclose(fp), 0);
+    d = read_ok(tree, path, 0);
+    same_data(plain, d);
+    persiste_data_destroy(d);
+    /* padding, then another member: not padding */
+    append_gzip(path, "x");
+    read_fails(tree, path, 0, PERSISTE_E_IO, "members.gz: corrupt gzip data",
+               NULL);
+    free(zeros);
+
+    /* CRLF line ends (some CR at a chunk's end, its LF in the next) */
+    size_t n2;
+    char *crlf = big_table("\r\n", &n2);
+    d = read_ok(tree, write_gzip("crlf.gz", crlf, n2, none), 0);
+    same_data(plain, d);
+    persiste_data_destroy(d);
+    free(crlf);
+    persiste_data_destroy(plain);
+
+    /* Errors far in: the same message as for the plain text, which is the
+     * oracle for the line; the column and names are checked outright. */
+    char *bad = strstr(text, "\nfam3500\t") + 1; /* line 3505 */
+    int64_t line = 1;
+    for (const char *p = text; p < bad; p++)
+        line += *p == '\n';
+    /* the 8th cell (genome t142): the 7 before are one byte each */
+    char *cell = bad + strlen("fam3500\t") + 2 * 7;
+    char saved = *cell;
+    *cell = 'x';
+    char frag[128];
+    snprintf(frag, sizeof frag,
+             "line %lld, column 9 (genome t142, family fam3500): 'x' is not",
+             (long long)line);
+    read_fails(tree, write_file("bad.Rtab", text, n), 0, PERSISTE_E_PARSE,
+               "bad.Rtab: ", frag);
+    read_fails(tree, write_gzip("bad.gz", text, n, none), 0,
+               PERSISTE_E_PARSE, "bad.gz: ", frag);
+    *cell = '\t'; /* a field too many */
+    snprintf(frag, sizeof frag, "line %lld: %d fields, expected %d",
+             (long long)line, BIG_TAXA + 2, BIG_TAXA + 1);
+    read_fails(tree, write_gzip("ragged.gz", text, n, cuts), 0,
+               PERSISTE_E_PARSE, "ragged.gz: ", frag);
+    *cell = '\0';
+    snprintf(frag, sizeof frag, "line %lld: NUL byte", (long long)line);
+    read_fails(tree, write_gzip("nul.gz", text, n, cuts), 0,
+               PERSISTE_E_PARSE, "nul.gz: ", frag);
+    *cell = saved;
+
+    /* Truncated: whatever lines came first, the truncation is reported. */
+    const char *whole = write_gzip("whole.gz", text, n, none);
+    fp = fopen(whole, "rb");
+    assert_non_null(fp);
+    static unsigned char gz[1 << 20];
+    size_t gz_n = fread(gz, 1, sizeof gz, fp);
+    fclose(fp);
+    assert_true(gz_n > 1000 && gz_n < sizeof gz);
+    read_fails(tree, write_file("cut.gz", gz, gz_n * 3 / 5), 0,
+               PERSISTE_E_IO, "cut.gz: truncated gzip data (after ",
+               "inflated bytes)");
+    gz[gz_n / 2] ^= 0x5a;
+    gz[gz_n / 2 + 1] ^= 0xa5;
+    read_fails(tree, write_file("flip.gz", gz, gz_n), 0, PERSISTE_E_IO,
+               "flip.gz: corrupt gzip data", NULL);
+    free(text);
+    persiste_tree_destroy(tree);
+}
+
+/* The layout-specific packers (taxa contiguous, families contiguous)
+ * against the general one (a strided view), with dropped families, extra
+ * taxa and tips without a column, over several words of each. */
+static void test_matrix_fast_layouts(void **state)
+{
+    (void)state;
+    enum { TIPS = 140, TAXA = 150, FAMS = 200 };
+    persiste_tree *tree = star_tree(TIPS);
+    /* columns: t{TAXA-1}.. t0 minus every 13th tip, plus x0.. extras */
+    char names_buf[TAXA][12];
+    const char *names[TAXA];
+    for (int t = 0, tip = TIPS - 1, k = 0; t < TAXA; t++) {
+        while (tip >= 0 && tip % 13 == 5)
+            tip--;
+        if (tip >= 0)
+            snprintf(names_buf[t], sizeof names_buf[t], "t%d", tip--);
+        else
+            snprintf(names_buf[t], sizeof names_buf[t], "x%d", k++);
+        names[t] = names_buf[t];
+    }
+    static uint8_t rows[FAMS * TAXA], cols[FAMS * TAXA],
+        wide[FAMS * TAXA * 2];
+    uint32_t x = 5;
+    for (int f = 0; f < FAMS; f++)
+        for (int t = 0; t < TAXA; t++) {
+            x = x * 1103515245u + 12345u;
+            unsigned r = (x >> 16) % 8;
+            /* every 7th family: absent (or only in extra taxa) */
+            uint8_t v = f % 7 == 3 && names[t][0] == 't' ? 0
+                        : r < 1 ? 2 : r < 4 ? 1 : 0;
+            rows[f * TAXA + t] = cols[t * FAMS + f] =
+                wide[f * TAXA * 2 + t * 2] = v;
+        }
+    const uint32_t flags = PERSISTE_DATA_DROP_EXTRA_TAXA |
+                           PERSISTE_DATA_MISSING_AS_UNKNOWN;
+    for (int drop = 0; drop < 2; drop++) {
+        uint32_t fl = flags | (drop ? PERSISTE_DATA_DROP_ABSENT_FAMILIES : 0);
+        persiste_data *a = NULL, *b = NULL, *c = NULL;
+        assert_int_equal(persiste_data_from_matrix(&a, tree, wide, FAMS,
+                                                   TAXA, TAXA * 2, 2, names,
+                                                   NULL, fl),
+                         PERSISTE_OK);
+        assert_int_equal(persiste_data_from_matrix(&b, tree, rows, FAMS,
+                                                   TAXA, TAXA, 1, names,
+                                                   NULL, fl),
+                         PERSISTE_OK);
+        assert_int_equal(persiste_data_from_matrix(&c, tree, cols, FAMS,
+                                                   TAXA, 1, FAMS, names,
+                                                   NULL, fl),
+                         PERSISTE_OK);
+        assert_int_equal(persiste_data_n_dropped_families(a),
+                         drop ? (FAMS + 6) / 7 : 0);
+        same_data(a, b);
+        same_data(a, c);
+        assert_int_equal(persiste_data_n_all_absent(b),
+                         persiste_data_n_all_absent(a));
+        assert_int_equal(persiste_data_n_all_absent(c),
+                         persiste_data_n_all_absent(a));
+        persiste_data_destroy(a);
+        persiste_data_destroy(b);
+        persiste_data_destroy(c);
+    }
+    /* a bad state is reported alike whatever the layout */
+    rows[57 * TAXA + 99] = cols[99 * FAMS + 57] = 3;
+    persiste_data *d = (persiste_data *)&d;
+    EXPECT_ERROR(persiste_data_from_matrix(&d, tree, rows, FAMS, TAXA, TAXA,
+                                           1, names, NULL, flags),
+                 PERSISTE_E_DOMAIN, "family 58 (58)", "state 3");
+    EXPECT_ERROR(persiste_data_from_matrix(&d, tree, cols, FAMS, TAXA, 1,
+                                           FAMS, names, NULL, flags),
+                 PERSISTE_E_DOMAIN, "family 58 (58)", "state 3");
+    assert_ptr_equal(d, (persiste_data *)&d);
+    persiste_tree_destroy(tree);
+}
+
 /* ---- Bundled real datasets --------------------------------------------- */
 
 static const char *data_path(const char *rel)
@@ -974,6 +1243,8 @@ int main(void)
         cmocka_unit_test(test_read_gzip),
         cmocka_unit_test(test_read_errors),
         cmocka_unit_test(test_read_wide_header),
+        cmocka_unit_test(test_read_streamed),
+        cmocka_unit_test(test_matrix_fast_layouts),
         cmocka_unit_test(test_real_efm),
         cmocka_unit_test(test_real_harris),
 #ifdef PERSISTE_ALLOC_FAILURE
