@@ -111,23 +111,17 @@ static inline __attribute__((always_inline)) int reverse_binary(const struct per
     const persiste_tree *tr = job->tree;
     int32_t k0 = tr->child_start[v];
     int32_t c[2] = {tr->children[k0], tr->children[k0 + 1]};
-    struct child_bits cb[2] = {{s->keep0[k0], s->keep1[k0]},
-                               {s->keep0[k0 + 1], s->keep1[k0 + 1]}};
     vd p[2][PERSISTE_NP][V];
     prows(pv, c[0], NP, p[0]);
     prows(pv, c[1], NP, p[1]);
     const double *ov = s->out + (size_t)job->oslot[v] * 2 * L;
     vd f[2][2][V], dx[2][V], inv[V];
     vi bad = {0};
+    for (int i = 0; i < 2; i++) {
+        child_factors(job, s, c[i], k0 + i, p[i], f[i][0], f[i][1]);
+        child_dx(job, s, c[i], k0 + i, dx[i]);
+    }
     FOR_V {
-        for (int i = 0; i < 2; i++) {
-            const double *x = s->in + (size_t)job->slot[c[i]] * 2 * L + j * W;
-            vd x0 = keep_where(cb[i].keep0, j, ld(x));
-            vd x1 = keep_where(cb[i].keep1, j, ld(x + L));
-            f[i][0][j] = p[i][P00][j] * x0 + p[i][P01][j] * x1;
-            f[i][1][j] = p[i][P10][j] * x0 + p[i][P11][j] * x1;
-            dx[i][j] = x1 - x0;
-        }
         vd den = ld(ov + j * W) * f[0][0][j] * f[1][0][j] +
                  ld(ov + L + j * W) * f[0][1][j] * f[1][1][j];
         bad |= use[j] & lt_nonneg(den, splat(DEN_LOW));
@@ -147,8 +141,9 @@ static inline __attribute__((always_inline)) int reverse_binary(const struct per
             dg->v[j] += t * (u0 * pc[D01G][j] - u1 * pc[D10G][j]);
             dl->v[j] += t * (u0 * pc[D01L][j] - u1 * pc[D10L][j]);
             bt[i] += dx[i][j] * wr * (u0 * pc[D01T][j] - u1 * pc[D10T][j]);
-            /* outside of c in its own states, U P_c (also for a tip,
-             * unread, rather than a branch no one could predict), not
+            if (c[i] < tr->n_tips) /* no outside: nothing below */
+                continue;
+            /* outside of c in its own states, U P_c, not
              * renormalised: this node's denominator was at least
              * DEN_LOW, so U's larger entry is at least DEN_LOW / 2 and
              * W's at least min(P00, P11) DEN_LOW / 2 > 2^-1000 (P's

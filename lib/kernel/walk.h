@@ -210,6 +210,21 @@ static inline void child_factors(const struct persiste__job *job,
     FOR_V apply_p(p, j, ld(x + j * W), ld(x + L + j * W), &f0[j], &f1[j]);
 }
 
+/* x1 - x0 of child c at position k, for every vector of the block: for a
+ * tip 1 where observed present, -1 where absent, 0 where unknown. */
+static inline __attribute__((unused)) void child_dx(
+    const struct persiste__job *job, const struct persiste__scratch *s,
+    int32_t c, int32_t k, vd dx[V])
+{
+    if (c < job->tree->n_tips) {
+        FOR_V dx[j] = keep_where(s->keep1[k], j, splat(1.0)) -
+                      keep_where(s->keep0[k], j, splat(1.0));
+        return;
+    }
+    const double *x = s->in + (size_t)job->slot[c] * 2 * L;
+    FOR_V dx[j] = ld(x + L + j * W) - ld(x + j * W);
+}
+
 /* Node v's partial with a rescale after every child, stored at y: the
  * slow path, for the rare nodes whose plain product fell below 2^-256 in
  * some lane (and might have underflowed on the way). */
