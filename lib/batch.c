@@ -133,12 +133,14 @@ static int reserve_scratch(persiste_ctx *ctx, struct persiste__job *job)
 }
 
 /* Evaluates into the job's outputs and d_branch. */
-static int run(persiste_ctx *ctx, struct persiste__job *job, double *d_branch)
+static int run(persiste_ctx *ctx, struct persiste__job *job,
+               persiste__block_fn eval_block, double *d_branch)
 {
     size_t n_nodes = (size_t)job->tree->n_nodes;
     int rc;
     struct batch b = {.job = job, .ctx = ctx};
-    b.eval_block = persiste__kernel(job->gradient, &b.lanes);
+    b.eval_block = eval_block;
+    b.lanes = job->lanes;
     b.n_blocks = (job->n_families + b.lanes - 1) / b.lanes;
     b.chunk_blocks = CHUNK_FAMILIES / b.lanes;
     int64_t n_chunks = (b.n_blocks + b.chunk_blocks - 1) / b.chunk_blocks;
@@ -213,6 +215,11 @@ int persiste_gradient_batch(persiste_ctx *ctx, const persiste_model *model,
     for (int64_t f = 1; f < n_families && job.one_pair; f++)
         job.one_pair = !memcmp(&log_gain[f], log_gain, sizeof *log_gain) &&
                        !memcmp(&log_loss[f], log_loss, sizeof *log_loss);
+    persiste__block_fn eval_block = persiste__kernel(
+        !job.gradient  ? PERSISTE_KIND_LIK
+        : job.one_pair ? PERSISTE_KIND_GRADPAIR
+                       : PERSISTE_KIND_GRAD,
+        &job.lanes);
     /* Workspace first: rows live in worker 0's scratch. */
     rc = reserve_scratch(ctx, &job);
     int grouped = rc ? rc : persiste__rows_prepare(&ctx->scratch[0]->rows, &job);
@@ -222,7 +229,7 @@ int persiste_gradient_batch(persiste_ctx *ctx, const persiste_model *model,
         const struct persiste__rows *rows = ctx->scratch[0]->rows;
         if (grouped)
             persiste__rows_outputs(rows, &job);
-        rc = run(ctx, &job, d_branch);
+        rc = run(ctx, &job, eval_block, d_branch);
         if (rc == PERSISTE_OK && grouped)
             persiste__rows_scatter(rows, n_families, loglik, d_log_gain,
                                    d_log_loss);

@@ -31,7 +31,7 @@
 #endif
 #define CAT2(a, b) a##b
 #define CAT(a, b) CAT2(a, b)
-#ifndef KERNEL_LANES /* families per block: PERSISTE_LANES_LIK or _GRAD */
+#ifndef KERNEL_LANES /* families per block: PERSISTE_LANES_LIK, _GRAD or _GRADPAIR */
 #define KERNEL_LANES PERSISTE_LANES_GRAD
 #define KERNEL_KIND grad
 #define KERNEL_GRADIENT 1

@@ -7,11 +7,19 @@
 
 #include "internal.h"
 
-/* Families per block: many for the likelihood (more independent work per
- * visit of a node), few for gradients (whose partials of every node must
- * stay in cache). */
+/* Families per block: many (more independent work per visit of a node),
+ * but few for gradients of lanes with rates of their own, whose tables of
+ * every branch must stay in cache. */
 #define PERSISTE_LANES_LIK 32
 #define PERSISTE_LANES_GRAD 8
+#define PERSISTE_LANES_GRADPAIR 32 /* gradients, one rate pair for all */
+
+/* The kernels: what a job asks for, see persiste__kernel. */
+enum persiste__kind {
+    PERSISTE_KIND_LIK,
+    PERSISTE_KIND_GRAD,
+    PERSISTE_KIND_GRADPAIR
+};
 /* Lanes of a vector: gradients add a node's branch terms lane-wise into
  * [n_nodes][PERSISTE_VECTOR_LANES] (the block's vectors summed in order). */
 #define PERSISTE_VECTOR_LANES 8
@@ -72,6 +80,7 @@ struct persiste__job {
     double *loglik, *d_log_gain, *d_log_loss; /* NULL when not wanted */
     int gradient;                             /* reverse passes wanted */
     int one_pair;  /* every family has the same rates: no per-lane tables */
+    int lanes;     /* families per block of the job's kernel */
     /* slot[v] of every internal node v: a stack of few buffers for the
      * likelihood alone (they stay in L1), v - n_tips for gradients, whose
      * reverse pass reads every partial; every tip's is one more slot, of
@@ -112,14 +121,17 @@ typedef void (*persiste__block_fn)(const struct persiste__job *job,
                                           int64_t, double *);               \
     void persiste__eval_block_##isa##_grad(const struct persiste__job *,    \
                                            struct persiste__scratch *,      \
-                                           int64_t, double *);
+                                           int64_t, double *);              \
+    void persiste__eval_block_##isa##_gradpair(                             \
+        const struct persiste__job *, struct persiste__scratch *, int64_t,  \
+        double *);
 PERSISTE_KERNEL_DECL(generic)
 PERSISTE_KERNEL_DECL(avx2)
 PERSISTE_KERNEL_DECL(avx512)
 
-/* The fastest kernel this CPU runs (and the build has), for a likelihood
- * or a gradient job, and its families per block. */
-persiste__block_fn persiste__kernel(int gradient, int *lanes);
+/* The fastest kernel of a kind this CPU runs (and the build has), and
+ * its families per block. */
+persiste__block_fn persiste__kernel(enum persiste__kind kind, int *lanes);
 /* For tests: use kernel "avx512", "avx2" or "generic" from now on; -1 if
  * the build lacks it or the CPU cannot run it. */
 int persiste__kernel_select(const char *isa);

@@ -94,7 +94,7 @@ int persiste__scratch_reserve(struct persiste__scratch *s,
 {
     size_t n = (size_t)job->tree->n_nodes, d = sizeof(double);
     int grad = job->gradient;
-    size_t lanes = grad ? PERSISTE_LANES_GRAD : PERSISTE_LANES_LIK;
+    size_t lanes = (size_t)job->lanes;
     size_t rows = grad ? PERSISTE_NP : PERSISTE_NP_LIK;
     size_t acd = job->model->condition == PERSISTE_CONDITION_VARIABLE
                      ? (grad ? 18 : 6) * lanes * n_bufs
@@ -189,21 +189,21 @@ static int cpu_avx512(void)
 #endif
 
 /* The kernels of this build, fastest first. */
+#define KERNELS(isa)                                                       \
+    {persiste__eval_block_##isa##_lik, persiste__eval_block_##isa##_grad,  \
+     persiste__eval_block_##isa##_gradpair}
 static const struct {
     const char *name;
-    persiste__block_fn lik, grad;
+    persiste__block_fn fn[3]; /* by enum persiste__kind */
     int (*runs)(void);
 } kernels[] = {
 #if defined(PERSISTE_HAVE_AVX512)
-    {"avx512", persiste__eval_block_avx512_lik, persiste__eval_block_avx512_grad,
-     cpu_avx512},
+    {"avx512", KERNELS(avx512), cpu_avx512},
 #endif
 #if defined(PERSISTE_HAVE_AVX2)
-    {"avx2", persiste__eval_block_avx2_lik, persiste__eval_block_avx2_grad,
-     cpu_avx2},
+    {"avx2", KERNELS(avx2), cpu_avx2},
 #endif
-    {"generic", persiste__eval_block_generic_lik,
-     persiste__eval_block_generic_grad, cpu_generic},
+    {"generic", KERNELS(generic), cpu_generic},
 };
 #define N_KERNELS (sizeof kernels / sizeof kernels[0])
 
@@ -219,14 +219,16 @@ int persiste__kernel_select(const char *isa)
     return -1;
 }
 
-persiste__block_fn persiste__kernel(int gradient, int *lanes)
+persiste__block_fn persiste__kernel(enum persiste__kind kind, int *lanes)
 {
+    static const int block_lanes[3] = {
+        PERSISTE_LANES_LIK, PERSISTE_LANES_GRAD, PERSISTE_LANES_GRADPAIR};
     size_t i = 0;
     if (kernel_override >= 0)
         i = (size_t)kernel_override;
     else
         while (!kernels[i].runs())
             i++;
-    *lanes = gradient ? PERSISTE_LANES_GRAD : PERSISTE_LANES_LIK;
-    return gradient ? kernels[i].grad : kernels[i].lik;
+    *lanes = block_lanes[kind];
+    return kernels[i].fn[kind];
 }

@@ -96,73 +96,126 @@ static void reverse_node(const struct persiste__job *job,
     }
 }
 
+/* Branch rows where reverse_binary reads them: the block's scalar table
+ * (each use a broadcast from memory: nothing held in registers) or the
+ * rows built for the node (lane tables, in blocks of one vector). */
+struct trows {
+    const double *uni;
+    vd (*rows)[V];
+};
+static inline __attribute__((always_inline)) vd trow(struct trows t, int r,
+                                                     int j)
+{
+    return t.uni ? splat(t.uni[r]) : t.rows[r][j];
+}
+
 /* The terms of binary node v's two children in the pattern's pass: each
  * child's U is the node's outside times its sibling's factor, so both share
- * U . f = outside . product, one division for the node. Returns 0, having
- * changed nothing, where that denominator is too small to divide by safely
- * (reverse_node then renormalises as it goes). */
-static inline __attribute__((always_inline)) int reverse_binary(const struct persiste__job *job,
-                                 const struct pview *pv,
-                                 struct persiste__scratch *s,
-                                 int32_t v, const vi *use, const vb *coef,
-                                 const vi *wuse, const vb *wcoef, vb *dg,
-                                 vb *dl, double *branch)
+ * U . f = outside . product, one division for the node. Vector by vector,
+ * everything of one vector done before the next: few registers live, so
+ * blocks of several vectors do not spill. Returns 0, having changed
+ * nothing but the children's outsides (which reverse_node rewrites), where
+ * that denominator is too small to divide by safely (reverse_node then
+ * renormalises as it goes). */
+static inline __attribute__((always_inline)) int reverse_binary_rows(
+    const struct persiste__job *job, struct persiste__scratch *s, int32_t v,
+    const struct trows t[2], const vi *use, const vb *coef, const vi *wuse,
+    const vb *wcoef, vb *dg, vb *dl, double *branch)
 {
     const persiste_tree *tr = job->tree;
-    int32_t k0 = tr->child_start[v];
+    int32_t nt = tr->n_tips, k0 = tr->child_start[v];
     int32_t c[2] = {tr->children[k0], tr->children[k0 + 1]};
-    vd p[2][PERSISTE_NP][V];
-    prows(pv, c[0], NP, p[0]);
-    prows(pv, c[1], NP, p[1]);
     const double *ov = s->out + (size_t)job->oslot[v] * 2 * L;
-    vd f[2][2][V], dx[2][V], inv[V];
-    vi bad = {0};
+    const double *x[2];
+    double *oc[2];
     for (int i = 0; i < 2; i++) {
-        child_factors(job, s, c[i], k0 + i, p[i], f[i][0], f[i][1]);
-        child_dx(job, s, c[i], k0 + i, dx[i]);
+        x[i] = s->in + (size_t)job->slot[c[i]] * 2 * L;
+        oc[i] = s->out + (size_t)job->oslot[c[i]] * 2 * L;
     }
+    vb g = *dg, l = *dl; /* kept in case the node is bad */
+    vd bt[2] = {{0}};    /* the children's branch terms, vectors added */
+    vi bad = {0};
     FOR_V {
-        vd den = ld(ov + j * W) * f[0][0][j] * f[1][0][j] +
-                 ld(ov + L + j * W) * f[0][1][j] * f[1][1][j];
+        vd f[2][2], dx[2];
+        for (int i = 0; i < 2; i++) {
+            vd p00 = trow(t[i], P00, j), p01 = trow(t[i], P01, j);
+            vd p10 = trow(t[i], P10, j), p11 = trow(t[i], P11, j);
+            if (c[i] < nt) { /* a select by the tip's bits */
+                uint64_t k0b = s->keep0[k0 + i];
+                f[i][0] = sel_bits(k0b, j, p00, p01);
+                f[i][1] = sel_bits(k0b, j, p10, p11);
+                dx[i] = keep_where(s->keep1[k0 + i], j, splat(1.0)) -
+                        keep_where(k0b, j, splat(1.0));
+                if (job->any_unknown) {
+                    uint64_t u = k0b & s->keep1[k0 + i];
+                    f[i][0] = sel_bits(u, j, p00 + p01, f[i][0]);
+                    f[i][1] = sel_bits(u, j, p10 + p11, f[i][1]);
+                }
+            } else {
+                vd x0 = ld(x[i] + j * W), x1 = ld(x[i] + L + j * W);
+                f[i][0] = p00 * x0 + p01 * x1;
+                f[i][1] = p10 * x0 + p11 * x1;
+                dx[i] = x1 - x0;
+            }
+        }
+        vd o0 = ld(ov + j * W), o1 = ld(ov + L + j * W);
+        vd u[2][2] = {{o0 * f[1][0], o1 * f[1][1]}, {o0 * f[0][0], o1 * f[0][1]}};
+        vd den = u[0][0] * f[0][0] + u[0][1] * f[0][1];
         bad |= use[j] & lt_nonneg(den, splat(DEN_LOW));
-        inv[j] = 1.0 / den;
+        vd inv = 1.0 / den;
+        vd r = sel(use[j], coef->v[j] * inv, splat(0.0));
+        vd wr = sel(wuse[j], wcoef->v[j] * inv, splat(0.0));
+        for (int i = 0; i < 2; i++) {
+            vd u0 = u[i][0], u1 = u[i][1], tt = dx[i] * r;
+            g.v[j] += tt * (u0 * trow(t[i], D01G, j) - u1 * trow(t[i], D10G, j));
+            l.v[j] += tt * (u0 * trow(t[i], D01L, j) - u1 * trow(t[i], D10L, j));
+            bt[i] += dx[i] * wr *
+                     (u0 * trow(t[i], D01T, j) - u1 * trow(t[i], D10T, j));
+            if (c[i] < nt) /* no outside: nothing below */
+                continue;
+            /* outside of c in its own states, U P_c, not renormalised:
+             * this node's denominator was at least DEN_LOW, so U's larger
+             * entry is at least DEN_LOW / 2 and W's at least
+             * min(P00, P11) DEN_LOW / 2 > 2^-1000 (P's diagonal is at
+             * least e^-200 in the rates' domain); a child whose
+             * denominator then falls below DEN_LOW takes reverse_node,
+             * which renormalises */
+            st(oc[i] + j * W, u0 * trow(t[i], P00, j) + u1 * trow(t[i], P10, j));
+            st(oc[i] + L + j * W,
+               u0 * trow(t[i], P01, j) + u1 * trow(t[i], P11, j));
+        }
     }
     if (!all_zero(bad))
         return 0;
-    vd bt[2] = {{0}}; /* the children's branch terms, vectors added */
-    FOR_V {
-        vd o0 = ld(ov + j * W), o1 = ld(ov + L + j * W);
-        vd r = sel(use[j], coef->v[j] * inv[j], splat(0.0));
-        vd wr = sel(wuse[j], wcoef->v[j] * inv[j], splat(0.0));
-        for (int i = 0; i < 2; i++) {
-            vd(*pc)[V] = p[i];
-            vd u0 = o0 * f[1 - i][0][j], u1 = o1 * f[1 - i][1][j];
-            vd t = dx[i][j] * r;
-            dg->v[j] += t * (u0 * pc[D01G][j] - u1 * pc[D10G][j]);
-            dl->v[j] += t * (u0 * pc[D01L][j] - u1 * pc[D10L][j]);
-            bt[i] += dx[i][j] * wr * (u0 * pc[D01T][j] - u1 * pc[D10T][j]);
-            if (c[i] < tr->n_tips) /* no outside: nothing below */
-                continue;
-            /* outside of c in its own states, U P_c, not
-             * renormalised: this node's denominator was at least
-             * DEN_LOW, so U's larger entry is at least DEN_LOW / 2 and
-             * W's at least min(P00, P11) DEN_LOW / 2 > 2^-1000 (P's
-             * diagonal is at least e^-200 in the rates' domain); a child
-             * whose denominator then falls below DEN_LOW takes
-             * reverse_node, which renormalises */
-            vd w0 = u0 * pc[P00][j] + u1 * pc[P10][j];
-            vd w1 = u0 * pc[P01][j] + u1 * pc[P11][j];
-            double *oc = s->out + (size_t)job->oslot[c[i]] * 2 * L + j * W;
-            st(oc, w0);
-            st(oc + L, w1);
-        }
-    }
+    *dg = g;
+    *dl = l;
     if (branch)
         for (int i = 0; i < 2; i++) {
             double *bc = branch + (size_t)c[i] * W;
             st(bc, ld(bc) + bt[i]);
         }
     return 1;
+}
+
+static inline __attribute__((always_inline)) int reverse_binary(
+    const struct persiste__job *job, const struct pview *pv,
+    struct persiste__scratch *s, int32_t v, const vi *use, const vb *coef,
+    const vi *wuse, const vb *wcoef, vb *dg, vb *dl, double *branch)
+{
+    const persiste_tree *tr = job->tree;
+    int32_t k0 = tr->child_start[v];
+    if (pv->uni) { /* constant folded: one copy per table kind */
+        struct trows t[2] = {{pv->uni + (size_t)tr->children[k0] * NP, NULL},
+                             {pv->uni + (size_t)tr->children[k0 + 1] * NP, NULL}};
+        return reverse_binary_rows(job, s, v, t, use, coef, wuse, wcoef, dg,
+                                   dl, branch);
+    }
+    vd p[2][PERSISTE_NP][V]; /* lane tables: few vectors per block */
+    struct trows t[2] = {{NULL, p[0]}, {NULL, p[1]}};
+    for (int i = 0; i < 2; i++)
+        prows(pv, tr->children[k0 + i], NP, p[i]);
+    return reverse_binary_rows(job, s, v, t, use, coef, wuse, wcoef, dg, dl,
+                               branch);
 }
 
 /* Reverse (pre-order) pass. PASS_PATTERN adds coef * dlogX/dtheta (ratio

@@ -233,37 +233,46 @@ static inline void prows_compute(const struct pview *pv, int32_t c,
 #endif
 
 #if KERNEL_GRADIENT
-/* Rows 0..n-1 of branch c's table, one pair a lane, from what
- * transition_lanes kept (the branch length is clamped: its D..T rows are
- * then 0). */
-static inline void prows_lanes(const struct pview *pv, int32_t c, int n,
-                               vd p[][V])
+/* Rows 0..n-1 of branch c's table for vector j, one pair a lane, from
+ * what transition_lanes kept (the branch length is clamped: its D..T rows
+ * are then 0). */
+static inline void prows_lanes_j(const struct pview *pv, int32_t c, int n,
+                                 int j, vd p[][V])
 {
-    double *r = pv->lane + (size_t)c * PERSISTE_NP_LANE * L;
+    const double *r = pv->lane + (size_t)c * PERSISTE_NP_LANE * L;
     double t = pv->tree->length[c];
     int clamped = t < pv->tmin;
     t = clamped ? pv->tmin : t;
-    if (pv->fill) /* each branch once, as the forward walk reaches it */
-        transition_lanes(pv->ln, t, r);
-    FOR_V {
-        const struct lanes *ln = pv->ln;
-        vd q0 = ln->q0.v[j], q1 = ln->q1.v[j];
-        vd e = ld(r + LE * L + j * W), em = ld(r + LEM * L + j * W);
-        p[P00][j] = q0 + q1 * e;
-        p[P01][j] = q1 * em;
-        p[P10][j] = q0 * em;
-        p[P11][j] = q1 + q0 * e;
-        if (n <= PERSISTE_NP_LIK)
-            continue;
-        vd g = ln->gain.v[j], u = ln->loss.v[j], te = t * e;
-        vd tgm = ld(r + LTGM * L + j * W);
-        p[D01G][j] = q1 * (q0 * em + g * te);
-        p[D01L][j] = q1 * u * tgm;
-        p[D10G][j] = q0 * g * tgm;
-        p[D10L][j] = q0 * (q1 * em + u * te);
-        p[D01T][j] = clamped ? splat(0.0) : g * e;
-        p[D10T][j] = clamped ? splat(0.0) : u * e;
+    const struct lanes *ln = pv->ln;
+    vd q0 = ln->q0.v[j], q1 = ln->q1.v[j];
+    vd e = ld(r + LE * L + j * W), em = ld(r + LEM * L + j * W);
+    p[P00][j] = q0 + q1 * e;
+    p[P01][j] = q1 * em;
+    p[P10][j] = q0 * em;
+    p[P11][j] = q1 + q0 * e;
+    if (n <= PERSISTE_NP_LIK)
+        return;
+    vd g = ln->gain.v[j], u = ln->loss.v[j], te = t * e;
+    vd tgm = ld(r + LTGM * L + j * W);
+    p[D01G][j] = q1 * (q0 * em + g * te);
+    p[D01L][j] = q1 * u * tgm;
+    p[D10G][j] = q0 * g * tgm;
+    p[D10L][j] = q0 * (q1 * em + u * te);
+    p[D01T][j] = clamped ? splat(0.0) : g * e;
+    p[D10T][j] = clamped ? splat(0.0) : u * e;
+}
+
+/* The same for every vector; the forward walk first computes what
+ * transition_lanes keeps, each branch once as it reaches it. */
+static inline void prows_lanes(const struct pview *pv, int32_t c, int n,
+                               vd p[][V])
+{
+    if (pv->fill) {
+        double t = pv->tree->length[c];
+        transition_lanes(pv->ln, t < pv->tmin ? pv->tmin : t,
+                         pv->lane + (size_t)c * PERSISTE_NP_LANE * L);
     }
+    FOR_V prows_lanes_j(pv, c, n, j, p);
 }
 #endif
 
