@@ -109,7 +109,8 @@ static inline __attribute__((always_inline)) vd trow(struct trows t, int r,
     return t.uni ? splat(t.uni[r]) : t.rows[r][j];
 }
 
-/* The terms of binary node v's two children in the pattern's pass: each
+/* The terms of binary node v's two children in the pattern's pass (whose
+ * coef is 1 in the lanes used, bits of use): each
  * child's U is the node's outside times its sibling's factor, so both share
  * U . f = outside . product, one division for the node. Vector by vector,
  * everything of one vector done before the next: few registers live, so
@@ -119,8 +120,8 @@ static inline __attribute__((always_inline)) vd trow(struct trows t, int r,
  * renormalises as it goes). */
 static inline __attribute__((always_inline)) int reverse_binary_rows(
     const struct persiste__job *job, struct persiste__scratch *s, int32_t v,
-    const struct trows t[2], const vi *use, const vb *coef, const vi *wuse,
-    const vb *wcoef, vb *dg, vb *dl, double *branch)
+    const struct trows t[2], uint64_t use, uint64_t wuse, const vb *wcoef,
+    vb *dg, vb *dl, double *branch)
 {
     const persiste_tree *tr = job->tree;
     int32_t nt = tr->n_tips, k0 = tr->child_start[v];
@@ -134,7 +135,7 @@ static inline __attribute__((always_inline)) int reverse_binary_rows(
     }
     vb g = *dg, l = *dl; /* kept in case the node is bad */
     vd bt[2] = {{0}};    /* the children's branch terms, vectors added */
-    vi bad = {0};
+    uint64_t bad = 0;
     FOR_V {
         vd f[2][2], dx[2];
         for (int i = 0; i < 2; i++) {
@@ -161,16 +162,22 @@ static inline __attribute__((always_inline)) int reverse_binary_rows(
         vd o0 = ld(ov + j * W), o1 = ld(ov + L + j * W);
         vd u[2][2] = {{o0 * f[1][0], o1 * f[1][1]}, {o0 * f[0][0], o1 * f[0][1]}};
         vd den = u[0][0] * f[0][0] + u[0][1] * f[0][1];
-        bad |= use[j] & lt_nonneg(den, splat(DEN_LOW));
-        vd inv = 1.0 / den;
-        vd r = sel(use[j], coef->v[j] * inv, splat(0.0));
-        vd wr = sel(wuse[j], wcoef->v[j] * inv, splat(0.0));
+        bad |= (uint64_t)lt_bits(den, splat(DEN_LOW)) << (j * W);
+        /* numerators first: only the last products wait for 1 / den */
+        vd inv = 1.0 / den, ng = {0}, nl = {0}, nt_[2];
         for (int i = 0; i < 2; i++) {
-            vd u0 = u[i][0], u1 = u[i][1], tt = dx[i] * r;
-            g.v[j] += tt * (u0 * trow(t[i], D01G, j) - u1 * trow(t[i], D10G, j));
-            l.v[j] += tt * (u0 * trow(t[i], D01L, j) - u1 * trow(t[i], D10L, j));
-            bt[i] += dx[i] * wr *
-                     (u0 * trow(t[i], D01T, j) - u1 * trow(t[i], D10T, j));
+            vd u0 = u[i][0], u1 = u[i][1];
+            ng += dx[i] * (u0 * trow(t[i], D01G, j) - u1 * trow(t[i], D10G, j));
+            nl += dx[i] * (u0 * trow(t[i], D01L, j) - u1 * trow(t[i], D10L, j));
+            nt_[i] = dx[i] * (u0 * trow(t[i], D01T, j) - u1 * trow(t[i], D10T, j));
+        }
+        vd r = keep_where(use, j, inv); /* coef is 1 where used */
+        vd wr = keep_where(wuse, j, wcoef->v[j] * inv);
+        g.v[j] += r * ng;
+        l.v[j] += r * nl;
+        for (int i = 0; i < 2; i++) {
+            vd u0 = u[i][0], u1 = u[i][1];
+            bt[i] += wr * nt_[i];
             if (c[i] < nt) /* no outside: nothing below */
                 continue;
             /* outside of c in its own states, U P_c, not renormalised:
@@ -185,7 +192,7 @@ static inline __attribute__((always_inline)) int reverse_binary_rows(
                u0 * trow(t[i], P01, j) + u1 * trow(t[i], P11, j));
         }
     }
-    if (!all_zero(bad))
+    if (bad & use)
         return 0;
     *dg = g;
     *dl = l;
@@ -199,22 +206,22 @@ static inline __attribute__((always_inline)) int reverse_binary_rows(
 
 static inline __attribute__((always_inline)) int reverse_binary(
     const struct persiste__job *job, const struct pview *pv,
-    struct persiste__scratch *s, int32_t v, const vi *use, const vb *coef,
-    const vi *wuse, const vb *wcoef, vb *dg, vb *dl, double *branch)
+    struct persiste__scratch *s, int32_t v, uint64_t use, uint64_t wuse,
+    const vb *wcoef, vb *dg, vb *dl, double *branch)
 {
     const persiste_tree *tr = job->tree;
     int32_t k0 = tr->child_start[v];
     if (pv->uni) { /* constant folded: one copy per table kind */
         struct trows t[2] = {{pv->uni + (size_t)tr->children[k0] * NP, NULL},
                              {pv->uni + (size_t)tr->children[k0 + 1] * NP, NULL}};
-        return reverse_binary_rows(job, s, v, t, use, coef, wuse, wcoef, dg,
-                                   dl, branch);
+        return reverse_binary_rows(job, s, v, t, use, wuse, wcoef, dg, dl,
+                                   branch);
     }
     vd p[2][PERSISTE_NP][V]; /* lane tables: few vectors per block */
     struct trows t[2] = {{NULL, p[0]}, {NULL, p[1]}};
     for (int i = 0; i < 2; i++)
         prows(pv, tr->children[k0 + i], NP, p[i]);
-    return reverse_binary_rows(job, s, v, t, use, coef, wuse, wcoef, dg, dl,
+    return reverse_binary_rows(job, s, v, t, use, wuse, wcoef, dg, dl,
                                branch);
 }
 
@@ -233,9 +240,14 @@ static void reverse(const struct persiste__job *job, const struct lanes *ln,
     const persiste_tree *tr = job->tree;
     int scaled = src->kind == PASS_PATTERN;
     vi use[V], wuse[V];
+    uint64_t use_bits = 0, wuse_bits = 0; /* the same, bit l for lane l */
     FOR_V {
         use[j] = nonzero(coef->v[j]);
         wuse[j] = nonzero(wcoef->v[j]);
+    }
+    for (int l = 0; l < L; l++) {
+        use_bits |= (uint64_t)(coef->d[l] != 0.0) << l;
+        wuse_bits |= (uint64_t)(wcoef->d[l] != 0.0) << l;
     }
     int32_t root = tr->n_nodes - 1;
     FOR_V {
@@ -256,8 +268,8 @@ static void reverse(const struct persiste__job *job, const struct lanes *ln,
     for (int32_t v = root; v >= tr->n_tips; v--) {
         int binary = tr->child_start[v + 1] - tr->child_start[v] == 2;
         if (scaled && binary &&
-            reverse_binary(job, pv, s, v, use, coef, wuse, wcoef,
-                           &g, &l, branch))
+            reverse_binary(job, pv, s, v, use_bits, wuse_bits, wcoef, &g,
+                           &l, branch))
             continue;
         vb ng = vb_splat(0.0), nl = vb_splat(0.0);
         reverse_node(job, pv, src, s, v, use, coef, wuse, wcoef, &ng, &nl,

@@ -54,6 +54,11 @@ static inline int any_lt(vd a, vd b)
 {
     return _mm512_cmp_pd_mask((__m512d)a, (__m512d)b, _CMP_LT_OQ) != 0;
 }
+/* Lanes where a < b, as bits. */
+static inline unsigned lt_bits(vd a, vd b)
+{
+    return _mm512_cmp_pd_mask((__m512d)a, (__m512d)b, _CMP_LT_OQ);
+}
 /* Whether no lane of a mask is set. */
 static inline __attribute__((unused)) int all_zero(vi m)
 {
@@ -83,6 +88,13 @@ static inline __attribute__((unused)) int all_zero(vi m)
 static inline int any_lt(vd a, vd b)
 {
     return !all_zero(lt_nonneg(a, b));
+}
+static inline unsigned lt_bits(vd a, vd b)
+{
+    unsigned r = 0;
+    for (int l = 0; l < W; l++)
+        r |= (unsigned)(a[l] < b[l]) << l;
+    return r;
 }
 #endif
 
