@@ -218,13 +218,16 @@ void EVAL_BLOCK(const struct persiste__job *job, struct persiste__scratch *s,
                  !memcmp(&s->cache_log_loss, &job->log_loss[f0], sizeof(double));
     struct pview pv = {uniform ? s->p_uni : NULL,
                        KERNEL_GRADIENT ? s->p_lane : NULL, &ln, job->tree,
-                       job->model->min_branch_length,
-                       KERNEL_GRADIENT && !uniform};
+                       job->model->min_branch_length};
     if (!cached) {
         s->cache_valid = 0;
         if (uniform)
             fill_p(job, &ln, s);
     }
+#if KERNEL_GRADIENT
+    if (!uniform)
+        fill_lanes(job, &ln, s);
+#endif
 
     vb lik;
     vi nscale[V];
@@ -232,7 +235,6 @@ void EVAL_BLOCK(const struct persiste__job *job, struct persiste__scratch *s,
     int mode = job->model->condition;
     forward(job, &ln, &pv, s, f0, !cached && mode != PERSISTE_CONDITION_NONE,
             &lik, nscale);
-    pv.fill = 0; /* every branch's rows are kept now */
     if (cached) {
         cd.log = vb_splat(s->cache_log_cond);
         cd.inv = vb_splat(s->cache_inv_cond);

@@ -199,18 +199,34 @@ static void fill_p(const struct persiste__job *job, const struct lanes *ln,
     }
 }
 
+#if KERNEL_GRADIENT
+/* What transition_lanes keeps of every branch, for a block of lanes with
+ * rates of their own: in one loop, whose iterations are independent (the
+ * exp's latencies overlap), rather than one call per branch as the walk
+ * reaches it. */
+static void fill_lanes(const struct persiste__job *job,
+                       const struct lanes *ln, struct persiste__scratch *s)
+{
+    const persiste_tree *tr = job->tree;
+    double tmin = job->model->min_branch_length;
+    for (int32_t c = 0; c + 1 < tr->n_nodes; c++) {
+        double t = tr->length[c];
+        transition_lanes(ln, t < tmin ? tmin : t,
+                         s->p_lane + (size_t)c * PERSISTE_NP_LANE * L);
+    }
+}
+#endif
+
 /* Where the kernel finds a branch's table: scalars broadcast to every lane,
  * or, for lanes of their own rates, built when needed from the lanes' rates
- * (likelihood kernels) or from the three rows transition_lanes kept
- * (gradient kernels): whole tables of every branch would not stay in
- * cache. */
+ * (likelihood kernels) or from the three rows fill_lanes kept (gradient
+ * kernels): whole tables of every branch would not stay in cache. */
 struct pview {
     const double *uni;
     double *lane;
     const struct lanes *ln;
     const persiste_tree *tree;
     double tmin;
-    int fill; /* gradients: the forward walk computes the lane rows */
 };
 
 #if !KERNEL_GRADIENT
@@ -262,16 +278,10 @@ static inline void prows_lanes_j(const struct pview *pv, int32_t c, int n,
     p[D10T][j] = clamped ? splat(0.0) : u * e;
 }
 
-/* The same for every vector; the forward walk first computes what
- * transition_lanes keeps, each branch once as it reaches it. */
+/* The same for every vector. */
 static inline void prows_lanes(const struct pview *pv, int32_t c, int n,
                                vd p[][V])
 {
-    if (pv->fill) {
-        double t = pv->tree->length[c];
-        transition_lanes(pv->ln, t < pv->tmin ? pv->tmin : t,
-                         pv->lane + (size_t)c * PERSISTE_NP_LANE * L);
-    }
     FOR_V prows_lanes_j(pv, c, n, j, p);
 }
 #endif
