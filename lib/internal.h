@@ -101,7 +101,7 @@ int persiste__data_build(persiste_data **out, const persiste_tree *tree,
 
 /* The whole file at path in *text[*len + 1] (NUL-terminated, to be freed
  * with persiste__free), inflated when it starts with the gzip magic bytes.
- * Errors (PERSISTE_E_IO, _NOMEM) name the path. Defined in table.c. */
+ * Errors (PERSISTE_E_IO, _NOMEM) name the path. Defined in source.c. */
 int persiste__read_text(const char *path, char **text, size_t *len);
 
 /* ---- Model ------------------------------------------------------------- */
