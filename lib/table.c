@@ -3,10 +3,11 @@
  * orientation), plain or gzip-compressed.
  *
  * The text comes line by line (lib/lines.c, inflated by a thread of its
- * own) and is parsed in one pass; names are copied into one buffer and
- * cells go straight into a byte matrix, so no name or cell costs an
- * allocation. The matrix is then handed to persiste__data_build with
- * strides for its orientation.
+ * own) and is parsed in one pass; names are copied into one buffer, and
+ * each row's cells are packed into bits as soon as it is parsed (while the
+ * next chunk inflates), so no name or cell costs an allocation and no byte
+ * matrix is kept. The rows of bits go to persiste__data_build, which
+ * transposes them for their orientation.
  *
  * Semantics:
  *  - the first non-blank line is the header: a corner cell (any text), then
@@ -248,8 +249,17 @@ typedef struct {
     size_t *row_at;    /* [rows_cap] */
     char **col_name;   /* [n_cols], set once the names stop moving */
     char **row_name;   /* [n_rows] */
-    uint8_t *cells;    /* [rows_cap * n_cols] */
-    int64_t n_cols, n_rows, rows_cap;
+    uint8_t *row;      /* [n_cols]: the row being parsed */
+    /* The cells as bits (persiste__cells), packed as each row is parsed:
+     * row r's words at bits[r * 2 * row_words] (present, then unknown);
+     * or, by_column, when the header surely names the taxa, transposed 64
+     * rows at a time into a row per column: word w of column c at
+     * bits[w * 2 * n_cols + c] (present) and n_cols after it (unknown),
+     * the rows waiting in group[64 * 2 * row_words] meanwhile. */
+    uint64_t *bits;
+    uint64_t *group;
+    int by_column;
+    int64_t n_cols, row_words, n_rows, rows_cap;
     bad_cell bad;
 } table;
 
@@ -260,7 +270,9 @@ static void table_free(table *t)
     persiste__free(t->row_at);
     persiste__free(t->col_name);
     persiste__free(t->row_name);
-    persiste__free(t->cells);
+    persiste__free(t->row);
+    persiste__free(t->bits);
+    persiste__free(t->group);
 }
 
 /* Copy a name to the table's buffer; its offset in *at. */
@@ -301,14 +313,17 @@ static int room_for_row(table *t, size_t hint, const char *path)
     if (t->n_rows < t->rows_cap)
         return PERSISTE_OK;
     int64_t cap = t->rows_cap ? t->rows_cap * 2 : (int64_t)hint + 16;
-    size_t cells, offsets;
-    if (persiste__mul_size((size_t)cap, (size_t)t->n_cols, &cells) ||
+    size_t words, cells, offsets;
+    const size_t width = (size_t)(t->by_column ? t->n_cols : t->row_words);
+    const size_t rows = t->by_column ? ((size_t)cap + 63) / 64 : (size_t)cap;
+    if (persiste__mul_size(rows, 2 * width, &words) ||
+        persiste__mul_size(words, sizeof *t->bits, &cells) ||
         persiste__mul_size((size_t)cap, sizeof *t->row_at, &offsets))
         return persiste__error(PERSISTE_E_OVERFLOW,
                                "%s: table larger than memory", path);
-    uint8_t *c = persiste__realloc(t->cells, cells);
+    uint64_t *c = persiste__realloc(t->bits, cells);
     if (c)
-        t->cells = c;
+        t->bits = c;
     size_t *r = c ? persiste__realloc(t->row_at, offsets) : NULL;
     if (r)
         t->row_at = r;
@@ -316,6 +331,52 @@ static int room_for_row(table *t, size_t hint, const char *path)
         return persiste__nomem(path);
     t->rows_cap = cap;
     return PERSISTE_OK;
+}
+
+/* The rows of the group (the last 64 or fewer), by_column: for each 64
+ * columns, present and unknown, 64 rows' words are transposed into 64
+ * columns' words. */
+static void flush_group(table *t)
+{
+    const int64_t w = (t->n_rows - 1) / 64, nw = t->row_words;
+    const int64_t nc = t->n_cols, n = t->n_rows - w * 64;
+    uint64_t *out = t->bits + w * 2 * nc, blk[64];
+    for (int64_t u = 0; u < 2; u++)
+        for (int64_t c = 0; c < nw; c++) {
+            for (int64_t k = 0; k < 64; k++)
+                blk[k] = k < n ? t->group[k * 2 * nw + u * nw + c] : 0;
+            persiste__transpose64(blk);
+            int64_t m = nc - c * 64 < 64 ? nc - c * 64 : 64;
+            memcpy(out + u * nc + c * 64, blk, (size_t)m * sizeof *blk);
+        }
+}
+
+/* The parsed row's cells into bits. */
+static void pack_row(table *t)
+{
+    const int64_t nw = t->row_words;
+    uint64_t *bits = t->by_column ? t->group + t->n_rows % 64 * 2 * nw
+                                  : t->bits + t->n_rows * 2 * nw;
+    persiste__pack_row(t->row, t->n_cols, bits, bits + nw);
+    t->n_rows++;
+    if (t->by_column && t->n_rows % 64 == 0)
+        flush_group(t);
+}
+
+/* Whether the header surely names the taxa, whatever the rows hold: as
+ * flagged, or when all its names are tips (no share of the rows' names is
+ * then larger, and taxa_in_rows agrees). */
+static int header_names_taxa(const table *t, const persiste_tree *tree,
+                             uint32_t flags)
+{
+    if (flags & (PERSISTE_DATA_TAXA_IN_ROWS | PERSISTE_DATA_TAXA_IN_COLUMNS))
+        return (flags & PERSISTE_DATA_TAXA_IN_COLUMNS) != 0;
+    for (int64_t c = 0; c < t->n_cols; c++) {
+        const char *name = t->names + t->col_at[c];
+        if (persiste__tree_find_tip(tree, name, strlen(name)) < 0)
+            return 0;
+    }
+    return 1;
 }
 
 static int is_blank_line(const parser *ps, const char *p, const char *eol)
@@ -355,7 +416,8 @@ static int parse_header(table *t, parser *ps, char *p, char *eol)
                                "comma-separated names)",
                                ps->path, (long long)ps->line);
     t->col_at = persiste__calloc((size_t)max_cols, sizeof *t->col_at);
-    if (!t->col_at)
+    t->row = persiste__malloc((size_t)max_cols);
+    if (!t->col_at || !t->row)
         return persiste__nomem(ps->path);
     field f;
     int rc = next_field(ps, p, eol, 1, &f); /* the corner label */
@@ -375,7 +437,8 @@ static int parse_header(table *t, parser *ps, char *p, char *eol)
     return rc;
 }
 
-static int parse_table(table *t, parser *ps, persiste__lines *r)
+static int parse_table(table *t, parser *ps, persiste__lines *r,
+                       const persiste_tree *tree, uint32_t flags)
 {
     char *p, *eol;
     int rc;
@@ -393,6 +456,14 @@ static int parse_table(table *t, parser *ps, persiste__lines *r)
     rc = parse_header(t, ps, p, eol);
     if (rc != PERSISTE_OK)
         return rc;
+    t->row_words = (t->n_cols + 63) / 64;
+    t->by_column = header_names_taxa(t, tree, flags);
+    if (t->by_column) {
+        t->group = persiste__malloc((size_t)t->row_words * 128 *
+                                    sizeof *t->group);
+        if (!t->group)
+            return persiste__nomem(ps->path);
+    }
     /* Rows of a plain file are about as long as its header (a guess kept
      * below twice the file's size in cells and offsets). */
     size_t hint = r->src.gz ? 0 : r->src.file_size / (size_t)(eol - p + 1);
@@ -406,20 +477,21 @@ static int parse_table(table *t, parser *ps, persiste__lines *r)
         const char *name;
         size_t name_n;
         if (rc == PERSISTE_OK)
-            rc = parse_row(ps, p, eol, t->n_cols,
-                           t->cells + t->n_rows * t->n_cols, t->n_rows,
-                           &name, &name_n, &t->bad);
+            rc = parse_row(ps, p, eol, t->n_cols, t->row, t->n_rows, &name,
+                           &name_n, &t->bad);
         if (rc == PERSISTE_OK)
             rc = add_name(t, name, name_n, &t->row_at[t->n_rows], ps->path);
         if (rc != PERSISTE_OK)
             return rc;
-        t->n_rows++;
+        pack_row(t);
     }
     if (rc < 0)
         return rc;
     if (t->n_rows == 0)
         return persiste__error(PERSISTE_E_PARSE,
                                "%s: no data rows after the header", ps->path);
+    if (t->by_column && t->n_rows % 64 != 0)
+        flush_group(t);
     rc = name_pointers(&t->col_name, t->names, t->col_at, t->n_cols,
                        ps->path);
     if (rc == PERSISTE_OK)
@@ -495,7 +567,7 @@ int persiste_data_read(persiste_data **out, const persiste_tree *tree,
     table t;
     memset(&t, 0, sizeof t);
     if (rc == PERSISTE_OK)
-        rc = parse_table(&t, &ps, &r);
+        rc = parse_table(&t, &ps, &r, tree, flags);
     if (rc == PERSISTE_E_PARSE && r.src.gz) {
         int z = persiste__lines_drain(&r);
         rc = z < 0 ? z : rc;
@@ -512,10 +584,16 @@ int persiste_data_read(persiste_data **out, const persiste_tree *tree,
         const int64_t nr = t.n_rows, nc = t.n_cols;
         const char *const *rn = (const char *const *)t.row_name;
         const char *const *cn = (const char *const *)t.col_name;
-        rc = rows ? persiste__data_build(out, tree, t.cells, nc, nr, 1, nc,
-                                         rn, cn, flags, path)
-                  : persiste__data_build(out, tree, t.cells, nr, nc, nc, 1,
-                                         cn, rn, flags, path);
+        const int64_t nw = t.row_words;
+        const persiste__cells cells =
+            t.by_column ? (persiste__cells){NULL, 0, 0, t.bits, 1, 1, 2 * nc,
+                                            nc}
+                        : (persiste__cells){NULL, 0, 0, t.bits, rows, 2 * nw,
+                                            1, nw};
+        rc = rows ? persiste__data_build(out, tree, &cells, nc, nr, rn, cn,
+                                         flags, path)
+                  : persiste__data_build(out, tree, &cells, nr, nc, cn, rn,
+                                         flags, path);
     }
     table_free(&t);
     return rc;
