@@ -1045,6 +1045,25 @@ static void test_matrix_fast_layouts(void **state)
     persiste_tree_destroy(tree);
 }
 
+/* persiste__transpose64 against its definition, bit by bit. */
+static void test_transpose64(void **state)
+{
+    (void)state;
+    uint64_t a[64], b[64], x = 88172645463325252ull;
+    for (int r = 0; r < 20; r++) {
+        for (int i = 0; i < 64; i++) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            a[i] = b[i] = r == 0 ? (uint64_t)1 << i : x; /* 0: identity */
+        }
+        persiste__transpose64(b);
+        for (int i = 0; i < 64; i++)
+            for (int k = 0; k < 64; k++)
+                assert_int_equal(b[i] >> k & 1, a[k] >> i & 1);
+    }
+}
+
 /* Two data alike to the bit: cells, names, counts, patterns. */
 static void same_bits(const persiste_data *a, const persiste_data *b)
 {
@@ -1360,6 +1379,7 @@ int main(void)
         cmocka_unit_test(test_read_wide_header),
         cmocka_unit_test(test_read_streamed),
         cmocka_unit_test(test_matrix_fast_layouts),
+        cmocka_unit_test(test_transpose64),
         cmocka_unit_test(test_read_packed_like_matrix),
         cmocka_unit_test(test_real_efm),
         cmocka_unit_test(test_real_harris),
