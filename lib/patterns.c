@@ -43,6 +43,20 @@ static uint64_t mix(uint64_t z)
     return z ^ (z >> 31);
 }
 
+/* A hash of n words: four chains of mix over every fourth word, so that
+ * the multiplies of one chain overlap the others'. */
+static uint64_t hash_words(const uint64_t *p, int64_t n)
+{
+    uint64_t h[4] = {0, 1, 2, 3};
+    int64_t c = 0;
+    for (; c + 4 <= n; c += 4)
+        for (int i = 0; i < 4; i++)
+            h[i] = mix(h[i] ^ p[c + i]);
+    for (; c < n; c++)
+        h[c % 4] = mix(h[c % 4] ^ p[c]);
+    return mix(h[0] ^ mix(h[1] ^ mix(h[2] ^ mix(h[3]))));
+}
+
 /* The columns of bits (words of 64 families per tip, n_tips of them per
  * word of families) as col[f * n_chunks + c]: tips 64c .. 64c+63 of family
  * f. */
@@ -124,14 +138,9 @@ int persiste__data_patterns(persiste_data *d, const char *where)
     /* A column's hash, then open addressing; equal hashes are confirmed
      * word by word. */
     for (int64_t f = 0; f < nf; f++) {
-        const uint64_t *p = colp + (size_t)f * (size_t)n_chunks;
-        uint64_t h = 0;
-        for (int64_t c = 0; c < n_chunks; c++)
-            h = mix(h ^ p[c]);
-        if (colu)
-            for (int64_t c = 0; c < n_chunks; c++)
-                h = mix(h ^ colu[(size_t)f * (size_t)n_chunks + (size_t)c]);
-        hash[f] = h;
+        const size_t at = (size_t)f * (size_t)n_chunks;
+        uint64_t h = hash_words(colp + at, n_chunks);
+        hash[f] = colu ? mix(h ^ hash_words(colu + at, n_chunks)) : h;
     }
     for (size_t i = 0; i < cap; i++)
         table[i] = -1;
