@@ -6,8 +6,11 @@
  * own) and is parsed in one pass; names are copied into one buffer, and
  * each row's cells are packed into bits as soon as it is parsed (while the
  * next chunk inflates), so no name or cell costs an allocation and no byte
- * matrix is kept. The rows of bits go to persiste__data_build, which
- * transposes them for their orientation.
+ * matrix is kept. When the header surely names the taxa (the usual
+ * Roary layout), every 64 rows are also transposed into the data's own
+ * layout (words of 64 families per taxon) as they come, so that little is
+ * left to do once the text ends; otherwise persiste__data_build transposes
+ * the rows of bits for the orientation found.
  *
  * Semantics:
  *  - the first non-blank line is the header: a corner cell (any text), then
@@ -586,10 +589,13 @@ int persiste_data_read(persiste_data **out, const persiste_tree *tree,
         const char *const *cn = (const char *const *)t.col_name;
         const int64_t nw = t.row_words;
         const persiste__cells cells =
-            t.by_column ? (persiste__cells){NULL, 0, 0, t.bits, 1, 1, 2 * nc,
-                                            nc}
-                        : (persiste__cells){NULL, 0, 0, t.bits, rows, 2 * nw,
-                                            1, nw};
+            t.by_column
+                ? (persiste__cells){.bits = t.bits, .rows_are_taxa = 1,
+                                    .row_stride = 1, .word_stride = 2 * nc,
+                                    .unknown_at = nc}
+                : (persiste__cells){.bits = t.bits, .rows_are_taxa = rows,
+                                    .row_stride = 2 * nw, .word_stride = 1,
+                                    .unknown_at = nw};
         rc = rows ? persiste__data_build(out, tree, &cells, nc, nr, rn, cn,
                                          flags, path)
                   : persiste__data_build(out, tree, &cells, nr, nc, cn, rn,
