@@ -6,11 +6,12 @@
  * own) and is parsed in one pass; names are copied into one buffer, and
  * each row's cells are packed into bits as soon as it is parsed (while the
  * next chunk inflates), so no name or cell costs an allocation and no byte
- * matrix is kept. When the header surely names the taxa (the usual
- * Roary layout), every 64 rows are also transposed into the data's own
- * layout (words of 64 families per taxon) as they come, so that little is
- * left to do once the text ends; otherwise persiste__data_build transposes
- * the rows of bits for the orientation found.
+ * matrix is kept. When the header likely names the taxa (the usual Roary
+ * layout), every 64 rows are also transposed as they come into columns of
+ * bits, the data's own layout (words of 64 families per taxon), so that
+ * little is left to do once the text ends; otherwise, or if the guess was
+ * wrong, persiste__data_build transposes the bits for the orientation
+ * found.
  *
  * Semantics:
  *  - the first non-blank line is the header: a corner cell (any text), then
@@ -255,7 +256,7 @@ typedef struct {
     uint8_t *row;      /* [n_cols]: the row being parsed */
     /* The cells as bits (persiste__cells), packed as each row is parsed:
      * row r's words at bits[r * 2 * row_words] (present, then unknown);
-     * or, by_column, when the header surely names the taxa, transposed 64
+     * or, by_column, when the header likely names the taxa, transposed 64
      * rows at a time into a row per column: word w of column c at
      * bits[w * 2 * n_cols + c] (present) and n_cols after it (unknown),
      * the rows waiting in group[64 * 2 * row_words] meanwhile. */
@@ -366,20 +367,20 @@ static void pack_row(table *t)
         flush_group(t);
 }
 
-/* Whether the header surely names the taxa, whatever the rows hold: as
- * flagged, or when all its names are tips (no share of the rows' names is
- * then larger, and taxa_in_rows agrees). */
+/* Whether the header likely names the taxa: as flagged, or when at least
+ * half its names are tips. Only a guess (taxa_in_rows decides once the
+ * rows' names are in): the columns of bits serve either orientation. */
 static int header_names_taxa(const table *t, const persiste_tree *tree,
                              uint32_t flags)
 {
     if (flags & (PERSISTE_DATA_TAXA_IN_ROWS | PERSISTE_DATA_TAXA_IN_COLUMNS))
         return (flags & PERSISTE_DATA_TAXA_IN_COLUMNS) != 0;
+    int64_t tips = 0;
     for (int64_t c = 0; c < t->n_cols; c++) {
         const char *name = t->names + t->col_at[c];
-        if (persiste__tree_find_tip(tree, name, strlen(name)) < 0)
-            return 0;
+        tips += persiste__tree_find_tip(tree, name, strlen(name)) >= 0;
     }
-    return 1;
+    return 2 * tips >= t->n_cols;
 }
 
 static int is_blank_line(const parser *ps, const char *p, const char *eol)
@@ -587,10 +588,12 @@ int persiste_data_read(persiste_data **out, const persiste_tree *tree,
         const int64_t nr = t.n_rows, nc = t.n_cols;
         const char *const *rn = (const char *const *)t.row_name;
         const char *const *cn = (const char *const *)t.col_name;
+        /* By column, the columns are the rows of bits: of taxa, or (a
+         * wrong guess) of families. */
         const int64_t nw = t.row_words;
         const persiste__cells cells =
             t.by_column
-                ? (persiste__cells){.bits = t.bits, .rows_are_taxa = 1,
+                ? (persiste__cells){.bits = t.bits, .rows_are_taxa = !rows,
                                     .row_stride = 1, .word_stride = 2 * nc,
                                     .unknown_at = nc}
                 : (persiste__cells){.bits = t.bits, .rows_are_taxa = rows,

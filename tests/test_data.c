@@ -1096,10 +1096,12 @@ static void test_read_packed_like_matrix(void **state)
     (void)state;
     enum { TIPS = 70, MAX_TAXA = 70, MAX_FAMS = 200 };
     persiste_tree *tree = star_tree(TIPS);
-    /* n_taxa, n_families, whether some taxa are not tips */
+    /* n_taxa, n_families, whether some taxa are not tips (1) or most
+     * families are named like tips (2: with taxa in rows, the header looks
+     * like taxa until the rows' names are counted) */
     static const int shapes[][3] = {{70, 130, 0}, {70, 130, 1}, {69, 128, 0},
                                     {64, 65, 1},  {3, 200, 0},  {70, 1, 0},
-                                    {65, 64, 1}};
+                                    {65, 64, 1},  {70, 67, 2},  {66, 70, 2}};
     static const char *const unknown[] = {"?", "NA", "", "-"};
     static char taxon_buf[MAX_TAXA][12], family_buf[MAX_FAMS][12];
     static uint8_t cells[MAX_FAMS * MAX_TAXA];
@@ -1110,7 +1112,7 @@ static void test_read_packed_like_matrix(void **state)
         const int nt = shapes[k][0], nf = shapes[k][1];
         for (int t = 0; t < nt; t++) {
             /* a permutation of the tips, some replaced by extra names */
-            if (shapes[k][2] && t % 11 == 4)
+            if (shapes[k][2] == 1 && t % 11 == 4)
                 snprintf(taxon_buf[t], sizeof taxon_buf[t], "x%d", t);
             else
                 snprintf(taxon_buf[t], sizeof taxon_buf[t], "t%d",
@@ -1118,7 +1120,10 @@ static void test_read_packed_like_matrix(void **state)
             taxon[t] = taxon_buf[t];
         }
         for (int f = 0; f < nf; f++) {
-            snprintf(family_buf[f], sizeof family_buf[f], "fam%d", f);
+            if (shapes[k][2] == 2 && f % 4 != 3)
+                snprintf(family_buf[f], sizeof family_buf[f], "t%d", f);
+            else
+                snprintf(family_buf[f], sizeof family_buf[f], "fam%d", f);
             family[f] = family_buf[f];
             for (int t = 0; t < nt; t++) {
                 x = x * 1103515245u + 12345u;
