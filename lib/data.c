@@ -268,6 +268,17 @@ static uint64_t low_bits(int64_t n)
     return n >= 64 ? ~(uint64_t)0 : ((uint64_t)1 << n) - 1;
 }
 
+void persiste__pack_row(const uint8_t *cells, int64_t n, uint64_t *present,
+                        uint64_t *unknown)
+{
+    for (int64_t c = 0; c * 64 < n; c++) {
+        cell_bits x = classify(cells + c * 64, n - c * 64 < 64 ? n - c * 64
+                                                                : 64);
+        present[c] = x.present;
+        unknown[c] = x.unknown;
+    }
+}
+
 /* One pass over every cell: checks the states and sets bit f%64 of
  * observed[f/64] when family f is present or unknown in a kept column.
  * Blocks of 64 families keep both row- and column-major reads cache-local.
@@ -346,12 +357,42 @@ static int scan_taxa(uint64_t *observed, const uint8_t *states,
     return 1;
 }
 
-static int scan_states(uint64_t *observed, const uint8_t *states,
-                       int64_t n_families, int64_t n_taxa, int64_t fs,
-                       int64_t ts, const binding *b,
+/* The scan of rows of bits (persiste__cells), whose states need no
+ * check. */
+static void scan_bits(uint64_t *observed, const persiste__cells *cells,
+                      int64_t n_families, int64_t n_taxa, const binding *b)
+{
+    const int64_t rs = cells->row_stride, ws = cells->word_stride;
+    const int64_t u = cells->unknown_at;
+    if (cells->rows_are_taxa) {
+        for (int64_t w = 0; w < (n_families + 63) / 64; w++) {
+            const uint64_t *word = cells->bits + w * ws;
+            for (int64_t t = 0; t < n_taxa; t++)
+                if (b->tip_of[t] >= 0)
+                    observed[w] |= word[t * rs] | word[t * rs + u];
+        }
+        return;
+    }
+    for (int64_t f = 0; f < n_families; f++) {
+        const uint64_t *row = cells->bits + f * rs;
+        uint64_t seen = 0;
+        for (int64_t w = 0; w < (n_taxa + 63) / 64; w++)
+            seen |= (row[w * ws] | row[w * ws + u]) & b->kept[w];
+        observed[f / 64] |= (uint64_t)(seen != 0) << (f % 64);
+    }
+}
+
+static int scan_states(uint64_t *observed, const persiste__cells *cells,
+                       int64_t n_families, int64_t n_taxa, const binding *b,
                        const char *const *taxon_names,
                        const char *const *family_names, const char *where)
 {
+    const uint8_t *states = cells->states;
+    const int64_t fs = cells->family_stride, ts = cells->taxon_stride;
+    if (!states) {
+        scan_bits(observed, cells, n_families, n_taxa, b);
+        return PERSISTE_OK;
+    }
     if (ts == 1 && scan_rows(observed, states, n_families, n_taxa, fs, b))
         return PERSISTE_OK;
     if (ts != 1 && fs == 1 &&
@@ -452,12 +493,13 @@ static void mark_missing(persiste_data *d, const binding *b)
     }
 }
 
-/* pack_any for contiguous taxa (taxon stride 1): each family's row becomes
- * bits by column, and 64 x 64 blocks of (family, column) bits are
- * transposed in column order, so that each column's word of family bits
- * goes to its tip whole. work holds 2 * 64 words per 64 columns. */
+/* pack_any for contiguous taxa (taxon stride 1) and for rows of bits a
+ * family each: each family's row becomes (or is) bits by column, and
+ * 64 x 64 blocks of (family, column) bits are transposed in column order,
+ * so that each column's word of family bits goes to its tip whole. work
+ * holds 2 * 64 words per 64 columns. */
 static void pack_rows(persiste_data *d, const int64_t *src,
-                      const uint8_t *states, int64_t fs, int64_t n_taxa,
+                      const persiste__cells *cells, int64_t n_taxa,
                       const binding *b, uint64_t *work)
 {
     const size_t n_tips = (size_t)d->n_tips;
@@ -467,12 +509,21 @@ static void pack_rows(persiste_data *d, const int64_t *src,
         int64_t f0 = w * 64;
         int nb = d->n_families - f0 < 64 ? (int)(d->n_families - f0) : 64;
         for (int k = 0; k < 64; k++) {
-            const uint8_t *row = k < nb ? states + src[f0 + k] * fs : NULL;
+            const int64_t f = k < nb ? src[f0 + k] : -1;
+            const uint8_t *row = f >= 0 && cells->states
+                                     ? cells->states + f * cells->family_stride
+                                     : NULL;
+            const uint64_t *bits = f >= 0 && !row
+                                       ? cells->bits + f * cells->row_stride
+                                       : NULL;
+            const int64_t ws = cells->word_stride, u = cells->unknown_at;
             for (int64_t c = 0; c < n_blocks; c++) {
                 int64_t n = n_taxa - c * 64 < 64 ? n_taxa - c * 64 : 64;
                 cell_bits x = {0, 0, 0};
                 if (row)
                     x = classify(row + c * 64, n);
+                else if (bits)
+                    x = (cell_bits){bits[c * ws], bits[c * ws + u], 0};
                 pw[c * 64 + k] = x.present;
                 uw[c * 64 + k] = x.unknown;
             }
@@ -525,16 +576,80 @@ static void pack_taxa(persiste_data *d, const int64_t *src,
     mark_missing(d, b);
 }
 
-static int pack_bits(persiste_data *d, const int64_t *src,
-                     const uint8_t *states, int64_t fs, int64_t ts,
-                     int64_t n_taxa, const binding *b, const char *where)
+/* A word of cells src[0 .. nb) of a row of bits whose words are ws
+ * apart: at once when they are a run. */
+static uint64_t gather_bits(const uint64_t *row, int64_t ws,
+                            const int64_t *src, int nb)
 {
-    if (ts == 1) {
+    const int64_t s = src[0];
+    if (src[nb - 1] - s == nb - 1) {
+        const int r = (int)(s % 64);
+        uint64_t x = row[s / 64 * ws] >> r;
+        if (r && r + nb > 64)
+            x |= row[(s / 64 + 1) * ws] << (64 - r);
+        return x & low_bits(nb);
+    }
+    uint64_t x = 0;
+    for (int k = 0; k < nb; k++)
+        x |= (row[src[k] / 64 * ws] >> (src[k] % 64) & 1) << k;
+    return x;
+}
+
+/* pack_taxa for rows of bits a taxon each: a tip's words are its row's,
+ * gathered when families are dropped. */
+static void pack_taxon_bits(persiste_data *d, const int64_t *src,
+                            const persiste__cells *cells, const binding *b)
+{
+    const size_t n_tips = (size_t)d->n_tips;
+    const int64_t ws = cells->word_stride, u = cells->unknown_at;
+    const int64_t rs = cells->row_stride;
+    for (int64_t w = 0; w < d->n_words; w++) {
+        int64_t f0 = w * 64;
+        int nb = d->n_families - f0 < 64 ? (int)(d->n_families - f0) : 64;
+        if (src[f0] % 64 == 0 && src[f0 + nb - 1] - src[f0] == nb - 1) {
+            /* a whole word of each row (no family dropped before) */
+            const uint64_t *word = cells->bits + src[f0] / 64 * ws;
+            const uint64_t mask = low_bits(nb);
+            for (size_t v = 0; v < n_tips; v++) {
+                const int64_t t = b->col_of_tip[v];
+                if (t >= 0) {
+                    d->present[(size_t)w * n_tips + v] = word[t * rs] & mask;
+                    d->unknown[(size_t)w * n_tips + v] =
+                        word[t * rs + u] & mask;
+                }
+            }
+            continue;
+        }
+        for (size_t v = 0; v < n_tips; v++) {
+            const int64_t t = b->col_of_tip[v];
+            if (t < 0)
+                continue;
+            const uint64_t *row = cells->bits + t * rs;
+            d->present[(size_t)w * n_tips + v] = gather_bits(row, ws,
+                                                             src + f0, nb);
+            d->unknown[(size_t)w * n_tips + v] = gather_bits(row + u, ws,
+                                                             src + f0, nb);
+        }
+    }
+    mark_missing(d, b);
+}
+
+static int pack_bits(persiste_data *d, const int64_t *src,
+                     const persiste__cells *cells, int64_t n_taxa,
+                     const binding *b, const char *where)
+{
+    const uint8_t *states = cells->states;
+    const int64_t fs = cells->family_stride, ts = cells->taxon_stride;
+    if (!states && cells->rows_are_taxa) {
+        pack_taxon_bits(d, src, cells, b);
+        return PERSISTE_OK;
+    }
+    if (!states || ts == 1) {
         uint64_t *work = NULL;
         int rc = alloc_array(&work, (n_taxa + 63) / 64 * 128, sizeof *work,
                              where);
         if (rc == PERSISTE_OK)
-            pack_rows(d, src, states, fs, n_taxa, b, work);
+            pack_rows(d, src, cells, n_taxa, b, work);
         persiste__free(work);
         return rc;
     }
@@ -546,16 +661,17 @@ static int pack_bits(persiste_data *d, const int64_t *src,
 }
 
 static int check_args(persiste_data **out, const persiste_tree *tree,
-                      const uint8_t *states, int64_t n_families,
+                      const persiste__cells *cells, int64_t n_families,
                       int64_t n_taxa, const char *const *taxon_names,
                       const char *const *family_names, uint32_t flags,
                       const char *where)
 {
-    const char *null = !out            ? "out"
-                       : !tree         ? "tree"
-                       : !states       ? "states"
-                       : !taxon_names  ? "taxon_names"
-                                       : NULL;
+    const int no_cells = !cells->states && !cells->bits;
+    const char *null = !out           ? "out"
+                       : !tree        ? "tree"
+                       : no_cells     ? "states"
+                       : !taxon_names ? "taxon_names"
+                                      : NULL;
     if (null)
         return persiste__error(PERSISTE_E_INVALID, "%s: %s is NULL", where,
                                null);
@@ -615,17 +731,16 @@ static int alloc_data(persiste_data *d, const persiste_tree *tree,
 }
 
 int persiste__data_build(persiste_data **out, const persiste_tree *tree,
-                         const uint8_t *states, int64_t n_families,
-                         int64_t n_taxa, int64_t family_stride,
-                         int64_t taxon_stride, const char *const *taxon_names,
+                         const persiste__cells *cells, int64_t n_families,
+                         int64_t n_taxa, const char *const *taxon_names,
                          const char *const *family_names, uint32_t flags,
                          const char *where)
 {
-    int rc = check_args(out, tree, states, n_families, n_taxa, taxon_names,
+    int rc = check_args(out, tree, cells, n_families, n_taxa, taxon_names,
                         family_names, flags, where);
-    if (rc == PERSISTE_OK)
-        rc = check_extent(n_families, n_taxa, family_stride, taxon_stride,
-                          where);
+    if (rc == PERSISTE_OK && cells->states)
+        rc = check_extent(n_families, n_taxa, cells->family_stride,
+                          cells->taxon_stride, where);
     if (rc != PERSISTE_OK)
         return rc;
 
@@ -638,8 +753,8 @@ int persiste__data_build(persiste_data **out, const persiste_tree *tree,
         rc = alloc_array(&observed, (n_families + 63) / 64, sizeof *observed,
                          where);
     if (rc == PERSISTE_OK)
-        rc = scan_states(observed, states, n_families, n_taxa, family_stride,
-                         taxon_stride, &b, taxon_names, family_names, where);
+        rc = scan_states(observed, cells, n_families, n_taxa, &b,
+                         taxon_names, family_names, where);
     if (rc != PERSISTE_OK)
         goto done;
 
@@ -666,8 +781,7 @@ int persiste__data_build(persiste_data **out, const persiste_tree *tree,
         rc = select_families(d, src, observed, n_families, family_names,
                              flags, where);
     if (rc == PERSISTE_OK)
-        rc = pack_bits(d, src, states, family_stride, taxon_stride, n_taxa,
-                       &b, where);
+        rc = pack_bits(d, src, cells, n_taxa, &b, where);
     if (rc == PERSISTE_OK)
         rc = persiste__data_patterns(d, where);
     if (rc == PERSISTE_OK) {
@@ -689,9 +803,11 @@ int persiste_data_from_matrix(persiste_data **out, const persiste_tree *tree,
                               const char *const *taxon_names,
                               const char *const *family_names, uint32_t flags)
 {
-    return persiste__data_build(out, tree, states, n_families, n_taxa,
-                                family_stride, taxon_stride, taxon_names,
-                                family_names, flags, "matrix");
+    const persiste__cells cells = {.states = states,
+                                   .family_stride = family_stride,
+                                   .taxon_stride = taxon_stride};
+    return persiste__data_build(out, tree, &cells, n_families, n_taxa,
+                                taxon_names, family_names, flags, "matrix");
 }
 
 static void free_names(char **names, int64_t n)

@@ -90,18 +90,39 @@ void persiste__transpose64(uint64_t a[64]);
 /* Fills the pattern fields of d (called once its bits are packed). */
 int persiste__data_patterns(persiste_data *d, const char *where);
 
+/* The cells the builder reads, in one of two forms:
+ *  - states != NULL: a byte matrix, cell (family f, taxon t) at
+ *    states[f * family_stride + t * taxon_stride], each 0, 1 or 2 (checked);
+ *  - else `bits`, as the table reader packs them while it parses: rows of
+ *    cells, a row per taxon if rows_are_taxa (its cells are the families),
+ *    else a row per family (its cells are the taxa). Cells 64w .. 64w+63 of
+ *    row r are word w: bits[r * row_stride + w * word_stride] holds bit
+ *    c % 64 for a present cell c, the word unknown_at after it for an
+ *    unknown one (bits past the row's end are 0). */
+typedef struct {
+    const uint8_t *states;
+    int64_t family_stride, taxon_stride;
+    const uint64_t *bits;
+    int rows_are_taxa;
+    int64_t row_stride, word_stride, unknown_at;
+} persiste__cells;
+
+/* Packs n cells (each 0, 1 or 2) into bits as persiste__cells holds them:
+ * present[(n + 63) / 64] and unknown[(n + 63) / 64]. */
+void persiste__pack_row(const uint8_t *cells, int64_t n, uint64_t *present,
+                        uint64_t *unknown);
+
 /* The one builder behind persiste_data_from_matrix and the file readers.
  * `where` names the source in messages ("matrix" or a file path). */
 int persiste__data_build(persiste_data **out, const persiste_tree *tree,
-                         const uint8_t *states, int64_t n_families,
-                         int64_t n_taxa, int64_t family_stride,
-                         int64_t taxon_stride, const char *const *taxon_names,
+                         const persiste__cells *cells, int64_t n_families,
+                         int64_t n_taxa, const char *const *taxon_names,
                          const char *const *family_names, uint32_t flags,
                          const char *where);
 
 /* The whole file at path in *text[*len + 1] (NUL-terminated, to be freed
  * with persiste__free), inflated when it starts with the gzip magic bytes.
- * Errors (PERSISTE_E_IO, _NOMEM) name the path. Defined in table.c. */
+ * Errors (PERSISTE_E_IO, _NOMEM) name the path. Defined in source.c. */
 int persiste__read_text(const char *path, char **text, size_t *len);
 
 /* ---- Model ------------------------------------------------------------- */

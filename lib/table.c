@@ -2,10 +2,16 @@
  * gene_presence_absence.Rtab, generic CSV/TSV 0/1 matrices in either
  * orientation), plain or gzip-compressed.
  *
- * The whole (inflated) text sits in one buffer and is parsed in one pass;
- * names are unquoted and NUL-terminated in place and cells go straight into
- * a byte matrix, so no name or cell costs an allocation. The matrix is then
- * handed to persiste__data_build with strides for its orientation.
+ * The text comes line by line (lib/lines.c, inflated by a thread of its
+ * own) and is parsed in one pass; names are copied into one buffer, and
+ * each row's cells are packed into bits as soon as it is parsed (while the
+ * next chunk inflates), so no name or cell costs an allocation and no byte
+ * matrix is kept. When the header likely names the taxa (the usual Roary
+ * layout), every 64 rows are also transposed as they come into columns of
+ * bits, the data's own layout (words of 64 families per taxon), so that
+ * little is left to do once the text ends; otherwise, or if the guess was
+ * wrong, persiste__data_build transposes the bits for the orientation
+ * found.
  *
  * Semantics:
  *  - the first non-blank line is the header: a corner cell (any text), then
@@ -21,543 +27,15 @@
  *  - orientation: the side (header names or first column) holding the larger
  *    share of tree tip names holds the taxa (ties: header, as in Roary),
  *    unless PERSISTE_DATA_TAXA_IN_ROWS / _IN_COLUMNS says. */
-#include <errno.h>
-#include <limits.h>
-#include <stdatomic.h>
-#include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <zlib.h>
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
 
-#include "internal.h"
+#include "reader.h"
 
 enum { SHOWN = 48, CELL_SHOWN = 20 };
-
-static int nomem(const char *path)
-{
-    return persiste__error(PERSISTE_E_NOMEM, "%s: out of memory", path);
-}
-
-static int io_error(const char *path, const char *what, int err)
-{
-    char msg[128] = "unknown error";
-    strerror_r(err, msg, sizeof msg);
-    return persiste__error(PERSISTE_E_IO, "%s: %s: %s", path, what, msg);
-}
-
-static int64_t count_char(const char *p, const char *end, char c)
-{
-    int64_t n = 0;
-    while ((p = memchr(p, c, (size_t)(end - p))) != NULL) {
-        n++;
-        p++;
-    }
-    return n;
-}
-
-/* Grow *buf to hold at least need bytes (doubling). */
-static int grow(char **buf, size_t *cap, size_t need, const char *path)
-{
-    if (need <= *cap)
-        return PERSISTE_OK;
-    size_t c = *cap ? *cap : 64;
-    while (c < need) {
-        if (c > SIZE_MAX / 2)
-            return persiste__error(PERSISTE_E_OVERFLOW,
-                                   "%s: text larger than memory", path);
-        c *= 2;
-    }
-    char *p = persiste__realloc(*buf, c);
-    if (!p)
-        return nomem(path);
-    *buf = p;
-    *cap = c;
-    return PERSISTE_OK;
-}
-
-static int all_zero(const unsigned char *p, size_t n)
-{
-    while (n > 0 && *p == 0) {
-        p++;
-        n--;
-    }
-    return n == 0;
-}
-
-/* ---- Sources: a file's bytes, inflated when it is gzip ------------------ */
-
-enum { RAW_CHUNK = 1 << 16 };
-
-typedef struct {
-    const char *path;
-    FILE *fp;
-    size_t file_size;   /* 0 if unknown */
-    unsigned char *in;  /* [RAW_CHUNK]: bytes read, not yet passed on */
-    size_t in_pos, in_len;
-    int in_eof;         /* the file has no more bytes */
-    int gz;             /* inflating (the file starts with 1f 8b) */
-    int zs_ready;       /* zs initialised */
-    z_stream zs;
-    int between;        /* gz: a member ended, the next one not started */
-    int padded;         /* gz: zero bytes after a member were skipped */
-    int ended;          /* no more output */
-    size_t out_total;   /* bytes passed on so far */
-} source;
-
-/* The next RAW_CHUNK bytes of the file into in[]. */
-static int refill(source *s)
-{
-    s->in_pos = 0;
-    s->in_len = fread(s->in, 1, RAW_CHUNK, s->fp);
-    if (s->in_len < RAW_CHUNK) {
-        if (ferror(s->fp))
-            return io_error(s->path, "read error", errno);
-        s->in_eof = 1;
-    }
-    return PERSISTE_OK;
-}
-
-static void source_close(source *s)
-{
-    if (s->zs_ready)
-        inflateEnd(&s->zs);
-    if (s->fp)
-        fclose(s->fp);
-    persiste__free(s->in);
-    memset(s, 0, sizeof *s);
-}
-
-static int source_open(source *s, const char *path)
-{
-    memset(s, 0, sizeof *s);
-    s->path = path;
-    s->fp = fopen(path, "rb");
-    if (!s->fp)
-        return io_error(path, "cannot open", errno);
-    struct stat st;
-    if (fstat(fileno(s->fp), &st) == 0 && S_ISREG(st.st_mode) &&
-        (uintmax_t)st.st_size < SIZE_MAX / 8)
-        s->file_size = (size_t)st.st_size;
-    s->in = persiste__malloc(RAW_CHUNK);
-    int rc = s->in ? refill(s) : nomem(path);
-    if (rc == PERSISTE_OK && s->in_len >= 2 && s->in[0] == 0x1f &&
-        s->in[1] == 0x8b) {
-        s->gz = 1;
-        if (inflateInit2(&s->zs, 15 + 16) != Z_OK)
-            rc = nomem(path);
-        s->zs_ready = rc == PERSISTE_OK;
-        s->zs.next_in = s->in;
-        s->zs.avail_in = (uInt)s->in_len;
-    }
-    if (rc != PERSISTE_OK)
-        source_close(s);
-    return rc;
-}
-
-/* Plain files: the bytes read for the gzip check, then the rest. */
-static int read_plain(source *s, char *buf, size_t cap, size_t *got)
-{
-    size_t n = s->in_len - s->in_pos < cap ? s->in_len - s->in_pos : cap;
-    memcpy(buf, s->in + s->in_pos, n);
-    s->in_pos += n;
-    if (n < cap && !s->in_eof) {
-        size_t want = cap - n, r = fread(buf + n, 1, want, s->fp);
-        n += r;
-        if (r < want) {
-            if (ferror(s->fp))
-                return io_error(s->path, "read error", errno);
-            s->in_eof = 1;
-        }
-    }
-    s->ended = n == 0;
-    *got = n;
-    return PERSISTE_OK;
-}
-
-/* Between gzip members: another member follows, or only zero padding (as
- * gzip tolerates) up to the end of the file. */
-static int next_member(source *s)
-{
-    z_stream *zs = &s->zs;
-    while (zs->avail_in == 0 || all_zero(zs->next_in, zs->avail_in)) {
-        s->padded |= zs->avail_in > 0;
-        if (s->in_eof) {
-            s->ended = 1;
-            return PERSISTE_OK;
-        }
-        int rc = refill(s);
-        if (rc != PERSISTE_OK)
-            return rc;
-        zs->next_in = s->in;
-        zs->avail_in = (uInt)s->in_len;
-    }
-    inflateReset(zs);
-    s->between = 0;
-    if (s->padded) {
-        /* Zeros then more data: inflate the zeros as the member they start
-         * (the padding of a whole file read at once was such input), so
-         * that zlib names the error. */
-        static const unsigned char zeros[2];
-        zs->next_in = (unsigned char *)zeros;
-        zs->avail_in = sizeof zeros;
-    }
-    return PERSISTE_OK;
-}
-
-/* Up to cap inflated bytes into buf (fewer only at the end). */
-static int read_gzip(source *s, char *buf, size_t cap, size_t *got)
-{
-    z_stream *zs = &s->zs;
-    size_t n = 0;
-    int rc = PERSISTE_OK;
-    while (rc == PERSISTE_OK && n < cap && !s->ended) {
-        if (s->between) {
-            rc = next_member(s);
-            continue;
-        }
-        if (zs->avail_in == 0 && !s->in_eof) {
-            rc = refill(s);
-            zs->next_in = s->in;
-            zs->avail_in = (uInt)s->in_len;
-            if (rc != PERSISTE_OK)
-                break;
-        }
-        size_t room = cap - n < UINT_MAX ? cap - n : UINT_MAX;
-        zs->next_out = (unsigned char *)buf + n;
-        zs->avail_out = (uInt)room;
-        int z = inflate(zs, Z_NO_FLUSH);
-        n += room - zs->avail_out;
-        if (z == Z_STREAM_END)
-            s->between = 1;
-        else if (z == Z_BUF_ERROR && zs->avail_in == 0 && s->in_eof)
-            rc = persiste__error(PERSISTE_E_IO,
-                                 "%s: truncated gzip data (after %zu "
-                                 "inflated bytes)",
-                                 s->path, s->out_total + n);
-        else if (z == Z_MEM_ERROR)
-            rc = nomem(s->path);
-        else if (z != Z_OK && z != Z_BUF_ERROR)
-            rc = persiste__error(PERSISTE_E_IO, "%s: corrupt gzip data: %s",
-                                 s->path, zs->msg ? zs->msg : "bad stream");
-    }
-    *got = n;
-    return rc;
-}
-
-/* Up to cap bytes of text into buf: fewer only at the end, 0 past it. */
-static int source_read(source *s, char *buf, size_t cap, size_t *got)
-{
-    *got = 0;
-    if (s->ended)
-        return PERSISTE_OK;
-    int rc = s->gz ? read_gzip(s, buf, cap, got)
-                   : read_plain(s, buf, cap, got);
-    s->out_total += *got;
-    return rc;
-}
-
-int persiste__read_text(const char *path, char **text, size_t *len)
-{
-    source s;
-    int rc = source_open(&s, path);
-    if (rc != PERSISTE_OK)
-        return rc;
-    enum { ROOM = 1 << 16 };
-    size_t cap = 0, n = 0, got = 1;
-    char *buf = NULL;
-    rc = grow(&buf, &cap, (s.gz ? 4 : 1) * s.file_size + ROOM + 1, path);
-    while (rc == PERSISTE_OK && got > 0) {
-        rc = grow(&buf, &cap, n + ROOM + 1, path);
-        if (rc == PERSISTE_OK)
-            rc = source_read(&s, buf + n, cap - n - 1, &got);
-        n += got;
-    }
-    source_close(&s);
-    if (rc != PERSISTE_OK) {
-        persiste__free(buf);
-        return rc;
-    }
-    buf[n] = '\0';
-    *text = buf;
-    *len = n;
-    return PERSISTE_OK;
-}
-
-/* ---- Lines: the text in chunks, inflated by a thread of its own -------- *
- *
- * A producer fills a ring of RING chunks from the source while the caller
- * parses the lines of the oldest; a line cut by a chunk's end is carried
- * over in a buffer of its own. The first chunk is read by the caller, and
- * the producer thread starts only when there is more. Slots are handed
- * over with atomic counters (chunks produced and released): the mutex and
- * condition variables only put the sides to sleep, so the ordering is
- * visible to TSan. A failing side stops the other: the parser sets `stop`
- * and joins; the producer records its status and message and ends. */
-
-enum { CHUNK = 1 << 18, RING = 4 };
-
-typedef struct {
-    source src;
-    char *slot[RING];
-    size_t slot_len[RING];
-    atomic_size_t produced, released; /* chunks, counted from 0 */
-    atomic_int ended, stop;           /* producer done / asked to stop */
-    int status;                       /* producer's error, written before */
-    char msg[512];                    /*   `ended` is set */
-    mtx_t lock;
-    cnd_t cv;                         /* either counter moved, or a flag */
-    int sync_ready, threaded;
-    persiste__thread thread;
-    /* The caller's side. */
-    int holding;                      /* slot released % RING is in use */
-    char *chunk;
-    size_t pos, len;
-    char *carry;                      /* a line cut by chunks' ends */
-    size_t carry_n, carry_cap;
-    int64_t lines;                    /* lines returned so far */
-} lines;
-
-static void wake(lines *r)
-{
-    mtx_lock(&r->lock);
-    cnd_broadcast(&r->cv);
-    mtx_unlock(&r->lock);
-}
-
-/* One chunk into the next free slot; 0 once the source has no more. */
-static int produce(lines *r)
-{
-    size_t k = atomic_load_explicit(&r->produced, memory_order_relaxed);
-    size_t got;
-    int rc = source_read(&r->src, r->slot[k % RING], CHUNK, &got);
-    if (rc != PERSISTE_OK) {
-        r->status = rc;
-        snprintf(r->msg, sizeof r->msg, "%s", persiste_last_error());
-    }
-    r->slot_len[k % RING] = got;
-    if (got > 0)
-        atomic_store_explicit(&r->produced, k + 1, memory_order_release);
-    if (rc != PERSISTE_OK || got == 0)
-        atomic_store_explicit(&r->ended, 1, memory_order_release);
-    return rc == PERSISTE_OK && got > 0;
-}
-
-static int has_room(lines *r)
-{
-    return atomic_load_explicit(&r->produced, memory_order_relaxed) -
-               atomic_load_explicit(&r->released, memory_order_acquire) <
-           RING;
-}
-
-static int producer_main(void *arg)
-{
-    lines *r = arg;
-    for (;;) {
-        if (!has_room(r)) {
-            mtx_lock(&r->lock);
-            while (!has_room(r) &&
-                   !atomic_load_explicit(&r->stop, memory_order_acquire))
-                cnd_wait(&r->cv, &r->lock);
-            mtx_unlock(&r->lock);
-        }
-        if (atomic_load_explicit(&r->stop, memory_order_acquire))
-            return 0;
-        int more = produce(r);
-        wake(r);
-        if (!more)
-            return 0;
-    }
-}
-
-static int has_chunk(lines *r)
-{
-    return atomic_load_explicit(&r->produced, memory_order_acquire) >
-               atomic_load_explicit(&r->released, memory_order_relaxed) ||
-           atomic_load_explicit(&r->ended, memory_order_acquire);
-}
-
-/* NUL bytes make a file binary: the line of the first, as counted from the
- * lines returned so far (the carried part of a line has no newline). */
-static int check_nul(const lines *r, const char *p, size_t n)
-{
-    const char *nul = memchr(p, '\0', n);
-    if (!nul)
-        return PERSISTE_OK;
-    return persiste__error(PERSISTE_E_PARSE,
-                           "%s: line %lld: NUL byte: not a text table",
-                           r->src.path,
-                           (long long)(r->lines + 1 +
-                                       count_char(p, nul, '\n')));
-}
-
-/* The next chunk into r->chunk (1), the end (0), or an error. */
-static int take_chunk(lines *r)
-{
-    size_t k = atomic_load_explicit(&r->released, memory_order_relaxed);
-    if (r->holding) {
-        atomic_store_explicit(&r->released, ++k, memory_order_release);
-        r->holding = 0;
-        if (r->threaded)
-            wake(r);
-    }
-    if (!r->threaded) {
-        if (!atomic_load_explicit(&r->ended, memory_order_relaxed))
-            produce(r);
-    } else if (!has_chunk(r)) {
-        mtx_lock(&r->lock);
-        while (!has_chunk(r))
-            cnd_wait(&r->cv, &r->lock);
-        mtx_unlock(&r->lock);
-    }
-    if (atomic_load_explicit(&r->produced, memory_order_acquire) == k) {
-        if (r->status != PERSISTE_OK) /* ordered by `ended` */
-            return persiste__error(r->status, "%s", r->msg);
-        return 0;
-    }
-    r->holding = 1;
-    r->chunk = r->slot[k % RING];
-    r->len = r->slot_len[k % RING];
-    r->pos = 0;
-    return 1;
-}
-
-/* The rest of the text, unread, for the source's own verdict: corrupt
- * gzip data can inflate to lines that fail to parse before zlib finds the
- * damage, and then the damage is what to report. */
-static int drain(lines *r)
-{
-    int rc;
-    while ((rc = take_chunk(r)) > 0)
-        continue;
-    return rc;
-}
-
-static void lines_close(lines *r)
-{
-    if (r->threaded) {
-        mtx_lock(&r->lock);
-        atomic_store_explicit(&r->stop, 1, memory_order_release);
-        cnd_broadcast(&r->cv);
-        mtx_unlock(&r->lock);
-        persiste__thread_join(&r->thread);
-    }
-    if (r->sync_ready) {
-        cnd_destroy(&r->cv);
-        mtx_destroy(&r->lock);
-    }
-    source_close(&r->src);
-    for (int i = 0; i < RING; i++)
-        persiste__free(r->slot[i]);
-    persiste__free(r->carry);
-}
-
-/* Opens path and takes its first chunk; then, if more may follow, starts
- * the producer (or, failing that, reads on in the caller). */
-static int lines_open(lines *r, const char *path)
-{
-    memset(r, 0, sizeof *r);
-    atomic_init(&r->produced, 0);
-    atomic_init(&r->released, 0);
-    atomic_init(&r->ended, 0);
-    atomic_init(&r->stop, 0);
-    int rc = source_open(&r->src, path);
-    if (rc != PERSISTE_OK)
-        return rc;
-    for (int i = 0; i < RING && rc == PERSISTE_OK; i++) {
-        r->slot[i] = persiste__malloc(CHUNK);
-        rc = r->slot[i] ? PERSISTE_OK : nomem(path);
-    }
-    if (rc == PERSISTE_OK) {
-        rc = take_chunk(r);
-        rc = rc > 0 ? check_nul(r, r->chunk, r->len) : rc;
-    }
-    if (rc == PERSISTE_OK &&
-        !atomic_load_explicit(&r->ended, memory_order_relaxed) &&
-        r->len == CHUNK) {
-        int ok_lock = mtx_init(&r->lock, mtx_plain) == thrd_success;
-        int ok_cv = cnd_init(&r->cv) == thrd_success;
-        if (ok_lock && ok_cv) {
-            r->sync_ready = 1;
-            r->threaded = persiste__thread_start(&r->thread, producer_main, r);
-        } else if (ok_lock) {
-            mtx_destroy(&r->lock);
-        } else if (ok_cv) {
-            cnd_destroy(&r->cv);
-        }
-    }
-    return rc;
-}
-
-/* Append n bytes at p to the carried line. */
-static int carry(lines *r, const char *p, size_t n)
-{
-    int rc = grow(&r->carry, &r->carry_cap, r->carry_n + n + 1, r->src.path);
-    if (rc != PERSISTE_OK)
-        return rc;
-    memcpy(r->carry + r->carry_n, p, n);
-    r->carry_n += n;
-    return PERSISTE_OK;
-}
-
-/* The next line as [*line, *eol) without its '\n' or CR (writable until
- * the next call): 1, or 0 at the end, or an error. */
-static int next_line(lines *r, char **line, char **eol)
-{
-    r->carry_n = 0;
-    if (r->holding) {
-        char *p = r->chunk + r->pos, *end = r->chunk + r->len;
-        char *nl = memchr(p, '\n', (size_t)(end - p));
-        if (nl) {
-            r->pos = (size_t)(nl + 1 - r->chunk);
-            *line = p;
-            *eol = nl;
-            goto found;
-        }
-        int rc = carry(r, p, (size_t)(end - p));
-        if (rc != PERSISTE_OK)
-            return rc;
-    }
-    for (;;) {
-        int rc = take_chunk(r);
-        if (rc > 0 && check_nul(r, r->chunk, r->len) != PERSISTE_OK)
-            return PERSISTE_E_PARSE;
-        if (rc < 0)
-            return rc;
-        if (rc == 0) {
-            if (r->carry_n == 0)
-                return 0;
-            *line = r->carry;
-            *eol = r->carry + r->carry_n;
-            goto found;
-        }
-        char *nl = memchr(r->chunk, '\n', r->len);
-        size_t n = nl ? (size_t)(nl - r->chunk) : r->len;
-        if (nl && r->carry_n == 0) {
-            r->pos = n + 1;
-            *line = r->chunk;
-            *eol = nl;
-            goto found;
-        }
-        rc = carry(r, r->chunk, n);
-        if (rc != PERSISTE_OK)
-            return rc;
-        if (nl) {
-            r->pos = n + 1;
-            *line = r->carry;
-            *eol = r->carry + r->carry_n;
-            goto found;
-        }
-    }
-found:
-    if (*eol > *line && (*eol)[-1] == '\r')
-        (*eol)--;
-    r->lines++;
-    return 1;
-}
 
 /* ---- Parsing ----------------------------------------------------------- */
 
@@ -759,7 +237,9 @@ static int parse_row(const parser *ps, char *p, char *eol, int64_t n_cells,
         row[c] = (uint8_t)(v < 0 ? PERSISTE_UNKNOWN : v);
     }
     if (!f.last)
-        return ragged(ps, n_cells + 1 + count_char(f.next - 1, eol, ps->delim),
+        return ragged(ps,
+                      n_cells + 1 +
+                          persiste__count_char(f.next - 1, eol, ps->delim),
                       n_cells + 1);
     return PERSISTE_OK;
 }
@@ -773,8 +253,17 @@ typedef struct {
     size_t *row_at;    /* [rows_cap] */
     char **col_name;   /* [n_cols], set once the names stop moving */
     char **row_name;   /* [n_rows] */
-    uint8_t *cells;    /* [rows_cap * n_cols] */
-    int64_t n_cols, n_rows, rows_cap;
+    uint8_t *row;      /* [n_cols]: the row being parsed */
+    /* The cells as bits (persiste__cells), packed as each row is parsed:
+     * row r's words at bits[r * 2 * row_words] (present, then unknown);
+     * or, by_column, when the header likely names the taxa, transposed 64
+     * rows at a time into a row per column: word w of column c at
+     * bits[w * 2 * n_cols + c] (present) and n_cols after it (unknown),
+     * the rows waiting in group[64 * 2 * row_words] meanwhile. */
+    uint64_t *bits;
+    uint64_t *group;
+    int by_column;
+    int64_t n_cols, row_words, n_rows, rows_cap;
     bad_cell bad;
 } table;
 
@@ -785,14 +274,17 @@ static void table_free(table *t)
     persiste__free(t->row_at);
     persiste__free(t->col_name);
     persiste__free(t->row_name);
-    persiste__free(t->cells);
+    persiste__free(t->row);
+    persiste__free(t->bits);
+    persiste__free(t->group);
 }
 
 /* Copy a name to the table's buffer; its offset in *at. */
 static int add_name(table *t, const char *s, size_t n, size_t *at,
                     const char *path)
 {
-    int rc = grow(&t->names, &t->names_cap, t->names_n + n + 1, path);
+    int rc = persiste__grow_text(&t->names, &t->names_cap,
+                                 t->names_n + n + 1, path);
     if (rc != PERSISTE_OK)
         return rc;
     memcpy(t->names + t->names_n, s, n);
@@ -810,7 +302,7 @@ static int name_pointers(char ***out, const char *names, const size_t *at,
     static char empty[1];
     char **p = persiste__malloc(((size_t)n + 1) * sizeof *p);
     if (!p)
-        return nomem(path);
+        return persiste__nomem(path);
     for (int64_t i = 0; i < n; i++)
         p[i] = (char *)names + at[i];
     p[n] = empty;
@@ -825,21 +317,70 @@ static int room_for_row(table *t, size_t hint, const char *path)
     if (t->n_rows < t->rows_cap)
         return PERSISTE_OK;
     int64_t cap = t->rows_cap ? t->rows_cap * 2 : (int64_t)hint + 16;
-    size_t cells, offsets;
-    if (persiste__mul_size((size_t)cap, (size_t)t->n_cols, &cells) ||
+    size_t words, cells, offsets;
+    const size_t width = (size_t)(t->by_column ? t->n_cols : t->row_words);
+    const size_t rows = t->by_column ? ((size_t)cap + 63) / 64 : (size_t)cap;
+    if (persiste__mul_size(rows, 2 * width, &words) ||
+        persiste__mul_size(words, sizeof *t->bits, &cells) ||
         persiste__mul_size((size_t)cap, sizeof *t->row_at, &offsets))
         return persiste__error(PERSISTE_E_OVERFLOW,
                                "%s: table larger than memory", path);
-    uint8_t *c = persiste__realloc(t->cells, cells);
+    uint64_t *c = persiste__realloc(t->bits, cells);
     if (c)
-        t->cells = c;
+        t->bits = c;
     size_t *r = c ? persiste__realloc(t->row_at, offsets) : NULL;
     if (r)
         t->row_at = r;
     if (!c || !r)
-        return nomem(path);
+        return persiste__nomem(path);
     t->rows_cap = cap;
     return PERSISTE_OK;
+}
+
+/* The rows of the group (the last 64 or fewer), by_column: for each 64
+ * columns, present and unknown, 64 rows' words are transposed into 64
+ * columns' words. */
+static void flush_group(table *t)
+{
+    const int64_t w = (t->n_rows - 1) / 64, nw = t->row_words;
+    const int64_t nc = t->n_cols, n = t->n_rows - w * 64;
+    uint64_t *out = t->bits + w * 2 * nc, blk[64];
+    for (int64_t u = 0; u < 2; u++)
+        for (int64_t c = 0; c < nw; c++) {
+            for (int64_t k = 0; k < 64; k++)
+                blk[k] = k < n ? t->group[k * 2 * nw + u * nw + c] : 0;
+            persiste__transpose64(blk);
+            int64_t m = nc - c * 64 < 64 ? nc - c * 64 : 64;
+            memcpy(out + u * nc + c * 64, blk, (size_t)m * sizeof *blk);
+        }
+}
+
+/* The parsed row's cells into bits. */
+static void pack_row(table *t)
+{
+    const int64_t nw = t->row_words;
+    uint64_t *bits = t->by_column ? t->group + t->n_rows % 64 * 2 * nw
+                                  : t->bits + t->n_rows * 2 * nw;
+    persiste__pack_row(t->row, t->n_cols, bits, bits + nw);
+    t->n_rows++;
+    if (t->by_column && t->n_rows % 64 == 0)
+        flush_group(t);
+}
+
+/* Whether the header likely names the taxa: as flagged, or when at least
+ * half its names are tips. Only a guess (taxa_in_rows decides once the
+ * rows' names are in): the columns of bits serve either orientation. */
+static int header_names_taxa(const table *t, const persiste_tree *tree,
+                             uint32_t flags)
+{
+    if (flags & (PERSISTE_DATA_TAXA_IN_ROWS | PERSISTE_DATA_TAXA_IN_COLUMNS))
+        return (flags & PERSISTE_DATA_TAXA_IN_COLUMNS) != 0;
+    int64_t tips = 0;
+    for (int64_t c = 0; c < t->n_cols; c++) {
+        const char *name = t->names + t->col_at[c];
+        tips += persiste__tree_find_tip(tree, name, strlen(name)) >= 0;
+    }
+    return 2 * tips >= t->n_cols;
 }
 
 static int is_blank_line(const parser *ps, const char *p, const char *eol)
@@ -871,7 +412,7 @@ static char header_delim(const char *p, const char *eol)
 static int parse_header(table *t, parser *ps, char *p, char *eol)
 {
     ps->delim = header_delim(p, eol);
-    int64_t max_cols = count_char(p, eol, ps->delim);
+    int64_t max_cols = persiste__count_char(p, eol, ps->delim);
     if (max_cols == 0)
         return persiste__error(PERSISTE_E_PARSE,
                                "%s: line %lld: the header has no names after "
@@ -879,8 +420,9 @@ static int parse_header(table *t, parser *ps, char *p, char *eol)
                                "comma-separated names)",
                                ps->path, (long long)ps->line);
     t->col_at = persiste__calloc((size_t)max_cols, sizeof *t->col_at);
-    if (!t->col_at)
-        return nomem(ps->path);
+    t->row = persiste__malloc((size_t)max_cols);
+    if (!t->col_at || !t->row)
+        return persiste__nomem(ps->path);
     field f;
     int rc = next_field(ps, p, eol, 1, &f); /* the corner label */
     for (int64_t c = 0; rc == PERSISTE_OK && !f.last; c++) {
@@ -899,13 +441,14 @@ static int parse_header(table *t, parser *ps, char *p, char *eol)
     return rc;
 }
 
-static int parse_table(table *t, parser *ps, lines *r)
+static int parse_table(table *t, parser *ps, persiste__lines *r,
+                       const persiste_tree *tree, uint32_t flags)
 {
     char *p, *eol;
     int rc;
     ps->delim = '\t';
     for (ps->line = 1;; ps->line++) {
-        rc = next_line(r, &p, &eol);
+        rc = persiste__lines_next(r, &p, &eol);
         if (rc < 0)
             return rc;
         if (rc == 0)
@@ -917,12 +460,20 @@ static int parse_table(table *t, parser *ps, lines *r)
     rc = parse_header(t, ps, p, eol);
     if (rc != PERSISTE_OK)
         return rc;
+    t->row_words = (t->n_cols + 63) / 64;
+    t->by_column = header_names_taxa(t, tree, flags);
+    if (t->by_column) {
+        t->group = persiste__malloc((size_t)t->row_words * 128 *
+                                    sizeof *t->group);
+        if (!t->group)
+            return persiste__nomem(ps->path);
+    }
     /* Rows of a plain file are about as long as its header (a guess kept
      * below twice the file's size in cells and offsets). */
     size_t hint = r->src.gz ? 0 : r->src.file_size / (size_t)(eol - p + 1);
     size_t most = r->src.file_size / ((size_t)t->n_cols + 8) * 2;
     hint = hint < most ? hint : most;
-    while ((rc = next_line(r, &p, &eol)) > 0) {
+    while ((rc = persiste__lines_next(r, &p, &eol)) > 0) {
         ps->line++;
         if ((p < eol && *p == '#') || is_blank_line(ps, p, eol))
             continue;
@@ -930,20 +481,21 @@ static int parse_table(table *t, parser *ps, lines *r)
         const char *name;
         size_t name_n;
         if (rc == PERSISTE_OK)
-            rc = parse_row(ps, p, eol, t->n_cols,
-                           t->cells + t->n_rows * t->n_cols, t->n_rows,
-                           &name, &name_n, &t->bad);
+            rc = parse_row(ps, p, eol, t->n_cols, t->row, t->n_rows, &name,
+                           &name_n, &t->bad);
         if (rc == PERSISTE_OK)
             rc = add_name(t, name, name_n, &t->row_at[t->n_rows], ps->path);
         if (rc != PERSISTE_OK)
             return rc;
-        t->n_rows++;
+        pack_row(t);
     }
     if (rc < 0)
         return rc;
     if (t->n_rows == 0)
         return persiste__error(PERSISTE_E_PARSE,
                                "%s: no data rows after the header", ps->path);
+    if (t->by_column && t->n_rows % 64 != 0)
+        flush_group(t);
     rc = name_pointers(&t->col_name, t->names, t->col_at, t->n_cols,
                        ps->path);
     if (rc == PERSISTE_OK)
@@ -1013,18 +565,18 @@ int persiste_data_read(persiste_data **out, const persiste_tree *tree,
                                "%s: PERSISTE_DATA_TAXA_IN_ROWS and "
                                "_IN_COLUMNS are exclusive",
                                path);
-    lines r;
-    int rc = lines_open(&r, path);
+    persiste__lines r;
+    int rc = persiste__lines_open(&r, path);
     parser ps = {path, '\t', 0};
     table t;
     memset(&t, 0, sizeof t);
     if (rc == PERSISTE_OK)
-        rc = parse_table(&t, &ps, &r);
+        rc = parse_table(&t, &ps, &r, tree, flags);
     if (rc == PERSISTE_E_PARSE && r.src.gz) {
-        int z = drain(&r);
+        int z = persiste__lines_drain(&r);
         rc = z < 0 ? z : rc;
     }
-    lines_close(&r);
+    persiste__lines_close(&r);
     int rows = 0;
     if (rc == PERSISTE_OK) {
         rows = taxa_in_rows(&t, tree, flags, path);
@@ -1036,10 +588,21 @@ int persiste_data_read(persiste_data **out, const persiste_tree *tree,
         const int64_t nr = t.n_rows, nc = t.n_cols;
         const char *const *rn = (const char *const *)t.row_name;
         const char *const *cn = (const char *const *)t.col_name;
-        rc = rows ? persiste__data_build(out, tree, t.cells, nc, nr, 1, nc,
-                                         rn, cn, flags, path)
-                  : persiste__data_build(out, tree, t.cells, nr, nc, nc, 1,
-                                         cn, rn, flags, path);
+        /* By column, the columns are the rows of bits: of taxa, or (a
+         * wrong guess) of families. */
+        const int64_t nw = t.row_words;
+        const persiste__cells cells =
+            t.by_column
+                ? (persiste__cells){.bits = t.bits, .rows_are_taxa = !rows,
+                                    .row_stride = 1, .word_stride = 2 * nc,
+                                    .unknown_at = nc}
+                : (persiste__cells){.bits = t.bits, .rows_are_taxa = rows,
+                                    .row_stride = 2 * nw, .word_stride = 1,
+                                    .unknown_at = nw};
+        rc = rows ? persiste__data_build(out, tree, &cells, nc, nr, rn, cn,
+                                         flags, path)
+                  : persiste__data_build(out, tree, &cells, nr, nc, cn, rn,
+                                         flags, path);
     }
     table_free(&t);
     return rc;

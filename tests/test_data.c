@@ -1045,6 +1045,145 @@ static void test_matrix_fast_layouts(void **state)
     persiste_tree_destroy(tree);
 }
 
+/* persiste__transpose64 against its definition, bit by bit. */
+static void test_transpose64(void **state)
+{
+    (void)state;
+    uint64_t a[64], b[64], x = 88172645463325252ull;
+    for (int r = 0; r < 20; r++) {
+        for (int i = 0; i < 64; i++) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            a[i] = b[i] = r == 0 ? (uint64_t)1 << i : x; /* 0: identity */
+        }
+        persiste__transpose64(b);
+        for (int i = 0; i < 64; i++)
+            for (int k = 0; k < 64; k++)
+                assert_int_equal(b[i] >> k & 1, a[k] >> i & 1);
+    }
+}
+
+/* Two data alike to the bit: cells, names, counts, patterns. */
+static void same_bits(const persiste_data *a, const persiste_data *b)
+{
+    same_data(a, b);
+    size_t words = (size_t)a->n_words * (size_t)a->n_tips;
+    assert_memory_equal(a->present, b->present, words * sizeof *a->present);
+    assert_memory_equal(a->unknown, b->unknown, words * sizeof *a->unknown);
+    assert_int_equal(a->n_all_absent, b->n_all_absent);
+    assert_int_equal(a->n_dropped_taxa, b->n_dropped_taxa);
+    for (int64_t i = 0; i < a->n_dropped_taxa; i++)
+        assert_string_equal(a->dropped_taxon[i], b->dropped_taxon[i]);
+    assert_int_equal(a->n_dropped_families, b->n_dropped_families);
+    for (int64_t i = 0; i < a->n_dropped_families; i++)
+        assert_string_equal(a->dropped_family[i], b->dropped_family[i]);
+    assert_int_equal(a->n_patterns, b->n_patterns);
+    assert_int_equal(a->any_unknown, b->any_unknown);
+    assert_memory_equal(a->pattern, b->pattern,
+                        (size_t)a->n_families * sizeof *a->pattern);
+}
+
+/* The reader packs each row into bits as it parses it: kept as rows, or,
+ * when the header surely names the taxa, transposed 64 rows at a time
+ * into columns. Both against persiste_data_from_matrix on the same cells
+ * (the oracle), in both orientations, over several words and groups of 64
+ * rows (the last partial or not), with unknown cells in every spelling,
+ * extra and missing taxa, repeated families and families absent
+ * everywhere (dropped or not). */
+static void test_read_packed_like_matrix(void **state)
+{
+    (void)state;
+    enum { TIPS = 70, MAX_TAXA = 70, MAX_FAMS = 200 };
+    persiste_tree *tree = star_tree(TIPS);
+    /* n_taxa, n_families, whether some taxa are not tips (1) or most
+     * families are named like tips (2: with taxa in rows, the header looks
+     * like taxa until the rows' names are counted) */
+    static const int shapes[][3] = {{70, 130, 0}, {70, 130, 1}, {69, 128, 0},
+                                    {64, 65, 1},  {3, 200, 0},  {70, 1, 0},
+                                    {65, 64, 1},  {70, 67, 2},  {66, 70, 2}};
+    static const char *const unknown[] = {"?", "NA", "", "-"};
+    static char taxon_buf[MAX_TAXA][12], family_buf[MAX_FAMS][12];
+    static uint8_t cells[MAX_FAMS * MAX_TAXA];
+    static char text[MAX_FAMS * MAX_TAXA * 4 + 4096];
+    const char *taxon[MAX_TAXA], *family[MAX_FAMS];
+    uint32_t x = 17;
+    for (size_t k = 0; k < sizeof shapes / sizeof *shapes; k++) {
+        const int nt = shapes[k][0], nf = shapes[k][1];
+        for (int t = 0; t < nt; t++) {
+            /* a permutation of the tips, some replaced by extra names */
+            if (shapes[k][2] == 1 && t % 11 == 4)
+                snprintf(taxon_buf[t], sizeof taxon_buf[t], "x%d", t);
+            else
+                snprintf(taxon_buf[t], sizeof taxon_buf[t], "t%d",
+                         t * 29 % TIPS);
+            taxon[t] = taxon_buf[t];
+        }
+        for (int f = 0; f < nf; f++) {
+            if (shapes[k][2] == 2 && f % 4 != 3)
+                snprintf(family_buf[f], sizeof family_buf[f], "t%d", f);
+            else
+                snprintf(family_buf[f], sizeof family_buf[f], "fam%d", f);
+            family[f] = family_buf[f];
+            for (int t = 0; t < nt; t++) {
+                x = x * 1103515245u + 12345u;
+                unsigned r = (x >> 16) % 8;
+                /* absent: only early, so that later words of kept
+                 * families are runs that start within a word */
+                cells[f * nt + t] = f % 9 == 2 && f < 40 ? 0
+                                    : f % 9 == 5 ? cells[(f - 3) * nt + t]
+                                    : r < 1      ? 2
+                                    : r < 4      ? 1
+                                                 : 0;
+            }
+        }
+        for (int taxa_rows = 0; taxa_rows < 2; taxa_rows++) {
+            /* the text: a header, then a line per row */
+            const int n_rows = taxa_rows ? nt : nf, n_cols = taxa_rows ? nf
+                                                                       : nt;
+            const char *const *rn = taxa_rows ? taxon : family;
+            const char *const *cn = taxa_rows ? family : taxon;
+            size_t n = (size_t)sprintf(text, "Gene");
+            for (int c = 0; c < n_cols; c++)
+                n += (size_t)sprintf(text + n, "\t%s", cn[c]);
+            for (int r = 0; r < n_rows; r++) {
+                n += (size_t)sprintf(text + n, "\n%s", rn[r]);
+                for (int c = 0; c < n_cols; c++) {
+                    uint8_t v = taxa_rows ? cells[c * nt + r]
+                                          : cells[r * nt + c];
+                    n += (size_t)sprintf(text + n, "\t%s",
+                                         v == 2 ? unknown[(r + c) % 4]
+                                         : v    ? "1"
+                                                : "0");
+                }
+            }
+            assert_true(n < sizeof text);
+            const char *path = write_file("packed.tsv", text, n);
+            const uint32_t base = PERSISTE_DATA_DROP_EXTRA_TAXA |
+                                  PERSISTE_DATA_MISSING_AS_UNKNOWN;
+            const uint32_t side = taxa_rows ? PERSISTE_DATA_TAXA_IN_ROWS
+                                            : PERSISTE_DATA_TAXA_IN_COLUMNS;
+            for (int v = 0; v < 4; v++) {
+                uint32_t flags =
+                    base | (v & 1 ? PERSISTE_DATA_DROP_ABSENT_FAMILIES : 0);
+                persiste_data *a = NULL;
+                assert_int_equal(persiste_data_from_matrix(&a, tree, cells,
+                                                           nf, nt, nt, 1,
+                                                           taxon, family,
+                                                           flags),
+                                 PERSISTE_OK);
+                /* v & 2: orientation as flagged, else as found */
+                persiste_data *b = read_ok(tree, path,
+                                           flags | (v & 2 ? side : 0));
+                same_bits(a, b);
+                persiste_data_destroy(a);
+                persiste_data_destroy(b);
+            }
+        }
+    }
+    persiste_tree_destroy(tree);
+}
+
 /* ---- Bundled real datasets --------------------------------------------- */
 
 static const char *data_path(const char *rel)
@@ -1245,6 +1384,8 @@ int main(void)
         cmocka_unit_test(test_read_wide_header),
         cmocka_unit_test(test_read_streamed),
         cmocka_unit_test(test_matrix_fast_layouts),
+        cmocka_unit_test(test_transpose64),
+        cmocka_unit_test(test_read_packed_like_matrix),
         cmocka_unit_test(test_real_efm),
         cmocka_unit_test(test_real_harris),
 #ifdef PERSISTE_ALLOC_FAILURE
