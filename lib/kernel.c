@@ -185,9 +185,8 @@ static void gradient(const struct persiste__job *job,
 }
 #endif
 
-/* Ask for the tip bits of the next word of families: child_masks reads
- * them in the tree's order, which the hardware prefetcher cannot follow
- * (this block's word it gathers at once). */
+/* Ask for the tip bits of the next word of families: the walk reads them
+ * in the tree's order, which the hardware prefetcher cannot follow. */
 static void prefetch_bits(const struct persiste__job *job, int64_t f0)
 {
     size_t nt = (size_t)job->tree->n_tips;
@@ -206,7 +205,6 @@ void EVAL_BLOCK(const struct persiste__job *job, struct persiste__scratch *s,
 {
     int64_t f0 = block * L;
     prefetch_bits(job, f0);
-    child_masks(job, f0, s->keep0, s->keep1);
     struct lanes ln;
     lanes_init(&ln, job, f0);
 

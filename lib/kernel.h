@@ -37,7 +37,7 @@ enum { PERSISTE_P00, PERSISTE_P01, PERSISTE_P10, PERSISTE_P11,
 struct persiste__scratch {
     struct {
         size_t p_lane, p_uni, in, b, acd, out, fx, cond_branch, branch_lane,
-            slot, oslot, keep0, keep1, branch_sums;
+            slot, oslot, branch_sums;
     } cap; /* elements allocated */
     double *p_lane;  /* [n_nodes][PERSISTE_NP_LANE][L] gradients: what the
                       * transitions of a rate pair a lane are built from */
@@ -58,8 +58,6 @@ struct persiste__scratch {
                           * the current chunk */
     int32_t *slot;   /* [n_nodes] buffer slot of each internal node */
     int32_t *oslot;  /* [n_nodes] outside slot of each node */
-    uint64_t *keep0, *keep1; /* [n_nodes] the block's lane masks of each
-                              * child, by position (see child_masks) */
     double *branch_sums; /* worker 0: per-chunk branch sums of a round */
     struct persiste__rows *rows; /* worker 0: grouping of families */
     /* Cache for blocks whose lanes all share one rate pair. */

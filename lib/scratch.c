@@ -20,8 +20,6 @@ void persiste__scratch_destroy(struct persiste__scratch *s)
     persiste__free(s->branch_lane);
     persiste__free(s->slot);
     persiste__free(s->oslot);
-    persiste__free(s->keep0);
-    persiste__free(s->keep1);
     persiste__free(s->branch_sums);
     persiste__rows_destroy(s->rows);
     persiste__free(s);
@@ -109,8 +107,6 @@ int persiste__scratch_reserve(struct persiste__scratch *s,
         (rc = ensure(&s->acd, &s->cap.acd, acd, d)) ||
         (rc = ensure(&s->out, &s->cap.out, 2 * (per_node_grad + lanes), d)) ||
         (rc = ensure(&s->fx, &s->cap.fx, 5 * per_node_grad, d)) ||
-        (rc = ensure(&s->keep0, &s->cap.keep0, n, sizeof(uint64_t))) ||
-        (rc = ensure(&s->keep1, &s->cap.keep1, n, sizeof(uint64_t))) ||
         (rc = ensure(&s->cond_branch, &s->cap.cond_branch, per_node_grad, d)) ||
         (rc = ensure(&s->branch_lane, &s->cap.branch_lane, per_node_grad, d)))
         return rc;

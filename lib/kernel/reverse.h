@@ -119,8 +119,8 @@ static inline __attribute__((always_inline)) vd trow(struct trows t, int r,
  * that denominator is too small to divide by safely (reverse_node then
  * renormalises as it goes). */
 static inline __attribute__((always_inline)) int reverse_binary_rows(
-    const struct persiste__job *job, struct persiste__scratch *s, int32_t v,
-    const struct trows t[2], uint64_t use, uint64_t wuse, const vb *wcoef,
+    const struct persiste__job *job, struct persiste__scratch *s, int64_t f0,
+    int32_t v, const struct trows t[2], uint64_t use, uint64_t wuse, const vb *wcoef,
     vb *dg, vb *dl, double *branch)
 {
     const persiste_tree *tr = job->tree;
@@ -142,15 +142,16 @@ static inline __attribute__((always_inline)) int reverse_binary_rows(
             vd p00 = trow(t[i], P00, j), p01 = trow(t[i], P01, j);
             vd p10 = trow(t[i], P10, j), p11 = trow(t[i], P11, j);
             if (c[i] < nt) { /* a select by the tip's bits */
-                uint64_t k0b = s->keep0[k0 + i];
-                f[i][0] = sel_bits(k0b, j, p00, p01);
-                f[i][1] = sel_bits(k0b, j, p10, p11);
-                dx[i] = keep_where(s->keep1[k0 + i], j, splat(1.0)) -
-                        keep_where(k0b, j, splat(1.0));
-                if (job->any_unknown) {
-                    uint64_t u = k0b & s->keep1[k0 + i];
+                struct tip_bits b = tip_bits(job, f0, c[i]);
+                uint64_t u = b.unknown & ~b.present;
+                f[i][0] = sel_bits(b.present, j, p01, p00);
+                f[i][1] = sel_bits(b.present, j, p11, p10);
+                /* 1 where present, -1 where absent, 0 where unknown */
+                dx[i] = sel_bits(b.present, j, splat(1.0), splat(-1.0));
+                if (u) {
                     f[i][0] = sel_bits(u, j, p00 + p01, f[i][0]);
                     f[i][1] = sel_bits(u, j, p10 + p11, f[i][1]);
+                    dx[i] = sel_bits(u, j, splat(0.0), dx[i]);
                 }
             } else {
                 vd x0 = ld(x[i] + j * W), x1 = ld(x[i] + L + j * W);
@@ -206,22 +207,22 @@ static inline __attribute__((always_inline)) int reverse_binary_rows(
 
 static inline __attribute__((always_inline)) int reverse_binary(
     const struct persiste__job *job, const struct pview *pv,
-    struct persiste__scratch *s, int32_t v, uint64_t use, uint64_t wuse,
-    const vb *wcoef, vb *dg, vb *dl, double *branch)
+    struct persiste__scratch *s, int64_t f0, int32_t v, uint64_t use,
+    uint64_t wuse, const vb *wcoef, vb *dg, vb *dl, double *branch)
 {
     const persiste_tree *tr = job->tree;
     int32_t k0 = tr->child_start[v];
     if (pv->uni) { /* constant folded: one copy per table kind */
         struct trows t[2] = {{pv->uni + (size_t)tr->children[k0] * NP, NULL},
                              {pv->uni + (size_t)tr->children[k0 + 1] * NP, NULL}};
-        return reverse_binary_rows(job, s, v, t, use, wuse, wcoef, dg, dl,
-                                   branch);
+        return reverse_binary_rows(job, s, f0, v, t, use, wuse, wcoef, dg,
+                                   dl, branch);
     }
     vd p[2][PERSISTE_NP][V]; /* lane tables: few vectors per block */
     struct trows t[2] = {{NULL, p[0]}, {NULL, p[1]}};
     for (int i = 0; i < 2; i++)
         prows(pv, tr->children[k0 + i], NP, p[i]);
-    return reverse_binary_rows(job, s, v, t, use, wuse, wcoef, dg, dl,
+    return reverse_binary_rows(job, s, f0, v, t, use, wuse, wcoef, dg, dl,
                                branch);
 }
 
@@ -268,7 +269,7 @@ static void reverse(const struct persiste__job *job, const struct lanes *ln,
     for (int32_t v = root; v >= tr->n_tips; v--) {
         int binary = tr->child_start[v + 1] - tr->child_start[v] == 2;
         if (scaled && binary &&
-            reverse_binary(job, pv, s, v, use_bits, wuse_bits, wcoef, &g,
+            reverse_binary(job, pv, s, src->f0, v, use_bits, wuse_bits, wcoef, &g,
                            &l, branch))
             continue;
         vb ng = vb_splat(0.0), nl = vb_splat(0.0);

@@ -18,7 +18,7 @@ static inline struct tip_bits tip_bits(const struct persiste__job *job,
     size_t i = (size_t)(f0 / 64) * (size_t)job->tree->n_tips + (size_t)tip;
     int shift = (int)(f0 % 64); /* blocks of L lanes never straddle a word */
     return (struct tip_bits){job->present[i] >> shift,
-                             job->unknown[i] >> shift};
+                             job->any_unknown ? job->unknown[i] >> shift : 0};
 }
 
 /* Lane-wise, for vector j of a tip: 1 where unknown, else `present` where
@@ -92,51 +92,15 @@ struct child_bits {
     uint64_t keep0, keep1;
 };
 
-/* The block's child_bits of every child, by its position k in the children
- * array, into s->keep0 and s->keep1: gathered once per block with AVX-512
- * (one instruction per 8 children) rather than found child by child in the
- * walk, where the index, load, shift and complement of each cost more than
- * the child's arithmetic. */
-static void child_masks(const struct persiste__job *job, int64_t f0,
-                        uint64_t *keep0, uint64_t *keep1)
+/* Child c's child_bits in the block at f0, from its tip's words (the
+ * loads' addresses are known early, off the walk's chain of latencies). */
+static inline struct child_bits child_bits(const struct persiste__job *job,
+                                           int64_t f0, int32_t c)
 {
-    const persiste_tree *tr = job->tree;
-    int32_t nt = tr->n_tips, n_ch = tr->n_nodes - 1;
-    const uint64_t *pw = job->present + (size_t)(f0 / 64) * (size_t)nt;
-    const uint64_t *uw = job->unknown + (size_t)(f0 / 64) * (size_t)nt;
-    int shift = (int)(f0 % 64); /* blocks of L lanes never straddle a word */
-    int32_t k = 0;
-#if defined(__AVX512F__)
-    __m512i ntv = _mm512_set1_epi64(nt), ones = _mm512_set1_epi64(-1);
-    __m128i sh = _mm_cvtsi32_si128(shift);
-    for (; k + 8 <= n_ch; k += 8) {
-        __m512i c = _mm512_cvtepi32_epi64(
-            _mm256_loadu_si256((const __m256i *)(tr->children + k)));
-        __mmask8 tip = _mm512_cmplt_epi64_mask(c, ntv);
-        __m512i p = _mm512_srl_epi64(
-            _mm512_mask_i64gather_epi64(_mm512_setzero_si512(), tip, c, pw, 8),
-            sh);
-        __m512i pu = p;
-        if (job->any_unknown)
-            pu = _mm512_or_si512(
-                p, _mm512_srl_epi64(_mm512_mask_i64gather_epi64(
-                                        _mm512_setzero_si512(), tip, c, uw, 8),
-                                    sh));
-        _mm512_storeu_si512(keep0 + k, _mm512_xor_si512(p, ones));
-        _mm512_storeu_si512(keep1 + k, _mm512_mask_mov_epi64(ones, tip, pu));
-    }
-#endif
-    for (; k < n_ch; k++) {
-        int32_t c = tr->children[k];
-        if (c >= nt) {
-            keep0[k] = keep1[k] = ~(uint64_t)0;
-            continue;
-        }
-        uint64_t p = pw[c] >> shift;
-        uint64_t u = job->any_unknown ? uw[c] >> shift : 0;
-        keep0[k] = ~p;
-        keep1[k] = p | u;
-    }
+    if (c >= job->tree->n_tips)
+        return (struct child_bits){~(uint64_t)0, ~(uint64_t)0};
+    struct tip_bits b = tip_bits(job, f0, c);
+    return (struct child_bits){~b.present, b.present | b.unknown};
 }
 
 /* Lane-wise for vector j: a where the lane's bit in bits is set, else b. */
@@ -186,43 +150,28 @@ static inline void factor(const struct persiste__job *job, const double *in,
  * node P x. The binary nodes' fast path: half of all children are tips. */
 static inline void child_factors(const struct persiste__job *job,
                                  const struct persiste__scratch *s,
-                                 int32_t c, int32_t k, vd p[][V], vd f0[V],
-                                 vd f1[V])
+                                 int64_t f0, int32_t c, vd p[][V], vd y0[V],
+                                 vd y1[V])
 {
     if (c < job->tree->n_tips) {
-        uint64_t k0 = s->keep0[k]; /* lanes not observed present */
+        struct tip_bits b = tip_bits(job, f0, c);
         FOR_V {
-            f0[j] = sel_bits(k0, j, p[P00][j], p[P01][j]);
-            f1[j] = sel_bits(k0, j, p[P10][j], p[P11][j]);
+            y0[j] = sel_bits(b.present, j, p[P01][j], p[P00][j]);
+            y1[j] = sel_bits(b.present, j, p[P11][j], p[P10][j]);
         }
-        if (job->any_unknown) { /* x = (1, 1): as the general path sums */
-            uint64_t u = k0 & s->keep1[k];
+        if (b.unknown) { /* x = (1, 1): as the general path sums */
+            uint64_t u = b.unknown & ~b.present;
             FOR_V {
                 vd u0, u1;
                 apply_p(p, j, splat(1.0), splat(1.0), &u0, &u1);
-                f0[j] = sel_bits(u, j, u0, f0[j]);
-                f1[j] = sel_bits(u, j, u1, f1[j]);
+                y0[j] = sel_bits(u, j, u0, y0[j]);
+                y1[j] = sel_bits(u, j, u1, y1[j]);
             }
         }
         return;
     }
     const double *x = s->in + (size_t)job->slot[c] * 2 * L;
-    FOR_V apply_p(p, j, ld(x + j * W), ld(x + L + j * W), &f0[j], &f1[j]);
-}
-
-/* x1 - x0 of child c at position k, for every vector of the block: for a
- * tip 1 where observed present, -1 where absent, 0 where unknown. */
-static inline __attribute__((unused)) void child_dx(
-    const struct persiste__job *job, const struct persiste__scratch *s,
-    int32_t c, int32_t k, vd dx[V])
-{
-    if (c < job->tree->n_tips) {
-        FOR_V dx[j] = keep_where(s->keep1[k], j, splat(1.0)) -
-                      keep_where(s->keep0[k], j, splat(1.0));
-        return;
-    }
-    const double *x = s->in + (size_t)job->slot[c] * 2 * L;
-    FOR_V dx[j] = ld(x + L + j * W) - ld(x + j * W);
+    FOR_V apply_p(p, j, ld(x + j * W), ld(x + L + j * W), &y0[j], &y1[j]);
 }
 
 /* Node v's partial with a rescale after every child, stored at y: the
@@ -230,7 +179,8 @@ static inline __attribute__((unused)) void child_dx(
  * some lane (and might have underflowed on the way). */
 static __attribute__((noinline)) void node_rescaled(
     const struct persiste__job *job, const struct pview *pv,
-    const struct persiste__scratch *s, int32_t v, double *y, vi *cnt)
+    const struct persiste__scratch *s, int64_t f0, int32_t v, double *y,
+    vi *cnt)
 {
     const double *in = s->in;
     const persiste_tree *tr = job->tree;
@@ -240,7 +190,7 @@ static __attribute__((noinline)) void node_rescaled(
         int32_t c = tr->children[k];
         vd p[4][V];
         prows(pv, c, 4, p);
-        struct child_bits cb = {s->keep0[k], s->keep1[k]};
+        struct child_bits cb = child_bits(job, f0, c);
         FOR_V {
             vd f0v, f1v;
             factor(job, in, cb, c, p, j, &f0v, &f1v);
@@ -283,9 +233,9 @@ static void forward(const struct persiste__job *job, const struct lanes *ln,
         if (k1 - k0 == 2 && !want_b) {
             vd p[4][V], g0[V], g1[V];
             prows(pv, tr->children[k0], 4, p);
-            child_factors(job, s, tr->children[k0], k0, p, a0, a1);
+            child_factors(job, s, f0, tr->children[k0], p, a0, a1);
             prows(pv, tr->children[k0 + 1], 4, p);
-            child_factors(job, s, tr->children[k0 + 1], k0 + 1, p, g0, g1);
+            child_factors(job, s, f0, tr->children[k0 + 1], p, g0, g1);
             FOR_V {
                 a0[j] *= g0[j];
                 a1[j] *= g1[j];
@@ -298,7 +248,7 @@ static void forward(const struct persiste__job *job, const struct lanes *ln,
             int32_t c = tr->children[k];
             vd p[4][V];
             prows(pv, c, 4, p);
-            struct child_bits cb = {s->keep0[k], s->keep1[k]};
+            struct child_bits cb = child_bits(job, f0, c);
             FOR_V {
                 vd f0v, f1v;
                 factor(job, s->in, cb, c, p, j, &f0v, &f1v);
@@ -328,7 +278,7 @@ static void forward(const struct persiste__job *job, const struct lanes *ln,
         for (int j = 1; j < V; j++)
             m = vmin_nonneg(m, a0[j] + a1[j]);
         if (any_lt(m, splat(SCALE_LOW))) {
-            node_rescaled(job, pv, s, v, y, cnt);
+            node_rescaled(job, pv, s, f0, v, y, cnt);
             continue;
         }
         FOR_V {
