@@ -150,7 +150,8 @@ static inline void factor(const struct persiste__job *job, const double *in,
  * node P x. The binary nodes' fast path: half of all children are tips. */
 static inline void child_factors(const struct persiste__job *job,
                                  const struct persiste__scratch *s,
-                                 int64_t f0, int32_t c, vd p[][V], vd y0[V],
+                                 int64_t f0, int32_t c, vd p[][V],
+                                 const vd *x0, const vd *x1, vd y0[V],
                                  vd y1[V])
 {
     if (c < job->tree->n_tips) {
@@ -168,6 +169,10 @@ static inline void child_factors(const struct persiste__job *job,
                 y1[j] = sel_bits(u, j, u1, y1[j]);
             }
         }
+        return;
+    }
+    if (x0) { /* the node just computed: still in registers */
+        FOR_V apply_p(p, j, x0[j], x1[j], &y0[j], &y1[j]);
         return;
     }
     const double *x = s->in + (size_t)job->slot[c] * 2 * L;
@@ -227,15 +232,22 @@ static void forward(const struct persiste__job *job, const struct lanes *ln,
         if (want_b)
             s->b[tips + i] = i < L ? 0.0 : 1.0;
     }
+    /* the node just computed (v - 1), as stored: in post-order it is
+     * v's last internal child, whose reload would wait for the store */
+    vd last0[V] = {{0}}, last1[V] = {{0}};
+    int32_t last = -1;
     for (int32_t v = nt; v < tr->n_nodes; v++) {
         vd a0[V], a1[V], b0[V] = {{0}}, b1[V] = {{0}};
         int32_t k0 = tr->child_start[v], k1 = tr->child_start[v + 1];
         if (k1 - k0 == 2 && !want_b) {
             vd p[4][V], g0[V], g1[V];
-            prows(pv, tr->children[k0], 4, p);
-            child_factors(job, s, f0, tr->children[k0], p, a0, a1);
-            prows(pv, tr->children[k0 + 1], 4, p);
-            child_factors(job, s, f0, tr->children[k0 + 1], p, g0, g1);
+            int32_t ca = tr->children[k0], cb = tr->children[k0 + 1];
+            prows(pv, ca, 4, p);
+            child_factors(job, s, f0, ca, p, ca == last ? last0 : NULL,
+                          last1, a0, a1);
+            prows(pv, cb, 4, p);
+            child_factors(job, s, f0, cb, p, cb == last ? last0 : NULL,
+                          last1, g0, g1);
             FOR_V {
                 a0[j] *= g0[j];
                 a1[j] *= g1[j];
@@ -277,6 +289,7 @@ static void forward(const struct persiste__job *job, const struct lanes *ln,
         vd m = a0[0] + a1[0];
         for (int j = 1; j < V; j++)
             m = vmin_nonneg(m, a0[j] + a1[j]);
+        last = -1;
         if (any_lt(m, splat(SCALE_LOW))) {
             node_rescaled(job, pv, s, f0, v, y, cnt);
             continue;
@@ -284,7 +297,10 @@ static void forward(const struct persiste__job *job, const struct lanes *ln,
         FOR_V {
             st(y + j * W, a0[j]);
             st(y + L + j * W, a1[j]);
+            last0[j] = a0[j];
+            last1[j] = a1[j];
         }
+        last = v;
     }
     /* the root's vector (a tip only in a one-node tree) */
     struct source root = {PASS_PATTERN, s->in, 2 * L, job->slot, job, f0};
