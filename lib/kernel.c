@@ -205,12 +205,14 @@ void EVAL_BLOCK(const struct persiste__job *job, struct persiste__scratch *s,
 {
     int64_t f0 = block * L;
     prefetch_bits(job, f0);
-    struct lanes ln;
-    lanes_init(&ln, job, f0);
+    int64_t left = job->n_families - f0;
+    int n_active = left < L ? (int)left : L;
 
     /* A block whose lanes share one rate pair uses one table, and reuses
      * the table and conditioning of the worker's previous such block. */
-    int uniform = lanes_uniform(job, f0, ln.n_active);
+    int uniform = lanes_uniform(job, f0, n_active);
+    struct lanes ln;
+    lanes_init(&ln, job, f0, n_active, uniform);
     int cached = uniform && s->cache_valid &&
                  !memcmp(&s->cache_log_gain, &job->log_gain[f0], sizeof(double)) &&
                  !memcmp(&s->cache_log_loss, &job->log_loss[f0], sizeof(double));

@@ -12,17 +12,30 @@ struct lanes {
     vb gain, loss, q0, q1, pi0, pi1;
     vb inv_s;        /* 1 / (gain + loss) */
     vb dpi_g, dpi_l; /* d pi1 / d log gain, d log loss */
+    vb q01, q1g, q1u, q0g, q0u; /* products the derivative rows use */
     int n_active;    /* lanes 0 .. n_active-1 hold families */
 };
 
+/* The block's lanes; n_active lanes hold families (the rest copy the
+ * first); with uniform (every lane the same pair) one lane is computed and
+ * copied. */
 static void lanes_init(struct lanes *ln, const struct persiste__job *job,
-                       int64_t f0)
+                       int64_t f0, int n_active, int uniform)
 {
     const persiste_model *m = job->model;
-    int64_t left = job->n_families - f0;
-    ln->n_active = left < L ? (int)left : L;
+    ln->n_active = n_active;
     for (int l = 0; l < L; l++) {
-        int64_t f = l < ln->n_active ? f0 + l : f0; /* padding: a copy */
+        if (uniform && l > 0) {
+            struct lanes *x = ln;
+            vb *rows[] = {&x->gain, &x->loss, &x->q1,    &x->q0,
+                          &x->inv_s, &x->pi1, &x->pi0,  &x->dpi_g,
+                          &x->dpi_l, &x->q01, &x->q1g,  &x->q1u,
+                          &x->q0g,  &x->q0u};
+            for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++)
+                *lane(rows[r], l) = *lane(rows[r], 0);
+            continue;
+        }
+        int64_t f = l < n_active ? f0 + l : f0; /* padding: a copy */
         double g = exp(job->log_gain[f]), u = exp(job->log_loss[f]);
         double s = g + u, q1 = g / s, q0 = u / s;
         double pi1 = q1, pi0 = q0, dpi = q0 * q1;
@@ -40,6 +53,11 @@ static void lanes_init(struct lanes *ln, const struct persiste__job *job,
         *lane(&ln->pi0, l) = pi0;
         *lane(&ln->dpi_g, l) = dpi;
         *lane(&ln->dpi_l, l) = -dpi;
+        *lane(&ln->q01, l) = q0 * q1;
+        *lane(&ln->q1g, l) = q1 * g;
+        *lane(&ln->q1u, l) = q1 * u;
+        *lane(&ln->q0g, l) = q0 * g;
+        *lane(&ln->q0u, l) = q0 * u;
     }
 }
 
@@ -150,7 +168,12 @@ static inline void exp_pair_tail(vd x, vd *e, vd *em, int exact_tail)
 #if KERNEL_GRADIENT
 static inline void exp_pair(vd x, vd *e, vd *em)
 {
-    exp_pair_tail(x, e, em, 1);
+    /* the exact tail only where some lane needs it, x >= 700 (x above
+     * the double just below 700): the same values */
+    if (any_lt(splat(0x1.5dfffffffffffp+9), x))
+        exp_pair_tail(x, e, em, 1);
+    else
+        exp_pair_tail(x, e, em, 0);
 }
 
 /* t_emp lane-wise (both forms computed, one kept). */
@@ -268,14 +291,14 @@ static inline void prows_lanes_j(const struct pview *pv, int32_t c, int n,
     p[P11][j] = q1 + q0 * e;
     if (n <= PERSISTE_NP_LIK)
         return;
-    vd g = ln->gain.v[j], u = ln->loss.v[j], te = t * e;
+    vd te = t * e, q01em = ln->q01.v[j] * em;
     vd tgm = ld(r + LTGM * L + j * W);
-    p[D01G][j] = q1 * (q0 * em + g * te);
-    p[D01L][j] = q1 * u * tgm;
-    p[D10G][j] = q0 * g * tgm;
-    p[D10L][j] = q0 * (q1 * em + u * te);
-    p[D01T][j] = clamped ? splat(0.0) : g * e;
-    p[D10T][j] = clamped ? splat(0.0) : u * e;
+    p[D01G][j] = q01em + ln->q1g.v[j] * te; /* q1 (q0 em + g t e) */
+    p[D01L][j] = ln->q1u.v[j] * tgm;
+    p[D10G][j] = ln->q0g.v[j] * tgm;
+    p[D10L][j] = q01em + ln->q0u.v[j] * te; /* q0 (q1 em + u t e) */
+    p[D01T][j] = clamped ? splat(0.0) : ln->gain.v[j] * e;
+    p[D10T][j] = clamped ? splat(0.0) : ln->loss.v[j] * e;
 }
 
 /* The same for every vector. */
