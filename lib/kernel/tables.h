@@ -69,40 +69,6 @@ static const double emp_coef[10] = {0.0,         -1.0 / 2,   1.0 / 3,
                                     1.0 / 840,   -1.0 / 5760, 1.0 / 45360,
                                     -1.0 / 403200};
 
-/* t (e^-x - phi(x)) with x = s t: by the series for small x, else as
- * t e^-x - (1 - e^-x)/s, which stays finite for huge t. */
-static double t_emp(double x, double t, double s, double e, double em)
-{
-    if (x >= EMP_SERIES_MAX)
-        return t * e - em / s;
-    double r = emp_coef[9];
-    for (int k = 8; k >= 1; k--)
-        r = r * x + emp_coef[k];
-    return t * (r * x);
-}
-
-/* One table entry (stride apart) for gain g, loss u on a branch of length
- * t (clamped: the derivative in t is 0). */
-static void transition(double g, double u, double t, int clamped,
-                       int gradient, double *pv, size_t stride)
-{
-    double s = g + u, q1 = g / s, q0 = u / s;
-    double x = s * t, e = exp(-x), em = -expm1(-x);
-    pv[P00 * stride] = q0 + q1 * e;
-    pv[P01 * stride] = q1 * em;
-    pv[P10 * stride] = q0 * em;
-    pv[P11 * stride] = q1 + q0 * e;
-    if (!gradient)
-        return;
-    double te = t * e, tgm = t_emp(x, t, s, e, em); /* never inf * 0 */
-    pv[D01G * stride] = q1 * (q0 * em + g * te);
-    pv[D01L * stride] = q1 * u * tgm;
-    pv[D10G * stride] = q0 * g * tgm;
-    pv[D10L * stride] = q0 * (q1 * em + u * te);
-    pv[D01T * stride] = clamped ? 0.0 : g * e;
-    pv[D10T * stride] = clamped ? 0.0 : u * e;
-}
-
 /* t[idx] lane-wise, for idx in 0..7: one permute with AVX-512. */
 static inline vd lookup8(const double t[8], vi idx)
 {
@@ -165,6 +131,19 @@ static inline void exp_pair_tail(vd x, vd *e, vd *em, int exact_tail)
         *em = sel(big, splat(1.0), *em);
     }
 }
+/* t (e^-x - phi(x)) with x = s t, lane-wise: by the series for small x,
+ * else as t e^-x - (1 - e^-x)/s, which stays finite for huge t (both
+ * forms computed, one kept). */
+static inline __attribute__((unused)) vd t_emp_v(vd x, vd t, vd inv_s, vd e,
+                                                 vd em)
+{
+    vd r = splat(emp_coef[9]);
+    for (int k = 8; k >= 1; k--)
+        r = r * x + emp_coef[k];
+    return sel(lt_nonneg(x, splat(EMP_SERIES_MAX)), t * (r * x),
+               t * e - em * inv_s);
+}
+
 #if KERNEL_GRADIENT
 static inline void exp_pair(vd x, vd *e, vd *em)
 {
@@ -174,16 +153,6 @@ static inline void exp_pair(vd x, vd *e, vd *em)
         exp_pair_tail(x, e, em, 1);
     else
         exp_pair_tail(x, e, em, 0);
-}
-
-/* t_emp lane-wise (both forms computed, one kept). */
-static inline vd t_emp_v(vd x, double t, vd inv_s, vd e, vd em)
-{
-    vd r = splat(emp_coef[9]);
-    for (int k = 8; k >= 1; k--)
-        r = r * x + emp_coef[k];
-    return sel(lt_nonneg(x, splat(EMP_SERIES_MAX)), t * (r * x),
-               t * e - em * inv_s);
 }
 
 /* What a gradient kernel keeps of branch c's tables for lanes of their own
@@ -199,26 +168,48 @@ static void transition_lanes(const struct lanes *ln, double t, double *pv)
         exp_pair(x, &e, &em);
         st(p + LE * L, e);
         st(p + LEM * L, em);
-        st(p + LTGM * L, t_emp_v(x, t, ln->inv_s.v[j], e, em));
+        st(p + LTGM * L, t_emp_v(x, splat(t), ln->inv_s.v[j], e, em));
     }
 }
 #endif
 
 /* Transition tables of every branch for a block whose lanes share one
- * rate pair (lanes of their own rates build theirs as they go: see
- * pview). */
+ * rate pair, W branches a vector (lanes of their own rates build theirs as
+ * they go: see pview). A clamped branch length's derivative rows are 0. */
 static void fill_p(const struct persiste__job *job, const struct lanes *ln,
                    struct persiste__scratch *s)
 {
     const persiste_tree *tr = job->tree;
     double tmin = job->model->min_branch_length;
-    for (int32_t v = 0; v + 1 < tr->n_nodes; v++) {
-        double t = tr->length[v];
-        int clamped = t < tmin;
-        if (clamped)
-            t = tmin;
-        transition(ln->gain.v[0][0], ln->loss.v[0][0], t, clamped,
-                   job->gradient, s->p_uni + (size_t)v * NP, 1);
+    double g = ln->gain.d[0], u = ln->loss.d[0];
+    double q0 = ln->q0.d[0], q1 = ln->q1.d[0], inv_s = ln->inv_s.d[0];
+    int32_t nb = tr->n_nodes - 1;
+    for (int32_t c0 = 0; c0 < nb; c0 += W) {
+        vd t, free_len; /* free_len: 1 where not clamped */
+        for (int l = 0; l < W; l++) {
+            double tl = tr->length[c0 + l < nb ? c0 + l : nb - 1];
+            t[l] = tl < tmin ? tmin : tl;
+            free_len[l] = tl < tmin ? 0.0 : 1.0;
+        }
+        vd x = (g + u) * t, e, em, r[PERSISTE_NP];
+        exp_pair_tail(x, &e, &em, 1); /* derivatives need e = 0 exactly */
+        r[P00] = q0 + q1 * e;
+        r[P01] = q1 * em;
+        r[P10] = q0 * em;
+        r[P11] = q1 + q0 * e;
+        int n = job->gradient ? NP : PERSISTE_NP_LIK;
+        if (n > PERSISTE_NP_LIK) {
+            vd te = t * e, tgm = t_emp_v(x, t, splat(inv_s), e, em);
+            r[D01G] = q1 * (q0 * em + g * te);
+            r[D01L] = q1 * u * tgm;
+            r[D10G] = q0 * g * tgm;
+            r[D10L] = q0 * (q1 * em + u * te);
+            r[D01T] = free_len * (g * e);
+            r[D10T] = free_len * (u * e);
+        }
+        for (int l = 0; l < W && c0 + l < nb; l++)
+            for (int k = 0; k < n; k++)
+                s->p_uni[(size_t)(c0 + l) * NP + k] = r[k][l];
     }
 }
 
