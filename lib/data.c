@@ -783,7 +783,8 @@ int persiste__data_build(persiste_data **out, const persiste_tree *tree,
     if (rc == PERSISTE_OK)
         rc = pack_bits(d, src, cells, n_taxa, &b, where);
     if (rc == PERSISTE_OK)
-        rc = persiste__data_patterns(d, where);
+        rc = persiste__data_patterns(d, cells->repeats, src, b.col_of_tip,
+                                     where);
     if (rc == PERSISTE_OK) {
         *out = d;
         d = NULL;

@@ -87,8 +87,62 @@ struct persiste_data {
  * (lib/patterns.c). */
 void persiste__transpose64(uint64_t a[64]);
 
-/* Fills the pattern fields of d (called once its bits are packed). */
-int persiste__data_patterns(persiste_data *d, const char *where);
+/* n <= 64 rows of n_cells cells (present words, then unknown ones: nw
+ * each, rows 2 * nw words apart) transposed into words of row bits by
+ * cell: cell c's into present[i] and unknown[i] for i = to[c], or i = c
+ * if to is NULL; none where to[c] < 0 (lib/patterns.c). */
+void persiste__transpose_rows(const uint64_t *rows, int64_t n, int64_t nw,
+                              int64_t n_cells, const int32_t *to,
+                              uint64_t *present, uint64_t *unknown);
+
+/* Distinct rows of bits, found one row at a time as a reader packs them
+ * (lib/patterns.c), so that the data's patterns need no search afterwards.
+ * A row is n_cells cells: present words, then unknown ones (nw each), and
+ * only the cells c with to[c] >= 0 (kept) count. Each row gets of[row],
+ * the number of its first copy among the rows counted (in order of first
+ * occurrence), or -1 when drop_absent and it is neither present nor
+ * unknown in a kept cell. One copy of each distinct row is kept while rows
+ * come, at most as much as the rows take (freed by _end); the distinct
+ * rows are transposed 64 at a time into the layout of the data's
+ * patterns: bit p % 64 of present[p / 64 * n_out + to[c]] for a present
+ * cell c of distinct row p, the same in unknown. */
+typedef struct {
+    int64_t n_cells, nw;
+    int32_t *to;         /* [n_cells] */
+    int32_t n_out;
+    uint64_t *kept;      /* [nw] */
+    int drop_absent;
+    int64_t *of;         /* [of_cap] */
+    int64_t n_rows, of_cap;
+    int64_t n;           /* distinct rows so far */
+    int any_unknown;     /* some distinct row has an unknown kept cell */
+    uint64_t *present, *unknown; /* [cap / 64 * n_out] */
+    /* while rows come: the copies (2 * nw words each), their hashes, an
+     * open-addressing table of their numbers (-1 empty) */
+    uint64_t *rows, *hash;
+    int64_t cap;
+    int64_t *slot;
+    size_t n_slots;
+} persiste__repeats;
+
+/* Ready for rows of n_cells cells; to[n_cells] is copied. */
+int persiste__repeats_init(persiste__repeats *r, int64_t n_cells,
+                           const int32_t *to, int32_t n_out, int drop_absent,
+                           const char *where);
+/* The next row (present words, then unknown ones). */
+int persiste__repeats_add(persiste__repeats *r, const uint64_t *row,
+                          const char *where);
+/* No more rows: the last distinct rows transposed, the copies freed. */
+void persiste__repeats_end(persiste__repeats *r);
+void persiste__repeats_free(persiste__repeats *r);
+
+/* Fills the pattern fields of d (called once its bits are packed): by a
+ * search of its columns, or, given found (the kept families' source rows
+ * src[] numbered by it, to[] mapping columns to tips, and the source
+ * column of each tip, -1 if none), from it, taking its bits. */
+int persiste__data_patterns(persiste_data *d, persiste__repeats *found,
+                            const int64_t *src, const int64_t *col_of_tip,
+                            const char *where);
 
 /* The cells the builder reads, in one of two forms:
  *  - states != NULL: a byte matrix, cell (family f, taxon t) at
@@ -105,6 +159,8 @@ typedef struct {
     const uint64_t *bits;
     int rows_are_taxa;
     int64_t row_stride, word_stride, unknown_at;
+    /* bits with rows of families only: their patterns, or NULL */
+    persiste__repeats *repeats;
 } persiste__cells;
 
 /* Packs n cells (each 0, 1 or 2) into bits as persiste__cells holds them:

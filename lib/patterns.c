@@ -36,6 +36,28 @@ void persiste__transpose64(uint64_t a[64])
     transpose_step(a, 1, 0x5555555555555555ull);
 }
 
+void persiste__transpose_rows(const uint64_t *rows, int64_t n, int64_t nw,
+                              int64_t n_cells, const int32_t *to,
+                              uint64_t *present, uint64_t *unknown)
+{
+    uint64_t blk[64];
+    for (int64_t u = 0; u < 2; u++)
+        for (int64_t c = 0; c < nw; c++) {
+            for (int64_t k = 0; k < 64; k++)
+                blk[k] = k < n ? rows[k * 2 * nw + u * nw + c] : 0;
+            persiste__transpose64(blk);
+            int64_t m = n_cells - c * 64 < 64 ? n_cells - c * 64 : 64;
+            uint64_t *out = u ? unknown : present;
+            if (!to) {
+                memcpy(out + c * 64, blk, (size_t)m * sizeof *blk);
+                continue;
+            }
+            for (int64_t j = 0; j < m; j++)
+                if (to[c * 64 + j] >= 0)
+                    out[to[c * 64 + j]] = blk[j];
+        }
+}
+
 static uint64_t mix(uint64_t z)
 {
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
@@ -100,10 +122,202 @@ static void pattern_bits(const uint64_t *col, const int64_t *first,
     }
 }
 
-int persiste__data_patterns(persiste_data *d, const char *where)
+/* ---- Rows' repeats found as they come --------------------------------- */
+
+static int repeats_nomem(const char *where)
+{
+    return persiste__error(PERSISTE_E_NOMEM,
+                           "%s: out of memory finding repeated patterns",
+                           where);
+}
+
+int persiste__repeats_init(persiste__repeats *r, int64_t n_cells,
+                           const int32_t *to, int32_t n_out, int drop_absent,
+                           const char *where)
+{
+    memset(r, 0, sizeof *r);
+    r->n_cells = n_cells;
+    r->nw = (n_cells + 63) / 64;
+    r->n_out = n_out;
+    r->drop_absent = drop_absent;
+    r->kept = persiste__calloc((size_t)r->nw, sizeof *r->kept);
+    r->to = persiste__malloc((size_t)n_cells * sizeof *r->to);
+    if (!r->kept || !r->to)
+        return repeats_nomem(where);
+    memcpy(r->to, to, (size_t)n_cells * sizeof *r->to);
+    for (int64_t c = 0; c < n_cells; c++)
+        r->kept[c / 64] |= (uint64_t)(to[c] >= 0) << (c % 64);
+    return PERSISTE_OK;
+}
+
+/* *p grown to n bytes (kept on failure); 0 or -1. */
+static int grow(void *p, size_t n)
+{
+    void *q = persiste__realloc(*(void **)p, n);
+    if (!q)
+        return -1;
+    *(void **)p = q;
+    return 0;
+}
+
+/* Room for distinct row r->n (and its group's columns) and for n_slots
+ * >= 2 * (r->n + 1) table entries. */
+static int repeats_room(persiste__repeats *r, const char *where)
+{
+    if (r->n == r->cap) {
+        int64_t cap = r->cap ? 2 * r->cap : 64;
+        size_t words, out;
+        if (persiste__mul_size((size_t)cap, 2 * (size_t)r->nw, &words) ||
+            persiste__mul_size(words, sizeof *r->rows, &words) ||
+            persiste__mul_size((size_t)cap / 64, (size_t)r->n_out, &out) ||
+            persiste__mul_size(out, sizeof *r->present, &out) ||
+            grow(&r->rows, words) ||
+            grow(&r->hash, (size_t)cap * sizeof *r->hash) ||
+            grow(&r->present, out) || grow(&r->unknown, out))
+            return repeats_nomem(where);
+        r->cap = cap;
+    }
+    if (2 * (size_t)(r->n + 1) > r->n_slots) {
+        size_t n_slots = r->n_slots ? 2 * r->n_slots : 256;
+        int64_t *slot = persiste__malloc(n_slots * sizeof *slot);
+        if (!slot)
+            return repeats_nomem(where);
+        for (size_t i = 0; i < n_slots; i++)
+            slot[i] = -1;
+        for (int64_t p = 0; p < r->n; p++) {
+            size_t i = mix(r->hash[p]) & (n_slots - 1);
+            while (slot[i] >= 0)
+                i = (i + 1) & (n_slots - 1);
+            slot[i] = p;
+        }
+        persiste__free(r->slot);
+        r->slot = slot;
+        r->n_slots = n_slots;
+    }
+    return PERSISTE_OK;
+}
+
+int persiste__repeats_add(persiste__repeats *r, const uint64_t *row,
+                          const char *where)
+{
+    if (r->n_rows == r->of_cap) {
+        int64_t cap = r->of_cap ? 2 * r->of_cap : 1024;
+        int64_t *of = persiste__realloc(r->of, (size_t)cap * sizeof *of);
+        if (!of)
+            return repeats_nomem(where);
+        r->of = of;
+        r->of_cap = cap;
+    }
+    int rc = repeats_room(r, where);
+    if (rc != PERSISTE_OK)
+        return rc;
+    /* the row's kept cells, where its copy would go */
+    const int64_t nw = r->nw;
+    uint64_t *copy = r->rows + (size_t)r->n * 2 * (size_t)nw, seen = 0,
+             unknown = 0;
+    for (int64_t c = 0; c < nw; c++) {
+        copy[c] = row[c] & r->kept[c];
+        copy[nw + c] = row[nw + c] & r->kept[c];
+        seen |= copy[c];
+        unknown |= copy[nw + c];
+    }
+    if (r->drop_absent && !(seen | unknown)) {
+        r->of[r->n_rows++] = -1;
+        return PERSISTE_OK;
+    }
+    uint64_t h = hash_words(copy, nw);
+    if (unknown)
+        h = mix(h ^ hash_words(copy + nw, nw));
+    size_t i = mix(h) & (r->n_slots - 1);
+    for (; r->slot[i] >= 0; i = (i + 1) & (r->n_slots - 1)) {
+        const int64_t p = r->slot[i];
+        if (r->hash[p] == h &&
+            !memcmp(r->rows + (size_t)p * 2 * (size_t)nw, copy,
+                    2 * (size_t)nw * sizeof *copy))
+            break;
+    }
+    if (r->slot[i] < 0) {
+        r->slot[i] = r->n;
+        r->hash[r->n++] = h;
+        r->any_unknown |= unknown != 0;
+        if (r->n % 64 == 0)
+            persiste__transpose_rows(copy - 63 * 2 * nw, 64, nw, r->n_cells,
+                                     r->to, r->present + (r->n / 64 - 1) *
+                                                             r->n_out,
+                                     r->unknown + (r->n / 64 - 1) *
+                                                      r->n_out);
+    }
+    r->of[r->n_rows++] = r->slot[i];
+    return PERSISTE_OK;
+}
+
+void persiste__repeats_end(persiste__repeats *r)
+{
+    const int64_t n = r->n % 64, nw = r->nw;
+    if (n && r->rows)
+        persiste__transpose_rows(r->rows + (size_t)(r->n - n) * 2 *
+                                               (size_t)nw,
+                                 n, nw, r->n_cells, r->to,
+                                 r->present + r->n / 64 * r->n_out,
+                                 r->unknown + r->n / 64 * r->n_out);
+    persiste__free(r->rows);
+    persiste__free(r->hash);
+    persiste__free(r->slot);
+    r->rows = r->hash = NULL;
+    r->slot = NULL;
+}
+
+void persiste__repeats_free(persiste__repeats *r)
+{
+    persiste__repeats_end(r);
+    persiste__free(r->kept);
+    persiste__free(r->to);
+    persiste__free(r->of);
+    persiste__free(r->present);
+    persiste__free(r->unknown);
+    memset(r, 0, sizeof *r);
+}
+
+/* The pattern fields from the repeats of the families' source rows,
+ * taking their bits; a tip without a column is unknown in every pattern
+ * (every other tip has one, or the data would not be built). */
+static int patterns_found(persiste_data *d, persiste__repeats *r,
+                          const int64_t *src, const int64_t *col_of_tip,
+                          const char *where)
+{
+    const int64_t nf = d->n_families, np = r->n;
+    const size_t nt = (size_t)d->n_tips;
+    d->pattern = persiste__malloc(((size_t)nf + 1) * sizeof *d->pattern);
+    if (!d->pattern)
+        return persiste__error(PERSISTE_E_NOMEM,
+                               "%s: out of memory storing patterns", where);
+    for (int64_t f = 0; f < nf; f++)
+        d->pattern[f] = r->of[src[f]];
+    d->n_patterns = np;
+    d->any_unknown = r->any_unknown;
+    d->pattern_present = r->present;
+    d->pattern_unknown = r->unknown;
+    r->present = r->unknown = NULL;
+    for (int64_t w = 0; w * 64 < np; w++)
+        for (size_t v = 0; v < nt; v++)
+            if (col_of_tip[v] < 0) {
+                d->pattern_present[(size_t)w * nt + v] = 0;
+                d->pattern_unknown[(size_t)w * nt + v] =
+                    np - w * 64 >= 64 ? ~(uint64_t)0
+                                      : ((uint64_t)1 << (np - w * 64)) - 1;
+                d->any_unknown = 1;
+            }
+    return PERSISTE_OK;
+}
+
+int persiste__data_patterns(persiste_data *d, persiste__repeats *found,
+                            const int64_t *src, const int64_t *col_of_tip,
+                            const char *where)
 {
     static _Atomic uint64_t serial;
     d->serial = atomic_fetch_add(&serial, 1) + 1;
+    if (found)
+        return patterns_found(d, found, src, col_of_tip, where);
     int64_t nf = d->n_families;
     int32_t nt = d->n_tips;
     int64_t n_chunks = (nt + 63) / 64;

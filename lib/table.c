@@ -264,6 +264,9 @@ typedef struct {
     uint64_t *group;
     int by_column;
     int64_t n_cols, row_words, n_rows, rows_cap;
+    /* by_column: the rows' repeats, over the columns named as tips (the
+     * families' patterns if the header names the taxa) */
+    persiste__repeats repeats;
     bad_cell bad;
 } table;
 
@@ -277,6 +280,7 @@ static void table_free(table *t)
     persiste__free(t->row);
     persiste__free(t->bits);
     persiste__free(t->group);
+    persiste__repeats_free(&t->repeats);
 }
 
 /* Copy a name to the table's buffer; its offset in *at. */
@@ -342,21 +346,14 @@ static int room_for_row(table *t, size_t hint, const char *path)
  * columns' words. */
 static void flush_group(table *t)
 {
-    const int64_t w = (t->n_rows - 1) / 64, nw = t->row_words;
-    const int64_t nc = t->n_cols, n = t->n_rows - w * 64;
-    uint64_t *out = t->bits + w * 2 * nc, blk[64];
-    for (int64_t u = 0; u < 2; u++)
-        for (int64_t c = 0; c < nw; c++) {
-            for (int64_t k = 0; k < 64; k++)
-                blk[k] = k < n ? t->group[k * 2 * nw + u * nw + c] : 0;
-            persiste__transpose64(blk);
-            int64_t m = nc - c * 64 < 64 ? nc - c * 64 : 64;
-            memcpy(out + u * nc + c * 64, blk, (size_t)m * sizeof *blk);
-        }
+    const int64_t w = (t->n_rows - 1) / 64;
+    uint64_t *out = t->bits + w * 2 * t->n_cols;
+    persiste__transpose_rows(t->group, t->n_rows - w * 64, t->row_words,
+                             t->n_cols, NULL, out, out + t->n_cols);
 }
 
-/* The parsed row's cells into bits. */
-static void pack_row(table *t)
+/* The parsed row's cells into bits; by_column, its repeats too. */
+static int pack_row(table *t, const char *path)
 {
     const int64_t nw = t->row_words;
     uint64_t *bits = t->by_column ? t->group + t->n_rows % 64 * 2 * nw
@@ -365,21 +362,25 @@ static void pack_row(table *t)
     t->n_rows++;
     if (t->by_column && t->n_rows % 64 == 0)
         flush_group(t);
+    return t->by_column ? persiste__repeats_add(&t->repeats, bits, path)
+                        : PERSISTE_OK;
 }
 
 /* Whether the header likely names the taxa: as flagged, or when at least
- * half its names are tips. Only a guess (taxa_in_rows decides once the
- * rows' names are in): the columns of bits serve either orientation. */
+ * half its names are tips; the tip of each column in tip[n_cols] (-1 if
+ * none). Only a guess (taxa_in_rows decides once the rows' names are in):
+ * the columns of bits serve either orientation. */
 static int header_names_taxa(const table *t, const persiste_tree *tree,
-                             uint32_t flags)
+                             uint32_t flags, int32_t *tip)
 {
-    if (flags & (PERSISTE_DATA_TAXA_IN_ROWS | PERSISTE_DATA_TAXA_IN_COLUMNS))
-        return (flags & PERSISTE_DATA_TAXA_IN_COLUMNS) != 0;
     int64_t tips = 0;
     for (int64_t c = 0; c < t->n_cols; c++) {
         const char *name = t->names + t->col_at[c];
-        tips += persiste__tree_find_tip(tree, name, strlen(name)) >= 0;
+        tip[c] = persiste__tree_find_tip(tree, name, strlen(name));
+        tips += tip[c] >= 0;
     }
+    if (flags & (PERSISTE_DATA_TAXA_IN_ROWS | PERSISTE_DATA_TAXA_IN_COLUMNS))
+        return (flags & PERSISTE_DATA_TAXA_IN_COLUMNS) != 0;
     return 2 * tips >= t->n_cols;
 }
 
@@ -461,13 +462,22 @@ static int parse_table(table *t, parser *ps, persiste__lines *r,
     if (rc != PERSISTE_OK)
         return rc;
     t->row_words = (t->n_cols + 63) / 64;
-    t->by_column = header_names_taxa(t, tree, flags);
+    int32_t *tip = persiste__malloc((size_t)t->n_cols * sizeof *tip);
+    if (!tip)
+        return persiste__nomem(ps->path);
+    t->by_column = header_names_taxa(t, tree, flags, tip);
     if (t->by_column) {
         t->group = persiste__malloc((size_t)t->row_words * 128 *
                                     sizeof *t->group);
-        if (!t->group)
-            return persiste__nomem(ps->path);
+        rc = t->group ? persiste__repeats_init(
+                            &t->repeats, t->n_cols, tip, tree->n_tips,
+                            (flags & PERSISTE_DATA_DROP_ABSENT_FAMILIES) != 0,
+                            ps->path)
+                      : persiste__nomem(ps->path);
     }
+    persiste__free(tip);
+    if (rc != PERSISTE_OK)
+        return rc;
     /* Rows of a plain file are about as long as its header (a guess kept
      * below twice the file's size in cells and offsets). */
     size_t hint = r->src.gz ? 0 : r->src.file_size / (size_t)(eol - p + 1);
@@ -485,9 +495,10 @@ static int parse_table(table *t, parser *ps, persiste__lines *r,
                            &name_n, &t->bad);
         if (rc == PERSISTE_OK)
             rc = add_name(t, name, name_n, &t->row_at[t->n_rows], ps->path);
+        if (rc == PERSISTE_OK)
+            rc = pack_row(t, ps->path);
         if (rc != PERSISTE_OK)
             return rc;
-        pack_row(t);
     }
     if (rc < 0)
         return rc;
@@ -496,6 +507,8 @@ static int parse_table(table *t, parser *ps, persiste__lines *r,
                                "%s: no data rows after the header", ps->path);
     if (t->by_column && t->n_rows % 64 != 0)
         flush_group(t);
+    if (t->by_column)
+        persiste__repeats_end(&t->repeats);
     rc = name_pointers(&t->col_name, t->names, t->col_at, t->n_cols,
                        ps->path);
     if (rc == PERSISTE_OK)
@@ -595,7 +608,8 @@ int persiste_data_read(persiste_data **out, const persiste_tree *tree,
             t.by_column
                 ? (persiste__cells){.bits = t.bits, .rows_are_taxa = !rows,
                                     .row_stride = 1, .word_stride = 2 * nc,
-                                    .unknown_at = nc}
+                                    .unknown_at = nc,
+                                    .repeats = rows ? NULL : &t.repeats}
                 : (persiste__cells){.bits = t.bits, .rows_are_taxa = rows,
                                     .row_stride = 2 * nw, .word_stride = 1,
                                     .unknown_at = nw};
