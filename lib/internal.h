@@ -88,40 +88,46 @@ struct persiste_data {
 void persiste__transpose64(uint64_t a[64]);
 
 /* n <= 64 rows of n_cells cells (present words, then unknown ones: nw
- * each, rows 2 * nw words apart) transposed into words of row bits by
- * cell: cell c's into present[i] and unknown[i] for i = to[c], or i = c
- * if to is NULL; none where to[c] < 0 (lib/patterns.c). */
-void persiste__transpose_rows(const uint64_t *rows, int64_t n, int64_t nw,
-                              int64_t n_cells, const int32_t *to,
-                              uint64_t *present, uint64_t *unknown);
+ * each; row k at rows[which[k] * 2 * nw], or which[k] = k if which is
+ * NULL) transposed into words of row bits by cell: cell c's into
+ * present[i] and unknown[i] for i = to[c], or i = c if to is NULL; none
+ * where to[c] < 0 (lib/patterns.c). */
+void persiste__transpose_rows(const uint64_t *rows, const int64_t *which,
+                              int64_t n, int64_t nw, int64_t n_cells,
+                              const int32_t *to, uint64_t *present,
+                              uint64_t *unknown);
 
-/* Distinct rows of bits, found one row at a time as a reader packs them
- * (lib/patterns.c), so that the data's patterns need no search afterwards.
- * A row is n_cells cells: present words, then unknown ones (nw each), and
- * only the cells c with to[c] >= 0 (kept) count. Each row gets of[row],
- * the number of its first copy among the rows counted (in order of first
- * occurrence), or -1 when drop_absent and it is neither present nor
- * unknown in a kept cell. One copy of each distinct row is kept while rows
- * come, at most as much as the rows take (freed by _end); the distinct
- * rows are transposed 64 at a time into the layout of the data's
- * patterns: bit p % 64 of present[p / 64 * n_out + to[c]] for a present
- * cell c of distinct row p, the same in unknown. */
+/* Rows of families taken one at a time as a reader packs them (lib/
+ * patterns.c), so that the data's bits and patterns are ready when the
+ * rows end. A row is n_cells cells: present words, then unknown ones (nw
+ * each), at rows[row * 2 * nw]; only the cells c with to[c] >= 0 (kept)
+ * count. Each row is observed or not (present or unknown in a kept cell),
+ * dropped when drop_absent and it is not; the others (the kept families)
+ * are transposed 64 at a time into the data's layout: bit f % 64 of
+ * present[f / 64 * n_out + to[c]] for a present cell c of kept family f,
+ * the same in unknown. Each row gets of[row], the number of its first
+ * copy among the kept rows (in order of first occurrence), -1 if dropped;
+ * the first copies are found by hash and compared with their rows, and
+ * are transposed like the families into pattern_present and _unknown. */
 typedef struct {
     int64_t n_cells, nw;
     int32_t *to;         /* [n_cells] */
     int32_t n_out;
     uint64_t *kept;      /* [nw] */
+    uint64_t *row;       /* [2 * nw] the row being added, kept cells */
     int drop_absent;
-    int64_t *of;         /* [of_cap] */
-    int64_t n_rows, of_cap;
-    int64_t n;           /* distinct rows so far */
-    int any_unknown;     /* some distinct row has an unknown kept cell */
-    uint64_t *present, *unknown; /* [cap / 64 * n_out] */
-    /* while rows come: the copies (2 * nw words each), their hashes, an
-     * open-addressing table of their numbers (-1 empty) */
-    uint64_t *rows, *hash;
-    int64_t cap;
-    int64_t *slot;
+    int64_t n_rows, rows_cap;
+    int64_t *of;         /* [rows_cap] */
+    uint64_t *observed;  /* [rows_cap / 64] bit row % 64 */
+    int64_t n_kept, kept_cap;
+    int64_t group[64];   /* the kept rows not yet transposed */
+    uint64_t *present, *unknown; /* [kept_cap / 64 * n_out] */
+    int64_t n, cap;      /* distinct rows (patterns) */
+    int any_unknown;     /* some pattern has an unknown kept cell */
+    int64_t *first;      /* [cap] row of each pattern */
+    uint64_t *hash;      /* [cap] (while rows come) */
+    uint64_t *pattern_present, *pattern_unknown; /* [cap / 64 * n_out] */
+    int64_t *slot;       /* [n_slots] patterns, -1 empty (while rows come) */
     size_t n_slots;
 } persiste__repeats;
 
@@ -129,17 +135,18 @@ typedef struct {
 int persiste__repeats_init(persiste__repeats *r, int64_t n_cells,
                            const int32_t *to, int32_t n_out, int drop_absent,
                            const char *where);
-/* The next row (present words, then unknown ones). */
-int persiste__repeats_add(persiste__repeats *r, const uint64_t *row,
+/* The next row (row r->n_rows of rows). */
+int persiste__repeats_add(persiste__repeats *r, const uint64_t *rows,
                           const char *where);
-/* No more rows: the last distinct rows transposed, the copies freed. */
-void persiste__repeats_end(persiste__repeats *r);
+/* No more rows: the last groups transposed, the hash table freed. */
+void persiste__repeats_end(persiste__repeats *r, const uint64_t *rows);
+/* Accepts a zeroed r. */
 void persiste__repeats_free(persiste__repeats *r);
 
 /* Fills the pattern fields of d (called once its bits are packed): by a
- * search of its columns, or, given found (the kept families' source rows
- * src[] numbered by it, to[] mapping columns to tips, and the source
- * column of each tip, -1 if none), from it, taking its bits. */
+ * search of its columns, or from found (its rows the kept families'
+ * src[], col_of_tip[] each tip's column, -1 if none), taking its pattern
+ * bits. */
 int persiste__data_patterns(persiste_data *d, persiste__repeats *found,
                             const int64_t *src, const int64_t *col_of_tip,
                             const char *where);
@@ -159,7 +166,8 @@ typedef struct {
     const uint64_t *bits;
     int rows_are_taxa;
     int64_t row_stride, word_stride, unknown_at;
-    /* bits with rows of families only: their patterns, or NULL */
+    /* bits with rows of families only, or NULL: the families' bits and
+     * patterns found as the rows came (taken by the builder) */
     persiste__repeats *repeats;
 } persiste__cells;
 

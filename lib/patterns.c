@@ -36,15 +36,19 @@ void persiste__transpose64(uint64_t a[64])
     transpose_step(a, 1, 0x5555555555555555ull);
 }
 
-void persiste__transpose_rows(const uint64_t *rows, int64_t n, int64_t nw,
-                              int64_t n_cells, const int32_t *to,
-                              uint64_t *present, uint64_t *unknown)
+void persiste__transpose_rows(const uint64_t *rows, const int64_t *which,
+                              int64_t n, int64_t nw, int64_t n_cells,
+                              const int32_t *to, uint64_t *present,
+                              uint64_t *unknown)
 {
     uint64_t blk[64];
+    const uint64_t *row[64];
+    for (int64_t k = 0; k < n; k++)
+        row[k] = rows + (size_t)(which ? which[k] : k) * 2 * (size_t)nw;
     for (int64_t u = 0; u < 2; u++)
         for (int64_t c = 0; c < nw; c++) {
             for (int64_t k = 0; k < 64; k++)
-                blk[k] = k < n ? rows[k * 2 * nw + u * nw + c] : 0;
+                blk[k] = k < n ? row[k][u * nw + c] : 0;
             persiste__transpose64(blk);
             int64_t m = n_cells - c * 64 < 64 ? n_cells - c * 64 : 64;
             uint64_t *out = u ? unknown : present;
@@ -122,7 +126,7 @@ static void pattern_bits(const uint64_t *col, const int64_t *first,
     }
 }
 
-/* ---- Rows' repeats found as they come --------------------------------- */
+/* ---- Families and their repeats found as rows come --------------------- */
 
 static int repeats_nomem(const char *where)
 {
@@ -141,8 +145,9 @@ int persiste__repeats_init(persiste__repeats *r, int64_t n_cells,
     r->n_out = n_out;
     r->drop_absent = drop_absent;
     r->kept = persiste__calloc((size_t)r->nw, sizeof *r->kept);
+    r->row = persiste__malloc(2 * (size_t)r->nw * sizeof *r->row);
     r->to = persiste__malloc((size_t)n_cells * sizeof *r->to);
-    if (!r->kept || !r->to)
+    if (!r->kept || !r->row || !r->to)
         return repeats_nomem(where);
     memcpy(r->to, to, (size_t)n_cells * sizeof *r->to);
     for (int64_t c = 0; c < n_cells; c++)
@@ -150,30 +155,48 @@ int persiste__repeats_init(persiste__repeats *r, int64_t n_cells,
     return PERSISTE_OK;
 }
 
-/* *p grown to n bytes (kept on failure); 0 or -1. */
-static int grow(void *p, size_t n)
+/* *p grown to count elements of size bytes (kept on failure); 0 or -1. */
+static int grow(void *p, size_t count, size_t size)
 {
-    void *q = persiste__realloc(*(void **)p, n);
+    size_t n;
+    if (persiste__mul_size(count, size, &n))
+        return -1;
+    void *q = persiste__realloc(*(void **)p, n ? n : 1);
     if (!q)
         return -1;
     *(void **)p = q;
     return 0;
 }
 
-/* Room for distinct row r->n (and its group's columns) and for n_slots
- * >= 2 * (r->n + 1) table entries. */
+/* Room for one more row, kept family and pattern (with their groups'
+ * words), and n_slots >= 2 * (patterns + 1) table entries. */
 static int repeats_room(persiste__repeats *r, const char *where)
 {
+    const size_t out = (size_t)r->n_out;
+    if (r->n_rows == r->rows_cap) {
+        int64_t cap = r->rows_cap ? 2 * r->rows_cap : 1024;
+        if (grow(&r->of, (size_t)cap, sizeof *r->of) ||
+            grow(&r->observed, (size_t)cap / 64, sizeof *r->observed))
+            return repeats_nomem(where);
+        memset(r->observed + r->rows_cap / 64, 0,
+               (size_t)(cap - r->rows_cap) / 64 * sizeof *r->observed);
+        r->rows_cap = cap;
+    }
+    if (r->n_kept == r->kept_cap) {
+        int64_t cap = r->kept_cap ? 2 * r->kept_cap : 64;
+        if (grow(&r->present, (size_t)cap / 64 * out, sizeof *r->present) ||
+            grow(&r->unknown, (size_t)cap / 64 * out, sizeof *r->unknown))
+            return repeats_nomem(where);
+        r->kept_cap = cap;
+    }
     if (r->n == r->cap) {
         int64_t cap = r->cap ? 2 * r->cap : 64;
-        size_t words, out;
-        if (persiste__mul_size((size_t)cap, 2 * (size_t)r->nw, &words) ||
-            persiste__mul_size(words, sizeof *r->rows, &words) ||
-            persiste__mul_size((size_t)cap / 64, (size_t)r->n_out, &out) ||
-            persiste__mul_size(out, sizeof *r->present, &out) ||
-            grow(&r->rows, words) ||
-            grow(&r->hash, (size_t)cap * sizeof *r->hash) ||
-            grow(&r->present, out) || grow(&r->unknown, out))
+        if (grow(&r->first, (size_t)cap, sizeof *r->first) ||
+            grow(&r->hash, (size_t)cap, sizeof *r->hash) ||
+            grow(&r->pattern_present, (size_t)cap / 64 * out,
+                 sizeof *r->pattern_present) ||
+            grow(&r->pattern_unknown, (size_t)cap / 64 * out,
+                 sizeof *r->pattern_unknown))
             return repeats_nomem(where);
         r->cap = cap;
     }
@@ -197,84 +220,108 @@ static int repeats_room(persiste__repeats *r, const char *where)
     return PERSISTE_OK;
 }
 
-int persiste__repeats_add(persiste__repeats *r, const uint64_t *row,
-                          const char *where)
+/* Whether row g of rows (2 * nw words each) has the kept cells of r->row. */
+static int same_kept(const persiste__repeats *r, const uint64_t *rows,
+                     int64_t g)
 {
-    if (r->n_rows == r->of_cap) {
-        int64_t cap = r->of_cap ? 2 * r->of_cap : 1024;
-        int64_t *of = persiste__realloc(r->of, (size_t)cap * sizeof *of);
-        if (!of)
-            return repeats_nomem(where);
-        r->of = of;
-        r->of_cap = cap;
-    }
-    int rc = repeats_room(r, where);
-    if (rc != PERSISTE_OK)
-        return rc;
-    /* the row's kept cells, where its copy would go */
     const int64_t nw = r->nw;
-    uint64_t *copy = r->rows + (size_t)r->n * 2 * (size_t)nw, seen = 0,
-             unknown = 0;
-    for (int64_t c = 0; c < nw; c++) {
-        copy[c] = row[c] & r->kept[c];
-        copy[nw + c] = row[nw + c] & r->kept[c];
-        seen |= copy[c];
-        unknown |= copy[nw + c];
-    }
-    if (r->drop_absent && !(seen | unknown)) {
-        r->of[r->n_rows++] = -1;
-        return PERSISTE_OK;
-    }
-    uint64_t h = hash_words(copy, nw);
-    if (unknown)
-        h = mix(h ^ hash_words(copy + nw, nw));
+    const uint64_t *x = rows + (size_t)g * 2 * (size_t)nw;
+    uint64_t diff = 0;
+    for (int64_t c = 0; c < nw; c++)
+        diff |= ((x[c] & r->kept[c]) ^ r->row[c]) |
+                ((x[nw + c] & r->kept[c]) ^ r->row[nw + c]);
+    return diff == 0;
+}
+
+/* The pattern of r->row (its kept cells, whose hash is h): an earlier
+ * one's number, or a new one. */
+static int64_t pattern_of(persiste__repeats *r, const uint64_t *rows,
+                          int64_t row, uint64_t h, uint64_t unknown)
+{
     size_t i = mix(h) & (r->n_slots - 1);
     for (; r->slot[i] >= 0; i = (i + 1) & (r->n_slots - 1)) {
         const int64_t p = r->slot[i];
-        if (r->hash[p] == h &&
-            !memcmp(r->rows + (size_t)p * 2 * (size_t)nw, copy,
-                    2 * (size_t)nw * sizeof *copy))
-            break;
+        if (r->hash[p] == h && same_kept(r, rows, r->first[p]))
+            return p;
     }
-    if (r->slot[i] < 0) {
-        r->slot[i] = r->n;
-        r->hash[r->n++] = h;
-        r->any_unknown |= unknown != 0;
-        if (r->n % 64 == 0)
-            persiste__transpose_rows(copy - 63 * 2 * nw, 64, nw, r->n_cells,
-                                     r->to, r->present + (r->n / 64 - 1) *
-                                                             r->n_out,
-                                     r->unknown + (r->n / 64 - 1) *
-                                                      r->n_out);
+    const int64_t p = r->n++;
+    r->slot[i] = p;
+    r->hash[p] = h;
+    r->first[p] = row;
+    r->any_unknown |= unknown != 0;
+    if (r->n % 64 == 0)
+        persiste__transpose_rows(rows, r->first + p - 63, 64, r->nw,
+                                 r->n_cells, r->to,
+                                 r->pattern_present + p / 64 * r->n_out,
+                                 r->pattern_unknown + p / 64 * r->n_out);
+    return p;
+}
+
+int persiste__repeats_add(persiste__repeats *r, const uint64_t *rows,
+                          const char *where)
+{
+    int rc = repeats_room(r, where);
+    if (rc != PERSISTE_OK)
+        return rc;
+    const int64_t nw = r->nw, row = r->n_rows++;
+    const uint64_t *x = rows + (size_t)row * 2 * (size_t)nw;
+    uint64_t seen = 0, unknown = 0;
+    for (int64_t c = 0; c < nw; c++) {
+        r->row[c] = x[c] & r->kept[c];
+        r->row[nw + c] = x[nw + c] & r->kept[c];
+        seen |= r->row[c];
+        unknown |= r->row[nw + c];
     }
-    r->of[r->n_rows++] = r->slot[i];
+    r->observed[row / 64] |= (uint64_t)((seen | unknown) != 0) << (row % 64);
+    if (r->drop_absent && !(seen | unknown)) {
+        r->of[row] = -1;
+        return PERSISTE_OK;
+    }
+    r->group[r->n_kept % 64] = row;
+    if (++r->n_kept % 64 == 0)
+        persiste__transpose_rows(rows, r->group, 64, nw, r->n_cells, r->to,
+                                 r->present + (r->n_kept / 64 - 1) * r->n_out,
+                                 r->unknown + (r->n_kept / 64 - 1) * r->n_out);
+    uint64_t h = hash_words(r->row, nw);
+    if (unknown)
+        h = mix(h ^ hash_words(r->row + nw, nw));
+    r->of[row] = pattern_of(r, rows, row, h, unknown);
     return PERSISTE_OK;
 }
 
-void persiste__repeats_end(persiste__repeats *r)
+void persiste__repeats_end(persiste__repeats *r, const uint64_t *rows)
 {
-    const int64_t n = r->n % 64, nw = r->nw;
-    if (n && r->rows)
-        persiste__transpose_rows(r->rows + (size_t)(r->n - n) * 2 *
-                                               (size_t)nw,
-                                 n, nw, r->n_cells, r->to,
-                                 r->present + r->n / 64 * r->n_out,
-                                 r->unknown + r->n / 64 * r->n_out);
-    persiste__free(r->rows);
-    persiste__free(r->hash);
+    const int64_t nk = r->n_kept % 64, np = r->n % 64;
+    if (nk)
+        persiste__transpose_rows(rows, r->group, nk, r->nw, r->n_cells,
+                                 r->to, r->present + r->n_kept / 64 * r->n_out,
+                                 r->unknown + r->n_kept / 64 * r->n_out);
+    if (np)
+        persiste__transpose_rows(rows, r->first + r->n - np, np, r->nw,
+                                 r->n_cells, r->to,
+                                 r->pattern_present + r->n / 64 * r->n_out,
+                                 r->pattern_unknown + r->n / 64 * r->n_out);
     persiste__free(r->slot);
-    r->rows = r->hash = NULL;
+    persiste__free(r->hash);
     r->slot = NULL;
+    r->hash = NULL;
+    r->n_slots = 0;
 }
 
 void persiste__repeats_free(persiste__repeats *r)
 {
-    persiste__repeats_end(r);
+    persiste__free(r->slot);
+    persiste__free(r->hash);
     persiste__free(r->kept);
+    persiste__free(r->row);
     persiste__free(r->to);
     persiste__free(r->of);
+    persiste__free(r->observed);
     persiste__free(r->present);
     persiste__free(r->unknown);
+    persiste__free(r->first);
+    persiste__free(r->pattern_present);
+    persiste__free(r->pattern_unknown);
     memset(r, 0, sizeof *r);
 }
 
@@ -295,9 +342,9 @@ static int patterns_found(persiste_data *d, persiste__repeats *r,
         d->pattern[f] = r->of[src[f]];
     d->n_patterns = np;
     d->any_unknown = r->any_unknown;
-    d->pattern_present = r->present;
-    d->pattern_unknown = r->unknown;
-    r->present = r->unknown = NULL;
+    d->pattern_present = r->pattern_present;
+    d->pattern_unknown = r->pattern_unknown;
+    r->pattern_present = r->pattern_unknown = NULL;
     for (int64_t w = 0; w * 64 < np; w++)
         for (size_t v = 0; v < nt; v++)
             if (col_of_tip[v] < 0) {

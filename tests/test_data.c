@@ -1100,14 +1100,15 @@ static void same_bits(const persiste_data *a, const persiste_data *b)
 static void test_read_packed_like_matrix(void **state)
 {
     (void)state;
-    enum { TIPS = 70, MAX_TAXA = 70, MAX_FAMS = 200 };
+    enum { TIPS = 70, MAX_TAXA = 70, MAX_FAMS = 1100 };
     persiste_tree *tree = star_tree(TIPS);
     /* n_taxa, n_families, whether some taxa are not tips (1) or most
      * families are named like tips (2: with taxa in rows, the header looks
      * like taxa until the rows' names are counted) */
     static const int shapes[][3] = {{70, 130, 0}, {70, 130, 1}, {69, 128, 0},
                                     {64, 65, 1},  {3, 200, 0},  {70, 1, 0},
-                                    {65, 64, 1},  {70, 67, 2},  {66, 70, 2}};
+                                    {65, 64, 1},  {70, 67, 2},  {66, 70, 2},
+                                    {70, 1100, 1}, {67, 1030, 0}};
     static const char *const unknown[] = {"?", "NA", "", "-"};
     static char taxon_buf[MAX_TAXA][12], family_buf[MAX_FAMS][12];
     static uint8_t cells[MAX_FAMS * MAX_TAXA];
