@@ -1110,7 +1110,7 @@ static void test_read_packed_like_matrix(void **state)
                                     {65, 64, 1},  {70, 67, 2},  {66, 70, 2},
                                     {70, 1100, 1}, {67, 1030, 0}};
     static const char *const unknown[] = {"?", "NA", "", "-"};
-    static char taxon_buf[MAX_TAXA][12], family_buf[MAX_FAMS][12];
+    static char taxon_buf[MAX_TAXA][16], family_buf[MAX_FAMS][16];
     static uint8_t cells[MAX_FAMS * MAX_TAXA];
     static char text[MAX_FAMS * MAX_TAXA * 4 + 4096];
     const char *taxon[MAX_TAXA], *family[MAX_FAMS];
