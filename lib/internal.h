@@ -87,16 +87,6 @@ struct persiste_data {
  * (lib/patterns.c). */
 void persiste__transpose64(uint64_t a[64]);
 
-/* n <= 64 rows of n_cells cells (present words, then unknown ones: nw
- * each; row k at rows[which[k] * 2 * nw], or which[k] = k if which is
- * NULL) transposed into words of row bits by cell: cell c's into
- * present[i] and unknown[i] for i = to[c], or i = c if to is NULL; none
- * where to[c] < 0 (lib/patterns.c). */
-void persiste__transpose_rows(const uint64_t *rows, const int64_t *which,
-                              int64_t n, int64_t nw, int64_t n_cells,
-                              const int32_t *to, uint64_t *present,
-                              uint64_t *unknown);
-
 /* Rows of families taken one at a time as a reader packs them (lib/
  * patterns.c), so that the data's bits and patterns are ready when the
  * rows end. A row is n_cells cells: present words, then unknown ones (nw
@@ -116,14 +106,17 @@ typedef struct {
     uint64_t *kept;      /* [nw] */
     uint64_t *row;       /* [2 * nw] the row being added, kept cells */
     int drop_absent;
-    int64_t n_rows, rows_cap;
-    int64_t *of;         /* [rows_cap] */
-    uint64_t *observed;  /* [rows_cap / 64] bit row % 64 */
-    int64_t n_kept, kept_cap;
+    int64_t cap;         /* rows (and so kept rows, patterns) with room */
+    int64_t n_rows;
+    int64_t *of;         /* [cap] */
+    uint64_t *observed;  /* [cap / 64] bit row % 64 */
+    int64_t n_kept;
     int64_t group[64];   /* the kept rows not yet transposed */
-    uint64_t *present, *unknown; /* [kept_cap / 64 * n_out] */
-    int64_t n, cap;      /* distinct rows (patterns) */
+    int group_unknown;   /* some of them has an unknown kept cell */
+    uint64_t *present, *unknown; /* [cap / 64 * n_out] */
+    int64_t n;           /* distinct rows (patterns) */
     int any_unknown;     /* some pattern has an unknown kept cell */
+    int pattern_group_unknown; /* the same among those not transposed */
     int64_t *first;      /* [cap] row of each pattern */
     uint64_t *hash;      /* [cap] (while rows come) */
     uint64_t *pattern_present, *pattern_unknown; /* [cap / 64 * n_out] */
@@ -135,6 +128,9 @@ typedef struct {
 int persiste__repeats_init(persiste__repeats *r, int64_t n_cells,
                            const int32_t *to, int32_t n_out, int drop_absent,
                            const char *where);
+/* Room for n_rows rows in all (a guess spares growing the arrays). */
+int persiste__repeats_reserve(persiste__repeats *r, int64_t n_rows,
+                              const char *where);
 /* The next row (row r->n_rows of rows). */
 int persiste__repeats_add(persiste__repeats *r, const uint64_t *rows,
                           const char *where);

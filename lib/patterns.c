@@ -36,32 +36,6 @@ void persiste__transpose64(uint64_t a[64])
     transpose_step(a, 1, 0x5555555555555555ull);
 }
 
-void persiste__transpose_rows(const uint64_t *rows, const int64_t *which,
-                              int64_t n, int64_t nw, int64_t n_cells,
-                              const int32_t *to, uint64_t *present,
-                              uint64_t *unknown)
-{
-    uint64_t blk[64];
-    const uint64_t *row[64];
-    for (int64_t k = 0; k < n; k++)
-        row[k] = rows + (size_t)(which ? which[k] : k) * 2 * (size_t)nw;
-    for (int64_t u = 0; u < 2; u++)
-        for (int64_t c = 0; c < nw; c++) {
-            for (int64_t k = 0; k < 64; k++)
-                blk[k] = k < n ? row[k][u * nw + c] : 0;
-            persiste__transpose64(blk);
-            int64_t m = n_cells - c * 64 < 64 ? n_cells - c * 64 : 64;
-            uint64_t *out = u ? unknown : present;
-            if (!to) {
-                memcpy(out + c * 64, blk, (size_t)m * sizeof *blk);
-                continue;
-            }
-            for (int64_t j = 0; j < m; j++)
-                if (to[c * 64 + j] >= 0)
-                    out[to[c * 64 + j]] = blk[j];
-        }
-}
-
 static uint64_t mix(uint64_t z)
 {
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
@@ -168,37 +142,40 @@ static int grow(void *p, size_t count, size_t size)
     return 0;
 }
 
-/* Room for one more row, kept family and pattern (with their groups'
- * words), and n_slots >= 2 * (patterns + 1) table entries. */
-static int repeats_room(persiste__repeats *r, const char *where)
+int persiste__repeats_reserve(persiste__repeats *r, int64_t n_rows,
+                              const char *where)
 {
     const size_t out = (size_t)r->n_out;
-    if (r->n_rows == r->rows_cap) {
-        int64_t cap = r->rows_cap ? 2 * r->rows_cap : 1024;
-        if (grow(&r->of, (size_t)cap, sizeof *r->of) ||
-            grow(&r->observed, (size_t)cap / 64, sizeof *r->observed))
-            return repeats_nomem(where);
-        memset(r->observed + r->rows_cap / 64, 0,
-               (size_t)(cap - r->rows_cap) / 64 * sizeof *r->observed);
-        r->rows_cap = cap;
-    }
-    if (r->n_kept == r->kept_cap) {
-        int64_t cap = r->kept_cap ? 2 * r->kept_cap : 64;
-        if (grow(&r->present, (size_t)cap / 64 * out, sizeof *r->present) ||
-            grow(&r->unknown, (size_t)cap / 64 * out, sizeof *r->unknown))
-            return repeats_nomem(where);
-        r->kept_cap = cap;
-    }
-    if (r->n == r->cap) {
-        int64_t cap = r->cap ? 2 * r->cap : 64;
-        if (grow(&r->first, (size_t)cap, sizeof *r->first) ||
-            grow(&r->hash, (size_t)cap, sizeof *r->hash) ||
-            grow(&r->pattern_present, (size_t)cap / 64 * out,
+    if (n_rows > r->cap) {
+        /* kept rows and patterns are no more than the rows */
+        const size_t cap = ((size_t)n_rows + 63) / 64 * 64;
+        if (grow(&r->of, cap, sizeof *r->of) ||
+            grow(&r->observed, cap / 64, sizeof *r->observed) ||
+            grow(&r->present, cap / 64 * out, sizeof *r->present) ||
+            grow(&r->unknown, cap / 64 * out, sizeof *r->unknown) ||
+            grow(&r->first, cap, sizeof *r->first) ||
+            grow(&r->hash, cap, sizeof *r->hash) ||
+            grow(&r->pattern_present, cap / 64 * out,
                  sizeof *r->pattern_present) ||
-            grow(&r->pattern_unknown, (size_t)cap / 64 * out,
+            grow(&r->pattern_unknown, cap / 64 * out,
                  sizeof *r->pattern_unknown))
             return repeats_nomem(where);
-        r->cap = cap;
+        memset(r->observed + r->cap / 64, 0,
+               (cap - (size_t)r->cap) / 64 * sizeof *r->observed);
+        r->cap = (int64_t)cap;
+    }
+    return PERSISTE_OK;
+}
+
+/* Room for one more row (and pattern), and n_slots >= 2 * (patterns + 1)
+ * table entries. */
+static int repeats_room(persiste__repeats *r, const char *where)
+{
+    if (r->n_rows == r->cap) {
+        int rc = persiste__repeats_reserve(r, r->cap ? 2 * r->cap : 64,
+                                           where);
+        if (rc != PERSISTE_OK)
+            return rc;
     }
     if (2 * (size_t)(r->n + 1) > r->n_slots) {
         size_t n_slots = r->n_slots ? 2 * r->n_slots : 256;
@@ -218,6 +195,43 @@ static int repeats_room(persiste__repeats *r, const char *where)
         r->n_slots = n_slots;
     }
     return PERSISTE_OK;
+}
+
+/* n <= 64 rows (row k at rows[which[k] * 2 * nw]) transposed into words
+ * of row bits by tip: kept cell c's into present[to[c]] and unknown[to[c]];
+ * the unknown words only if unknown_too (else none is set in these rows:
+ * zeros). */
+static void transpose_rows(const persiste__repeats *r, const uint64_t *rows,
+                           const int64_t *which, int64_t n, int unknown_too,
+                           uint64_t *present, uint64_t *unknown)
+{
+    const int64_t nw = r->nw;
+    uint64_t blk[64];
+    const uint64_t *row[64];
+    for (int64_t k = 0; k < n; k++)
+        row[k] = rows + (size_t)which[k] * 2 * (size_t)nw;
+    for (int64_t u = 0; u < 1 + unknown_too; u++)
+        for (int64_t c = 0; c < nw; c++) {
+            uint64_t any = 0;
+            for (int64_t k = 0; k < n; k++) {
+                blk[k] = row[k][u * nw + c];
+                any |= blk[k];
+            }
+            for (int64_t k = n; k < 64; k++)
+                blk[k] = 0;
+            if (any) /* else already its transpose */
+                persiste__transpose64(blk);
+            const int64_t m = r->n_cells - c * 64 < 64 ? r->n_cells - c * 64
+                                                        : 64;
+            const int32_t *to = r->to + c * 64;
+            uint64_t *out = u ? unknown : present;
+            for (int64_t j = 0; j < m; j++)
+                if (to[j] >= 0)
+                    out[to[j]] = blk[j];
+        }
+    for (int64_t c = 0; !unknown_too && c < r->n_cells; c++)
+        if (r->to[c] >= 0)
+            unknown[r->to[c]] = 0;
 }
 
 /* Whether row g of rows (2 * nw words each) has the kept cells of r->row. */
@@ -249,11 +263,14 @@ static int64_t pattern_of(persiste__repeats *r, const uint64_t *rows,
     r->hash[p] = h;
     r->first[p] = row;
     r->any_unknown |= unknown != 0;
-    if (r->n % 64 == 0)
-        persiste__transpose_rows(rows, r->first + p - 63, 64, r->nw,
-                                 r->n_cells, r->to,
-                                 r->pattern_present + p / 64 * r->n_out,
-                                 r->pattern_unknown + p / 64 * r->n_out);
+    r->pattern_group_unknown |= unknown != 0;
+    if (r->n % 64 == 0) {
+        transpose_rows(r, rows, r->first + p - 63, 64,
+                       r->pattern_group_unknown,
+                       r->pattern_present + p / 64 * r->n_out,
+                       r->pattern_unknown + p / 64 * r->n_out);
+        r->pattern_group_unknown = 0;
+    }
     return p;
 }
 
@@ -278,10 +295,13 @@ int persiste__repeats_add(persiste__repeats *r, const uint64_t *rows,
         return PERSISTE_OK;
     }
     r->group[r->n_kept % 64] = row;
-    if (++r->n_kept % 64 == 0)
-        persiste__transpose_rows(rows, r->group, 64, nw, r->n_cells, r->to,
-                                 r->present + (r->n_kept / 64 - 1) * r->n_out,
-                                 r->unknown + (r->n_kept / 64 - 1) * r->n_out);
+    r->group_unknown |= unknown != 0;
+    if (++r->n_kept % 64 == 0) {
+        transpose_rows(r, rows, r->group, 64, r->group_unknown,
+                       r->present + (r->n_kept / 64 - 1) * r->n_out,
+                       r->unknown + (r->n_kept / 64 - 1) * r->n_out);
+        r->group_unknown = 0;
+    }
     uint64_t h = hash_words(r->row, nw);
     if (unknown)
         h = mix(h ^ hash_words(r->row + nw, nw));
@@ -292,15 +312,15 @@ int persiste__repeats_add(persiste__repeats *r, const uint64_t *rows,
 void persiste__repeats_end(persiste__repeats *r, const uint64_t *rows)
 {
     const int64_t nk = r->n_kept % 64, np = r->n % 64;
-    if (nk)
-        persiste__transpose_rows(rows, r->group, nk, r->nw, r->n_cells,
-                                 r->to, r->present + r->n_kept / 64 * r->n_out,
-                                 r->unknown + r->n_kept / 64 * r->n_out);
-    if (np)
-        persiste__transpose_rows(rows, r->first + r->n - np, np, r->nw,
-                                 r->n_cells, r->to,
-                                 r->pattern_present + r->n / 64 * r->n_out,
-                                 r->pattern_unknown + r->n / 64 * r->n_out);
+    if (nk && rows)
+        transpose_rows(r, rows, r->group, nk, r->group_unknown,
+                       r->present + r->n_kept / 64 * r->n_out,
+                       r->unknown + r->n_kept / 64 * r->n_out);
+    if (np && rows)
+        transpose_rows(r, rows, r->first + r->n - np, np,
+                       r->pattern_group_unknown,
+                       r->pattern_present + r->n / 64 * r->n_out,
+                       r->pattern_unknown + r->n / 64 * r->n_out);
     persiste__free(r->slot);
     persiste__free(r->hash);
     r->slot = NULL;

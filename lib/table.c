@@ -332,7 +332,9 @@ static int room_for_row(table *t, size_t hint, const char *path)
     if (!c || !r)
         return persiste__nomem(path);
     t->rows_cap = cap;
-    return PERSISTE_OK;
+    return t->families_in_rows
+               ? persiste__repeats_reserve(&t->repeats, cap, path)
+               : PERSISTE_OK;
 }
 
 /* The parsed row's cells into bits; families in rows, into the data's
