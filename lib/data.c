@@ -389,6 +389,11 @@ static int scan_states(uint64_t *observed, const persiste__cells *cells,
 {
     const uint8_t *states = cells->states;
     const int64_t fs = cells->family_stride, ts = cells->taxon_stride;
+    if (cells->repeats) {
+        memcpy(observed, cells->repeats->observed,
+               (size_t)(n_families + 63) / 64 * sizeof *observed);
+        return PERSISTE_OK;
+    }
     if (!states) {
         scan_bits(observed, cells, n_families, n_taxa, b);
         return PERSISTE_OK;
@@ -634,11 +639,30 @@ static void pack_taxon_bits(persiste_data *d, const int64_t *src,
     mark_missing(d, b);
 }
 
+/* The bits made as the rows came (persiste__cells' repeats), taken; the
+ * tips without a column, which they leave unset, marked. */
+static void take_bits(persiste_data *d, persiste__repeats *r,
+                      const binding *b)
+{
+    d->present = r->present;
+    d->unknown = r->unknown;
+    r->present = r->unknown = NULL;
+    for (int64_t w = 0; b->n_missing > 0 && w < d->n_words; w++)
+        for (int32_t v = 0; v < d->n_tips; v++)
+            if (b->col_of_tip[v] < 0)
+                d->present[(size_t)w * (size_t)d->n_tips + (size_t)v] = 0;
+    mark_missing(d, b);
+}
+
 static int pack_bits(persiste_data *d, const int64_t *src,
                      const persiste__cells *cells, int64_t n_taxa,
                      const binding *b, const char *where)
 {
     const uint8_t *states = cells->states;
+    if (cells->repeats) {
+        take_bits(d, cells->repeats, b);
+        return PERSISTE_OK;
+    }
     const int64_t fs = cells->family_stride, ts = cells->taxon_stride;
     if (!states && cells->rows_are_taxa) {
         pack_taxon_bits(d, src, cells, b);
@@ -693,11 +717,13 @@ static int check_args(persiste_data **out, const persiste_tree *tree,
     return PERSISTE_OK;
 }
 
-/* Allocate d's arrays for n_kept families and copy the dropped taxa. */
+/* Allocate d's arrays for n_kept families (the bits too unless !bits) and
+ * copy the dropped taxa. */
 static int alloc_data(persiste_data *d, const persiste_tree *tree,
                       int64_t n_kept, int64_t n_dropped_families,
                       const binding *b, const char *const *taxon_names,
-                      int64_t n_taxa, uint32_t flags, const char *where)
+                      int64_t n_taxa, uint32_t flags, int bits,
+                      const char *where)
 {
     d->n_tips = tree->n_tips;
     d->fingerprint = tree->fingerprint;
@@ -707,10 +733,10 @@ static int alloc_data(persiste_data *d, const persiste_tree *tree,
     size_t n_cells;
     int rc = persiste__mul_size((size_t)d->n_words, (size_t)d->n_tips,
                                 &n_cells);
-    if (rc == PERSISTE_OK)
+    if (rc == PERSISTE_OK && bits)
         rc = alloc_array(&d->present, (int64_t)n_cells, sizeof(uint64_t),
                          where);
-    if (rc == PERSISTE_OK)
+    if (rc == PERSISTE_OK && bits)
         rc = alloc_array(&d->unknown, (int64_t)n_cells, sizeof(uint64_t),
                          where);
     if (rc == PERSISTE_OK)
@@ -774,7 +800,7 @@ int persiste__data_build(persiste_data **out, const persiste_tree *tree,
     rc = alloc_array(&d, 1, sizeof *d, where);
     if (rc == PERSISTE_OK)
         rc = alloc_data(d, tree, n_kept, n_families - n_kept, &b,
-                        taxon_names, n_taxa, flags, where);
+                        taxon_names, n_taxa, flags, !cells->repeats, where);
     if (rc == PERSISTE_OK)
         rc = alloc_array(&src, n_kept, sizeof *src, where);
     if (rc == PERSISTE_OK)
@@ -783,7 +809,8 @@ int persiste__data_build(persiste_data **out, const persiste_tree *tree,
     if (rc == PERSISTE_OK)
         rc = pack_bits(d, src, cells, n_taxa, &b, where);
     if (rc == PERSISTE_OK)
-        rc = persiste__data_patterns(d, where);
+        rc = persiste__data_patterns(d, cells->repeats, src, b.col_of_tip,
+                                     where);
     if (rc == PERSISTE_OK) {
         *out = d;
         d = NULL;

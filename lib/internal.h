@@ -87,8 +87,65 @@ struct persiste_data {
  * (lib/patterns.c). */
 void persiste__transpose64(uint64_t a[64]);
 
-/* Fills the pattern fields of d (called once its bits are packed). */
-int persiste__data_patterns(persiste_data *d, const char *where);
+/* Rows of families taken one at a time as a reader packs them (lib/
+ * patterns.c), so that the data's bits and patterns are ready when the
+ * rows end. A row is n_cells cells: present words, then unknown ones (nw
+ * each), at rows[row * 2 * nw]; only the cells c with to[c] >= 0 (kept)
+ * count. Each row is observed or not (present or unknown in a kept cell),
+ * dropped when drop_absent and it is not; the others (the kept families)
+ * are transposed 64 at a time into the data's layout: bit f % 64 of
+ * present[f / 64 * n_out + to[c]] for a present cell c of kept family f,
+ * the same in unknown. Each row gets of[row], the number of its first
+ * copy among the kept rows (in order of first occurrence), -1 if dropped;
+ * the first copies are found by hash and compared with their rows, and
+ * are transposed like the families into pattern_present and _unknown. */
+typedef struct {
+    int64_t n_cells, nw;
+    int32_t *to;         /* [n_cells] */
+    int32_t n_out;
+    uint64_t *kept;      /* [nw] */
+    uint64_t *row;       /* [2 * nw] the row being added, kept cells */
+    int drop_absent;
+    int64_t cap;         /* rows (and so kept rows, patterns) with room */
+    int64_t n_rows;
+    int64_t *of;         /* [cap] */
+    uint64_t *observed;  /* [cap / 64] bit row % 64 */
+    int64_t n_kept;
+    int64_t group[64];   /* the kept rows not yet transposed */
+    int group_unknown;   /* some of them has an unknown kept cell */
+    uint64_t *present, *unknown; /* [cap / 64 * n_out] */
+    int64_t n;           /* distinct rows (patterns) */
+    int any_unknown;     /* some pattern has an unknown kept cell */
+    int pattern_group_unknown; /* the same among those not transposed */
+    int64_t *first;      /* [cap] row of each pattern */
+    uint64_t *hash;      /* [cap] (while rows come) */
+    uint64_t *pattern_present, *pattern_unknown; /* [cap / 64 * n_out] */
+    int64_t *slot;       /* [n_slots] patterns, -1 empty (while rows come) */
+    size_t n_slots;
+} persiste__repeats;
+
+/* Ready for rows of n_cells cells; to[n_cells] is copied. */
+int persiste__repeats_init(persiste__repeats *r, int64_t n_cells,
+                           const int32_t *to, int32_t n_out, int drop_absent,
+                           const char *where);
+/* Room for n_rows rows in all (a guess spares growing the arrays). */
+int persiste__repeats_reserve(persiste__repeats *r, int64_t n_rows,
+                              const char *where);
+/* The next row (row r->n_rows of rows). */
+int persiste__repeats_add(persiste__repeats *r, const uint64_t *rows,
+                          const char *where);
+/* No more rows: the last groups transposed, the hash table freed. */
+void persiste__repeats_end(persiste__repeats *r, const uint64_t *rows);
+/* Accepts a zeroed r. */
+void persiste__repeats_free(persiste__repeats *r);
+
+/* Fills the pattern fields of d (called once its bits are packed): by a
+ * search of its columns, or from found (its rows the kept families'
+ * src[], col_of_tip[] each tip's column, -1 if none), taking its pattern
+ * bits. */
+int persiste__data_patterns(persiste_data *d, persiste__repeats *found,
+                            const int64_t *src, const int64_t *col_of_tip,
+                            const char *where);
 
 /* The cells the builder reads, in one of two forms:
  *  - states != NULL: a byte matrix, cell (family f, taxon t) at
@@ -105,6 +162,9 @@ typedef struct {
     const uint64_t *bits;
     int rows_are_taxa;
     int64_t row_stride, word_stride, unknown_at;
+    /* bits with rows of families only, or NULL: the families' bits and
+     * patterns found as the rows came (taken by the builder) */
+    persiste__repeats *repeats;
 } persiste__cells;
 
 /* Packs n cells (each 0, 1 or 2) into bits as persiste__cells holds them:

@@ -7,11 +7,13 @@
  * each row's cells are packed into bits as soon as it is parsed (while the
  * next chunk inflates), so no name or cell costs an allocation and no byte
  * matrix is kept. When the header likely names the taxa (the usual Roary
- * layout), every 64 rows are also transposed as they come into columns of
- * bits, the data's own layout (words of 64 families per taxon), so that
- * little is left to do once the text ends; otherwise, or if the guess was
- * wrong, persiste__data_build transposes the bits for the orientation
- * found.
+ * layout: a family per row), each row is also checked for presence in the
+ * tree's taxa and hashed to find repeated families, and every 64 kept rows
+ * and every 64 distinct ones are transposed as they come into the data's
+ * own layout (words of 64 families per tip; persiste__repeats), so that
+ * nearly nothing is left to do once the text ends; otherwise, or if the
+ * guess was wrong, persiste__data_build transposes the bits for the
+ * orientation found and searches the repeats.
  *
  * Semantics:
  *  - the first non-blank line is the header: a corner cell (any text), then
@@ -255,15 +257,13 @@ typedef struct {
     char **row_name;   /* [n_rows] */
     uint8_t *row;      /* [n_cols]: the row being parsed */
     /* The cells as bits (persiste__cells), packed as each row is parsed:
-     * row r's words at bits[r * 2 * row_words] (present, then unknown);
-     * or, by_column, when the header likely names the taxa, transposed 64
-     * rows at a time into a row per column: word w of column c at
-     * bits[w * 2 * n_cols + c] (present) and n_cols after it (unknown),
-     * the rows waiting in group[64 * 2 * row_words] meanwhile. */
+     * row r's words at bits[r * 2 * row_words] (present, then unknown). */
     uint64_t *bits;
-    uint64_t *group;
-    int by_column;
     int64_t n_cols, row_words, n_rows, rows_cap;
+    /* When the header likely names the taxa (the rows are families), the
+     * data's bits and patterns, made as the rows come. */
+    int families_in_rows;
+    persiste__repeats repeats;
     bad_cell bad;
 } table;
 
@@ -276,7 +276,7 @@ static void table_free(table *t)
     persiste__free(t->row_name);
     persiste__free(t->row);
     persiste__free(t->bits);
-    persiste__free(t->group);
+    persiste__repeats_free(&t->repeats);
 }
 
 /* Copy a name to the table's buffer; its offset in *at. */
@@ -318,9 +318,7 @@ static int room_for_row(table *t, size_t hint, const char *path)
         return PERSISTE_OK;
     int64_t cap = t->rows_cap ? t->rows_cap * 2 : (int64_t)hint + 16;
     size_t words, cells, offsets;
-    const size_t width = (size_t)(t->by_column ? t->n_cols : t->row_words);
-    const size_t rows = t->by_column ? ((size_t)cap + 63) / 64 : (size_t)cap;
-    if (persiste__mul_size(rows, 2 * width, &words) ||
+    if (persiste__mul_size((size_t)cap, 2 * (size_t)t->row_words, &words) ||
         persiste__mul_size(words, sizeof *t->bits, &cells) ||
         persiste__mul_size((size_t)cap, sizeof *t->row_at, &offsets))
         return persiste__error(PERSISTE_E_OVERFLOW,
@@ -334,52 +332,38 @@ static int room_for_row(table *t, size_t hint, const char *path)
     if (!c || !r)
         return persiste__nomem(path);
     t->rows_cap = cap;
-    return PERSISTE_OK;
+    return t->families_in_rows
+               ? persiste__repeats_reserve(&t->repeats, cap, path)
+               : PERSISTE_OK;
 }
 
-/* The rows of the group (the last 64 or fewer), by_column: for each 64
- * columns, present and unknown, 64 rows' words are transposed into 64
- * columns' words. */
-static void flush_group(table *t)
+/* The parsed row's cells into bits; families in rows, into the data's
+ * too. */
+static int pack_row(table *t, const char *path)
 {
-    const int64_t w = (t->n_rows - 1) / 64, nw = t->row_words;
-    const int64_t nc = t->n_cols, n = t->n_rows - w * 64;
-    uint64_t *out = t->bits + w * 2 * nc, blk[64];
-    for (int64_t u = 0; u < 2; u++)
-        for (int64_t c = 0; c < nw; c++) {
-            for (int64_t k = 0; k < 64; k++)
-                blk[k] = k < n ? t->group[k * 2 * nw + u * nw + c] : 0;
-            persiste__transpose64(blk);
-            int64_t m = nc - c * 64 < 64 ? nc - c * 64 : 64;
-            memcpy(out + u * nc + c * 64, blk, (size_t)m * sizeof *blk);
-        }
-}
-
-/* The parsed row's cells into bits. */
-static void pack_row(table *t)
-{
-    const int64_t nw = t->row_words;
-    uint64_t *bits = t->by_column ? t->group + t->n_rows % 64 * 2 * nw
-                                  : t->bits + t->n_rows * 2 * nw;
-    persiste__pack_row(t->row, t->n_cols, bits, bits + nw);
+    uint64_t *bits = t->bits + t->n_rows * 2 * t->row_words;
+    persiste__pack_row(t->row, t->n_cols, bits, bits + t->row_words);
     t->n_rows++;
-    if (t->by_column && t->n_rows % 64 == 0)
-        flush_group(t);
+    return t->families_in_rows
+               ? persiste__repeats_add(&t->repeats, t->bits, path)
+               : PERSISTE_OK;
 }
 
 /* Whether the header likely names the taxa: as flagged, or when at least
- * half its names are tips. Only a guess (taxa_in_rows decides once the
- * rows' names are in): the columns of bits serve either orientation. */
+ * half its names are tips; the tip of each column in tip[n_cols] (-1 if
+ * none). Only a guess (taxa_in_rows decides once the rows' names are in):
+ * the rows of bits serve either orientation. */
 static int header_names_taxa(const table *t, const persiste_tree *tree,
-                             uint32_t flags)
+                             uint32_t flags, int32_t *tip)
 {
-    if (flags & (PERSISTE_DATA_TAXA_IN_ROWS | PERSISTE_DATA_TAXA_IN_COLUMNS))
-        return (flags & PERSISTE_DATA_TAXA_IN_COLUMNS) != 0;
     int64_t tips = 0;
     for (int64_t c = 0; c < t->n_cols; c++) {
         const char *name = t->names + t->col_at[c];
-        tips += persiste__tree_find_tip(tree, name, strlen(name)) >= 0;
+        tip[c] = persiste__tree_find_tip(tree, name, strlen(name));
+        tips += tip[c] >= 0;
     }
+    if (flags & (PERSISTE_DATA_TAXA_IN_ROWS | PERSISTE_DATA_TAXA_IN_COLUMNS))
+        return (flags & PERSISTE_DATA_TAXA_IN_COLUMNS) != 0;
     return 2 * tips >= t->n_cols;
 }
 
@@ -461,13 +445,17 @@ static int parse_table(table *t, parser *ps, persiste__lines *r,
     if (rc != PERSISTE_OK)
         return rc;
     t->row_words = (t->n_cols + 63) / 64;
-    t->by_column = header_names_taxa(t, tree, flags);
-    if (t->by_column) {
-        t->group = persiste__malloc((size_t)t->row_words * 128 *
-                                    sizeof *t->group);
-        if (!t->group)
-            return persiste__nomem(ps->path);
-    }
+    int32_t *tip = persiste__malloc((size_t)t->n_cols * sizeof *tip);
+    if (!tip)
+        return persiste__nomem(ps->path);
+    t->families_in_rows = header_names_taxa(t, tree, flags, tip);
+    if (t->families_in_rows)
+        rc = persiste__repeats_init(
+            &t->repeats, t->n_cols, tip, tree->n_tips,
+            (flags & PERSISTE_DATA_DROP_ABSENT_FAMILIES) != 0, ps->path);
+    persiste__free(tip);
+    if (rc != PERSISTE_OK)
+        return rc;
     /* Rows of a plain file are about as long as its header (a guess kept
      * below twice the file's size in cells and offsets). */
     size_t hint = r->src.gz ? 0 : r->src.file_size / (size_t)(eol - p + 1);
@@ -485,17 +473,18 @@ static int parse_table(table *t, parser *ps, persiste__lines *r,
                            &name_n, &t->bad);
         if (rc == PERSISTE_OK)
             rc = add_name(t, name, name_n, &t->row_at[t->n_rows], ps->path);
+        if (rc == PERSISTE_OK)
+            rc = pack_row(t, ps->path);
         if (rc != PERSISTE_OK)
             return rc;
-        pack_row(t);
     }
     if (rc < 0)
         return rc;
     if (t->n_rows == 0)
         return persiste__error(PERSISTE_E_PARSE,
                                "%s: no data rows after the header", ps->path);
-    if (t->by_column && t->n_rows % 64 != 0)
-        flush_group(t);
+    if (t->families_in_rows)
+        persiste__repeats_end(&t->repeats, t->bits);
     rc = name_pointers(&t->col_name, t->names, t->col_at, t->n_cols,
                        ps->path);
     if (rc == PERSISTE_OK)
@@ -588,17 +577,12 @@ int persiste_data_read(persiste_data **out, const persiste_tree *tree,
         const int64_t nr = t.n_rows, nc = t.n_cols;
         const char *const *rn = (const char *const *)t.row_name;
         const char *const *cn = (const char *const *)t.col_name;
-        /* By column, the columns are the rows of bits: of taxa, or (a
-         * wrong guess) of families. */
+        /* the data made as the rows came, unless the guess was wrong */
         const int64_t nw = t.row_words;
-        const persiste__cells cells =
-            t.by_column
-                ? (persiste__cells){.bits = t.bits, .rows_are_taxa = !rows,
-                                    .row_stride = 1, .word_stride = 2 * nc,
-                                    .unknown_at = nc}
-                : (persiste__cells){.bits = t.bits, .rows_are_taxa = rows,
-                                    .row_stride = 2 * nw, .word_stride = 1,
-                                    .unknown_at = nw};
+        const persiste__cells cells = {
+            .bits = t.bits, .rows_are_taxa = rows, .row_stride = 2 * nw,
+            .word_stride = 1, .unknown_at = nw,
+            .repeats = t.families_in_rows && !rows ? &t.repeats : NULL};
         rc = rows ? persiste__data_build(out, tree, &cells, nc, nr, rn, cn,
                                          flags, path)
                   : persiste__data_build(out, tree, &cells, nr, nc, cn, rn,

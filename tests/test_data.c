@@ -1082,6 +1082,11 @@ static void same_bits(const persiste_data *a, const persiste_data *b)
     assert_int_equal(a->any_unknown, b->any_unknown);
     assert_memory_equal(a->pattern, b->pattern,
                         (size_t)a->n_families * sizeof *a->pattern);
+    size_t pwords = (size_t)(a->n_patterns + 63) / 64 * (size_t)a->n_tips;
+    assert_memory_equal(a->pattern_present, b->pattern_present,
+                        pwords * sizeof *a->pattern_present);
+    assert_memory_equal(a->pattern_unknown, b->pattern_unknown,
+                        pwords * sizeof *a->pattern_unknown);
 }
 
 /* The reader packs each row into bits as it parses it: kept as rows, or,
@@ -1089,21 +1094,23 @@ static void same_bits(const persiste_data *a, const persiste_data *b)
  * into columns. Both against persiste_data_from_matrix on the same cells
  * (the oracle), in both orientations, over several words and groups of 64
  * rows (the last partial or not), with unknown cells in every spelling,
- * extra and missing taxa, repeated families and families absent
+ * extra and missing taxa, repeated families (some differing only in
+ * dropped taxa, or only where one is unknown) and families absent
  * everywhere (dropped or not). */
 static void test_read_packed_like_matrix(void **state)
 {
     (void)state;
-    enum { TIPS = 70, MAX_TAXA = 70, MAX_FAMS = 200 };
+    enum { TIPS = 70, MAX_TAXA = 70, MAX_FAMS = 1100 };
     persiste_tree *tree = star_tree(TIPS);
     /* n_taxa, n_families, whether some taxa are not tips (1) or most
      * families are named like tips (2: with taxa in rows, the header looks
      * like taxa until the rows' names are counted) */
     static const int shapes[][3] = {{70, 130, 0}, {70, 130, 1}, {69, 128, 0},
                                     {64, 65, 1},  {3, 200, 0},  {70, 1, 0},
-                                    {65, 64, 1},  {70, 67, 2},  {66, 70, 2}};
+                                    {65, 64, 1},  {70, 67, 2},  {66, 70, 2},
+                                    {70, 1100, 1}, {67, 1030, 0}};
     static const char *const unknown[] = {"?", "NA", "", "-"};
-    static char taxon_buf[MAX_TAXA][12], family_buf[MAX_FAMS][12];
+    static char taxon_buf[MAX_TAXA][16], family_buf[MAX_FAMS][16];
     static uint8_t cells[MAX_FAMS * MAX_TAXA];
     static char text[MAX_FAMS * MAX_TAXA * 4 + 4096];
     const char *taxon[MAX_TAXA], *family[MAX_FAMS];
@@ -1130,11 +1137,20 @@ static void test_read_packed_like_matrix(void **state)
                 unsigned r = (x >> 16) % 8;
                 /* absent: only early, so that later words of kept
                  * families are runs that start within a word */
+                /* f % 9 == 7: a repeat of f - 1 but in the extra taxa
+                 * (dropped), so the same pattern; 8: the same but where
+                 * f - 1 is unknown, so another; none unknown in families
+                 * 64 .. 191 (whole groups of 64 without) */
+                const uint8_t prev = f ? cells[(f - 1) * nt + t] : 0;
+                const int extra = shapes[k][2] == 1 && t % 11 == 4;
                 cells[f * nt + t] = f % 9 == 2 && f < 40 ? 0
                                     : f % 9 == 5 ? cells[(f - 3) * nt + t]
-                                    : r < 1      ? 2
-                                    : r < 4      ? 1
-                                                 : 0;
+                                    : f % 9 == 7 ? (extra ? 1 - prev % 2
+                                                          : prev)
+                                    : f % 9 == 8 ? (prev == 2 ? 1 : prev)
+                                    : r < 1 && (f < 64 || f >= 192) ? 2
+                                    : r < 4 ? 1
+                                            : 0;
             }
         }
         for (int taxa_rows = 0; taxa_rows < 2; taxa_rows++) {
