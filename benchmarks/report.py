@@ -137,7 +137,7 @@ def targets(by_label, fma, reads):
     floor = OPS_PER_NODE * f * (g - 1) / fma if fma else None
     lg = p("lnL global")
     row("1,324 x 25,420 lnL global <= 2x floor", lg and floor and lg / floor,
-        lg and floor and f"{fmt(lg)} = {lg / floor:.1f}x floor {fmt(floor)}", lambda v: v <= 2)
+        lg and floor and f"{fmt(lg)} = {lg / floor:.2f}x floor {fmt(floor)}", lambda v: v <= 2)
     bg = get(M, "beagle", "lnL global", 2)
     row(">= 50x faster than BEAGLE 2T", lg and bg and bg / lg,
         lg and bg and f"{bg / lg:.1f}x (BEAGLE {fmt(bg)})", lambda v: v >= 50)
