@@ -110,8 +110,8 @@ static inline __attribute__((always_inline)) vd trow(struct trows t, int r,
 }
 
 /* The terms of binary node v's two children in the pattern's pass (whose
- * coef is 1 in the lanes used, bits of use): each
- * child's U is the node's outside times its sibling's factor, so both share
+ * coef is 1 in the lanes used, the bits of use): each child's U is the
+ * node's outside times its sibling's factor, so both share
  * U . f = outside . product, one division for the node. Vector by vector,
  * everything of one vector done before the next: few registers live, so
  * blocks of several vectors do not spill. Returns 0, having changed
@@ -120,8 +120,8 @@ static inline __attribute__((always_inline)) vd trow(struct trows t, int r,
  * renormalises as it goes). */
 static inline __attribute__((always_inline)) int reverse_binary_rows(
     const struct persiste__job *job, struct persiste__scratch *s, int64_t f0,
-    int32_t v, const struct trows t[2], uint64_t use, uint64_t wuse, const vb *wcoef,
-    vb *dg, vb *dl, double *branch)
+    int32_t v, const struct trows t[2], uint64_t use, uint64_t wuse,
+    const vb *wcoef, vb *dg, vb *dl, double *branch)
 {
     const persiste_tree *tr = job->tree;
     int32_t nt = tr->n_tips, k0 = tr->child_start[v];
@@ -143,16 +143,12 @@ static inline __attribute__((always_inline)) int reverse_binary_rows(
             vd p10 = trow(t[i], P10, j), p11 = trow(t[i], P11, j);
             if (c[i] < nt) { /* a select by the tip's bits */
                 struct tip_bits b = tip_bits(job, f0, c[i]);
-                uint64_t u = b.unknown & ~b.present;
-                f[i][0] = sel_bits(b.present, j, p01, p00);
-                f[i][1] = sel_bits(b.present, j, p11, p10);
+                tip_factor(b, j, p00, p01, p10, p11, &f[i][0], &f[i][1]);
                 /* 1 where present, -1 where absent, 0 where unknown */
                 dx[i] = sel_bits(b.present, j, splat(1.0), splat(-1.0));
-                if (u) {
-                    f[i][0] = sel_bits(u, j, p00 + p01, f[i][0]);
-                    f[i][1] = sel_bits(u, j, p10 + p11, f[i][1]);
-                    dx[i] = sel_bits(u, j, splat(0.0), dx[i]);
-                }
+                if (b.unknown)
+                    dx[i] = sel_bits(b.unknown & ~b.present, j, splat(0.0),
+                                     dx[i]);
             } else {
                 vd x0 = ld(x[i] + j * W), x1 = ld(x[i] + L + j * W);
                 f[i][0] = p00 * x0 + p01 * x1;
@@ -165,12 +161,12 @@ static inline __attribute__((always_inline)) int reverse_binary_rows(
         vd den = u[0][0] * f[0][0] + u[0][1] * f[0][1];
         bad |= (uint64_t)lt_bits(den, splat(DEN_LOW)) << (j * W);
         /* numerators first: only the last products wait for 1 / den */
-        vd inv = 1.0 / den, ng = {0}, nl = {0}, nt_[2];
+        vd inv = 1.0 / den, ng = {0}, nl = {0}, nb[2];
         for (int i = 0; i < 2; i++) {
             vd u0 = u[i][0], u1 = u[i][1];
             ng += dx[i] * (u0 * trow(t[i], D01G, j) - u1 * trow(t[i], D10G, j));
             nl += dx[i] * (u0 * trow(t[i], D01L, j) - u1 * trow(t[i], D10L, j));
-            nt_[i] = dx[i] * (u0 * trow(t[i], D01T, j) - u1 * trow(t[i], D10T, j));
+            nb[i] = dx[i] * (u0 * trow(t[i], D01T, j) - u1 * trow(t[i], D10T, j));
         }
         vd r = keep_where(use, j, inv); /* coef is 1 where used */
         vd wr = keep_where(wuse, j, wcoef->v[j] * inv);
@@ -178,7 +174,7 @@ static inline __attribute__((always_inline)) int reverse_binary_rows(
         l.v[j] += r * nl;
         for (int i = 0; i < 2; i++) {
             vd u0 = u[i][0], u1 = u[i][1];
-            bt[i] += wr * nt_[i];
+            bt[i] += wr * nb[i];
             if (c[i] < nt) /* no outside: nothing below */
                 continue;
             /* outside of c in its own states, U P_c, not renormalised:

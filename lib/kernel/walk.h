@@ -145,9 +145,25 @@ static inline void factor(const struct persiste__job *job, const double *in,
             keep_where(cb.keep1, j, ld(x + L)), f0v, f1v);
 }
 
-/* Child c's factor for every vector of the block, at position k: for a tip
- * a select of P's columns by its bits (1 where unknown), for an internal
- * node P x. The binary nodes' fast path: half of all children are tips. */
+/* A tip's factor P x for vector j, x = (1, 0) where observed absent,
+ * (0, 1) where present, (1, 1) where unknown: a select of P's columns (the
+ * sum rounds as P times ones does on the general path). */
+static inline void tip_factor(struct tip_bits b, int j, vd p00, vd p01,
+                              vd p10, vd p11, vd *y0, vd *y1)
+{
+    *y0 = sel_bits(b.present, j, p01, p00);
+    *y1 = sel_bits(b.present, j, p11, p10);
+    if (b.unknown) {
+        uint64_t u = b.unknown & ~b.present;
+        *y0 = sel_bits(u, j, p00 + p01, *y0);
+        *y1 = sel_bits(u, j, p10 + p11, *y1);
+    }
+}
+
+/* Child c's factor for every vector of the block: for a tip a select of
+ * P's columns by its bits (1 where unknown), for an internal node P x, x
+ * read from its slot or, when x0 is not NULL, given in registers (x0, x1).
+ * The binary nodes' fast path: half of all children are tips. */
 static inline void child_factors(const struct persiste__job *job,
                                  const struct persiste__scratch *s,
                                  int64_t f0, int32_t c, vd p[][V],
@@ -156,19 +172,8 @@ static inline void child_factors(const struct persiste__job *job,
 {
     if (c < job->tree->n_tips) {
         struct tip_bits b = tip_bits(job, f0, c);
-        FOR_V {
-            y0[j] = sel_bits(b.present, j, p[P01][j], p[P00][j]);
-            y1[j] = sel_bits(b.present, j, p[P11][j], p[P10][j]);
-        }
-        if (b.unknown) { /* x = (1, 1): as the general path sums */
-            uint64_t u = b.unknown & ~b.present;
-            FOR_V {
-                vd u0, u1;
-                apply_p(p, j, splat(1.0), splat(1.0), &u0, &u1);
-                y0[j] = sel_bits(u, j, u0, y0[j]);
-                y1[j] = sel_bits(u, j, u1, y1[j]);
-            }
-        }
+        FOR_V tip_factor(b, j, p[P00][j], p[P01][j], p[P10][j], p[P11][j],
+                         &y0[j], &y1[j]);
         return;
     }
     if (x0) { /* the node just computed: still in registers */
