@@ -216,18 +216,26 @@ int persiste__rows_prepare(struct persiste__rows **rp,
         return rc;
     if (r->cap_families < nf)
         r->cap_families = nf;
-    int64_t *tmp = r->tmp;
-    /* this call's partition into rate pairs (tmp), against the cached one */
-    if ((rc = table_reset(r, nf)))
-        return rc;
-    int64_t n_pairs = number_pairs(r, job->log_gain, job->log_loss, nf, tmp,
-                                   r->first);
+    int64_t *tmp = r->tmp, n_pairs = 1;
+    /* this call's partition into rate pairs (tmp), against the cached one;
+     * one pair for all is pair 0 for all (pairs are numbered in order of
+     * first appearance), known without hashing or comparing */
+    if (!job->one_pair) {
+        if ((rc = table_reset(r, nf)))
+            return rc;
+        n_pairs = number_pairs(r, job->log_gain, job->log_loss, nf, tmp,
+                               r->first);
+    }
     int same = r->data_serial == d->serial && r->n_families == nf &&
                r->n_pairs == n_pairs &&
-               !memcmp(r->pair_of, tmp, (size_t)nf * sizeof *tmp);
+               (job->one_pair ||
+                !memcmp(r->pair_of, tmp, (size_t)nf * sizeof *tmp));
     if (!same) {
         r->data_serial = 0; /* invalid until rebuilt */
-        memcpy(r->pair_of, tmp, (size_t)nf * sizeof *tmp);
+        if (job->one_pair)
+            memset(r->pair_of, 0, (size_t)nf * sizeof *r->pair_of);
+        else
+            memcpy(r->pair_of, tmp, (size_t)nf * sizeof *tmp);
         r->n_pairs = n_pairs;
         r->n_families = nf;
         if ((rc = group(r, d)) || (rc = row_bits(r, d)))
