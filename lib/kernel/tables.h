@@ -61,6 +61,50 @@ static void lanes_init(struct lanes *ln, const struct persiste__job *job,
     }
 }
 
+/* A lane-wise rate pair as the table entries use it (see table_rows). */
+struct rates_v {
+    vd q0, q1, g, u, q01, q1g, q1u, q0g, q0u;
+};
+
+/* Vector j of the block's lanes. */
+static inline struct rates_v rates_lanes(const struct lanes *ln, int j)
+{
+    return (struct rates_v){ln->q0.v[j],  ln->q1.v[j],  ln->gain.v[j],
+                            ln->loss.v[j], ln->q01.v[j], ln->q1g.v[j],
+                            ln->q1u.v[j], ln->q0g.v[j], ln->q0u.v[j]};
+}
+
+/* Lane 0's pair in every lane (a block of one pair). */
+static inline struct rates_v rates_uniform(const struct lanes *ln)
+{
+    return (struct rates_v){
+        splat(ln->q0.d[0]),  splat(ln->q1.d[0]),  splat(ln->gain.d[0]),
+        splat(ln->loss.d[0]), splat(ln->q01.d[0]), splat(ln->q1g.d[0]),
+        splat(ln->q1u.d[0]), splat(ln->q0g.d[0]), splat(ln->q0u.d[0])};
+}
+
+/* Rows 0..n-1 of a branch's table into r, lane-wise, from e = exp(-s t),
+ * em = 1 - e and (for n > PERSISTE_NP_LIK) t, tgm = t (e - phi) and
+ * free_len (0 where the length was clamped: no derivative in t). Every
+ * entry is a sum of non-negative terms. */
+static inline void table_rows(const struct rates_v *k, vd e, vd em, vd t,
+                              vd tgm, vd free_len, int n, vd r[PERSISTE_NP])
+{
+    r[P00] = k->q0 + k->q1 * e;
+    r[P01] = k->q1 * em;
+    r[P10] = k->q0 * em;
+    r[P11] = k->q1 + k->q0 * e;
+    if (n <= PERSISTE_NP_LIK)
+        return;
+    vd te = t * e, q01em = k->q01 * em;
+    r[D01G] = q01em + k->q1g * te; /* q1 (q0 em + g t e) */
+    r[D01L] = k->q1u * tgm;
+    r[D10G] = k->q0g * tgm;
+    r[D10L] = q01em + k->q0u * te; /* q0 (q1 em + u t e) */
+    r[D01T] = free_len * (k->g * e);
+    r[D10T] = free_len * (k->u * e);
+}
+
 /* e^-x - (1 - e^-x)/x, which cancels for small x: a series there,
  * sum_{k>=1} (-x)^k k/(k+1)! (to k = 9: exact to an ulp below 0.05). */
 #define EMP_SERIES_MAX 0.05
@@ -181,8 +225,9 @@ static void fill_p(const struct persiste__job *job, const struct lanes *ln,
 {
     const persiste_tree *tr = job->tree;
     double tmin = job->model->min_branch_length;
-    double g = ln->gain.d[0], u = ln->loss.d[0];
-    double q0 = ln->q0.d[0], q1 = ln->q1.d[0], inv_s = ln->inv_s.d[0];
+    struct rates_v k = rates_uniform(ln);
+    double inv_s = ln->inv_s.d[0];
+    int n = job->gradient ? NP : PERSISTE_NP_LIK;
     int32_t nb = tr->n_nodes - 1;
     for (int32_t c0 = 0; c0 < nb; c0 += W) {
         vd t, free_len; /* free_len: 1 where not clamped */
@@ -191,25 +236,14 @@ static void fill_p(const struct persiste__job *job, const struct lanes *ln,
             t[l] = tl < tmin ? tmin : tl;
             free_len[l] = tl < tmin ? 0.0 : 1.0;
         }
-        vd x = (g + u) * t, e, em, r[PERSISTE_NP];
+        vd x = (k.g + k.u) * t, e, em, r[PERSISTE_NP];
         exp_pair_tail(x, &e, &em, 1); /* derivatives need e = 0 exactly */
-        r[P00] = q0 + q1 * e;
-        r[P01] = q1 * em;
-        r[P10] = q0 * em;
-        r[P11] = q1 + q0 * e;
-        int n = job->gradient ? NP : PERSISTE_NP_LIK;
-        if (n > PERSISTE_NP_LIK) {
-            vd te = t * e, tgm = t_emp_v(x, t, splat(inv_s), e, em);
-            r[D01G] = q1 * (q0 * em + g * te);
-            r[D01L] = q1 * u * tgm;
-            r[D10G] = q0 * g * tgm;
-            r[D10L] = q0 * (q1 * em + u * te);
-            r[D01T] = free_len * (g * e);
-            r[D10T] = free_len * (u * e);
-        }
+        vd tgm = n > PERSISTE_NP_LIK ? t_emp_v(x, t, splat(inv_s), e, em)
+                                     : splat(0.0);
+        table_rows(&k, e, em, t, tgm, free_len, n, r);
         for (int l = 0; l < W && c0 + l < nb; l++)
-            for (int k = 0; k < n; k++)
-                s->p_uni[(size_t)(c0 + l) * NP + k] = r[k][l];
+            for (int row = 0; row < n; row++)
+                s->p_uni[(size_t)(c0 + l) * NP + row] = r[row][l];
     }
 }
 
@@ -251,13 +285,13 @@ static inline void prows_compute(const struct pview *pv, int32_t c,
     double t = pv->tree->length[c];
     t = t < pv->tmin ? pv->tmin : t;
     FOR_V {
-        vd q0 = pv->ln->q0.v[j], q1 = pv->ln->q1.v[j], e, em;
-        exp_pair_tail((pv->ln->gain.v[j] + pv->ln->loss.v[j]) * t, &e, &em,
-                      0);
-        p[P00][j] = q0 + q1 * e;
-        p[P01][j] = q1 * em;
-        p[P10][j] = q0 * em;
-        p[P11][j] = q1 + q0 * e;
+        struct rates_v k = rates_lanes(pv->ln, j);
+        vd e, em, r[PERSISTE_NP];
+        exp_pair_tail((k.g + k.u) * t, &e, &em, 0);
+        table_rows(&k, e, em, splat(t), splat(0.0), splat(0.0),
+                   PERSISTE_NP_LIK, r);
+        for (int row = 0; row < PERSISTE_NP_LIK; row++)
+            p[row][j] = r[row];
     }
 }
 #endif
@@ -269,27 +303,17 @@ static inline void prows_compute(const struct pview *pv, int32_t c,
 static inline void prows_lanes_j(const struct pview *pv, int32_t c, int n,
                                  int j, vd p[][V])
 {
-    const double *r = pv->lane + (size_t)c * PERSISTE_NP_LANE * L;
+    const double *rl = pv->lane + (size_t)c * PERSISTE_NP_LANE * L;
     double t = pv->tree->length[c];
     int clamped = t < pv->tmin;
     t = clamped ? pv->tmin : t;
-    const struct lanes *ln = pv->ln;
-    vd q0 = ln->q0.v[j], q1 = ln->q1.v[j];
-    vd e = ld(r + LE * L + j * W), em = ld(r + LEM * L + j * W);
-    p[P00][j] = q0 + q1 * e;
-    p[P01][j] = q1 * em;
-    p[P10][j] = q0 * em;
-    p[P11][j] = q1 + q0 * e;
-    if (n <= PERSISTE_NP_LIK)
-        return;
-    vd te = t * e, q01em = ln->q01.v[j] * em;
-    vd tgm = ld(r + LTGM * L + j * W);
-    p[D01G][j] = q01em + ln->q1g.v[j] * te; /* q1 (q0 em + g t e) */
-    p[D01L][j] = ln->q1u.v[j] * tgm;
-    p[D10G][j] = ln->q0g.v[j] * tgm;
-    p[D10L][j] = q01em + ln->q0u.v[j] * te; /* q0 (q1 em + u t e) */
-    p[D01T][j] = clamped ? splat(0.0) : ln->gain.v[j] * e;
-    p[D10T][j] = clamped ? splat(0.0) : ln->loss.v[j] * e;
+    struct rates_v k = rates_lanes(pv->ln, j);
+    vd r[PERSISTE_NP];
+    table_rows(&k, ld(rl + LE * L + j * W), ld(rl + LEM * L + j * W),
+               splat(t), ld(rl + LTGM * L + j * W),
+               splat(clamped ? 0.0 : 1.0), n, r);
+    for (int row = 0; row < n; row++)
+        p[row][j] = r[row];
 }
 
 /* The same for every vector. */

@@ -275,9 +275,8 @@ static void forward(const struct persiste__job *job, const struct lanes *ln,
             if (want_b) {
                 const double *x = s->b + (size_t)job->slot[c] * 2 * L;
                 FOR_V {
-                    vd x0 = ld(x + j * W), x1 = ld(x + L + j * W);
-                    vd y0 = p[P00][j] * x0 + p[P01][j] * x1;
-                    vd y1 = p[P10][j] * x0 + p[P11][j] * x1;
+                    vd y0, y1;
+                    apply_p(p, j, ld(x + j * W), ld(x + L + j * W), &y0, &y1);
                     b0[j] += y0 * (1.0 - b0[j]);
                     b1[j] += y1 * (1.0 - b1[j]);
                 }
