@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__SSE2__)
+#if defined(__SSE2__) && !defined(PERSISTE_PORTABLE)
 #include <emmintrin.h>
 #endif
 
@@ -229,7 +229,7 @@ typedef struct {
 static cell_bits classify64(const uint8_t *cells)
 {
     cell_bits b = {0, 0, 0};
-#if defined(__SSE2__)
+#if defined(__SSE2__) && !defined(PERSISTE_PORTABLE)
     const __m128i one = _mm_set1_epi8(1), two = _mm_set1_epi8(2);
     const __m128i zero = _mm_setzero_si128();
     for (int i = 0; i < 4; i++) {

@@ -31,7 +31,7 @@
  *    unless PERSISTE_DATA_TAXA_IN_ROWS / _IN_COLUMNS says. */
 #include <string.h>
 
-#if defined(__SSE2__)
+#if defined(__SSE2__) && !defined(PERSISTE_PORTABLE)
 #include <emmintrin.h>
 #endif
 
@@ -150,7 +150,7 @@ static void note_bad_cell(bad_cell *bad, const parser *ps, const field *f,
         bad->is_count &= f->s[i] >= '0' && f->s[i] <= '9';
 }
 
-#if defined(__SSE2__)
+#if defined(__SSE2__) && !defined(PERSISTE_PORTABLE)
 /* Sixteen cells "c?c?...c?" at q (32 bytes), each c a bare 0 or 1 and each
  * ? the delimiter, into out[0..15]; 0 if the bytes are anything else. */
 static int sixteen_cells(const char *q, char delim, uint8_t *out)
