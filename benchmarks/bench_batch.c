@@ -7,7 +7,9 @@
  *
  * task 0-3 runs one row of the table only (for profilers). The model
  * conditions on nothing, or as BENCH_CONDITION=present|variable says;
- * BENCH_STAT=min reports the fastest call instead of the median.
+ * BENCH_STAT=min reports the fastest call instead of the median;
+ * BENCH_KERNEL=avx512|avx2|generic runs that kernel (the library otherwise
+ * picks the fastest the CPU runs).
  * Prints a table of median times and the 2-thread speed-up. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
@@ -17,6 +19,9 @@
 #include <time.h>
 
 #include <persiste/persiste.h>
+
+/* Internal (lib/kernel.h): this program links the library's objects. */
+int persiste__kernel_select(const char *isa);
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
 static double uniform(void)
@@ -55,7 +60,12 @@ int main(int argc, char **argv)
     int only = argc > 4 ? atoi(argv[4]) : -1;
     double gain = 0.5, loss = 1.5;
     if (n_tips < 2 || n_fam < 1 || reps < 1) {
-        fprintf(stderr, "usage: bench_batch [N F [repeats]]\n");
+        fprintf(stderr, "usage: bench_batch [N F [repeats [task]]]\n");
+        return 2;
+    }
+    const char *isa = getenv("BENCH_KERNEL");
+    if (isa && persiste__kernel_select(isa)) {
+        fprintf(stderr, "bench: kernel %s not in this build or CPU\n", isa);
         return 2;
     }
 
@@ -135,9 +145,9 @@ int main(int argc, char **argv)
     /* BENCH_STAT=min: the fastest call, for A/B runs on a busy machine */
     const char *stat = getenv("BENCH_STAT");
     int use_min = stat && !strcmp(stat, "min");
-    printf("persiste %s: %d genomes x %lld families, %s of %d\n",
+    printf("persiste %s: %d genomes x %lld families, %s of %d, kernel %s\n",
            persiste_version_string(), n_tips, (long long)n_fam,
-           use_min ? "fastest" : "median", reps);
+           use_min ? "fastest" : "median", reps, isa ? isa : "the fastest");
     printf("%-34s %12s %12s %8s\n", "task", "1 thread ms", "2 threads ms",
            "speed-up");
     const char *task[4] = {"lnL, global rates", "lnL, per-family rates",

@@ -39,7 +39,19 @@
 #define EVAL_BLOCK CAT(CAT(persiste__eval_block_, KERNEL_ISA), CAT(_, KERNEL_KIND))
 
 #define L KERNEL_LANES
-#define W PERSISTE_VECTOR_LANES /* lanes per vector */
+/* Lanes per vector: the instruction set's register, so that GCC's vector
+ * extensions map every operation to one instruction (wider vectors than the
+ * registers spill and scalarise comparisons). */
+#if defined(__AVX512F__)
+#define W 8
+#elif defined(__AVX__)
+#define W 4
+#else
+#define W 2
+#endif
+#define LANE_BITS ((1u << W) - 1) /* a vector's bits, shifted down */
+#define BW PERSISTE_VECTOR_LANES /* lanes of a branch accumulator */
+_Static_assert(W <= BW && L % W == 0, "a block is whole vectors");
 #define V (L / W)         /* vectors per block */
 #define FOR_V for (int j = 0; j < V; j++)
 enum { P00 = PERSISTE_P00, P01, P10, P11, D01G, D01L, D10G, D10L, D01T, D10T };
@@ -155,11 +167,11 @@ static void gradient(const struct persiste__job *job,
         if (!cached) { /* lane 0 only, then packed to one per node */
             vb one = vb_splat(0.0), cg = vb_splat(0.0), cl = vb_splat(0.0);
             *lane(&one, 0) = 1.0;
-            memset(s->cond_branch, 0, n * W * sizeof(double));
+            memset(s->cond_branch, 0, n * BW * sizeof(double));
             conditioning_reverse(job, ln, pv, s, cd, &one, &one, &cg, &cl,
                                  s->cond_branch);
             for (size_t v = 0; v < n; v++)
-                s->cond_branch[v] = s->cond_branch[v * W];
+                s->cond_branch[v] = s->cond_branch[v * BW];
             s->cache_dcond_g = *lane(&cg, 0);
             s->cache_dcond_l = *lane(&cl, 0);
         }
@@ -172,7 +184,7 @@ static void gradient(const struct persiste__job *job,
         }
         if (branch && wsum != 0.0)
             for (size_t v = 0; v < n; v++)
-                branch[v * W] += wsum * s->cond_branch[v];
+                branch[v * BW] += wsum * s->cond_branch[v];
     } else if (mode != PERSISTE_CONDITION_NONE) {
         conditioning_reverse(job, ln, pv, s, cd, coef, &wk, &dg, &dl, branch);
     }
@@ -199,6 +211,8 @@ static void prefetch_bits(const struct persiste__job *job, int64_t f0)
             __builtin_prefetch(job->unknown + w * nt + t);
     }
 }
+
+const int CAT(EVAL_BLOCK, _lanes) = L;
 
 void EVAL_BLOCK(const struct persiste__job *job, struct persiste__scratch *s,
                 int64_t block, double *branch)

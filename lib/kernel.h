@@ -7,12 +7,14 @@
 
 #include "internal.h"
 
-/* Families per block: many (more independent work per visit of a node),
- * but few for gradients of lanes with rates of their own, whose tables of
- * every branch must stay in cache. */
-#define PERSISTE_LANES_LIK 32
+/* Families per block, in lib/kernel.c (W: the kernel's vector width):
+ * four vectors, as much independent work per visit of a node as the
+ * registers hold without spilling, but 8 lanes for gradients of lanes with
+ * rates of their own, whose tables of every branch must stay in cache.
+ * Each kernel records its own in persiste__eval_block_<isa>_<kind>_lanes. */
+#define PERSISTE_LANES_LIK (4 * W)
 #define PERSISTE_LANES_GRAD 8
-#define PERSISTE_LANES_GRADPAIR 32 /* gradients, one rate pair for all */
+#define PERSISTE_LANES_GRADPAIR (4 * W) /* gradients, one rate pair for all */
 
 /* The kernels: what a job asks for, see persiste__kernel. */
 enum persiste__kind {
@@ -20,8 +22,9 @@ enum persiste__kind {
     PERSISTE_KIND_GRAD,
     PERSISTE_KIND_GRADPAIR
 };
-/* Lanes of a vector: gradients add a node's branch terms lane-wise into
- * [n_nodes][PERSISTE_VECTOR_LANES] (the block's vectors summed in order). */
+/* Lanes of the widest vector (AVX-512): gradients add a node's branch terms
+ * lane-wise into [n_nodes][PERSISTE_VECTOR_LANES] (the block's vectors
+ * summed in order; narrower kernels leave the lanes they lack at 0). */
 #define PERSISTE_VECTOR_LANES 8
 
 /* Rows of a transition table entry: the matrix, then its derivatives with
@@ -122,7 +125,10 @@ typedef void (*persiste__block_fn)(const struct persiste__job *job,
                                            int64_t, double *);              \
     void persiste__eval_block_##isa##_gradpair(                             \
         const struct persiste__job *, struct persiste__scratch *, int64_t,  \
-        double *);
+        double *);                                                          \
+    extern const int persiste__eval_block_##isa##_lik_lanes,                \
+        persiste__eval_block_##isa##_grad_lanes,                            \
+        persiste__eval_block_##isa##_gradpair_lanes;
 PERSISTE_KERNEL_DECL(generic)
 PERSISTE_KERNEL_DECL(avx2)
 PERSISTE_KERNEL_DECL(avx512)

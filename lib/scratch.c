@@ -98,6 +98,7 @@ int persiste__scratch_reserve(struct persiste__scratch *s,
                      ? (grad ? 18 : 6) * lanes * n_bufs
                      : 0;
     size_t per_node_grad = grad ? n * lanes : 0;
+    size_t branch_lanes = grad ? n * PERSISTE_VECTOR_LANES : 0;
     int rc;
     size_t p_lane = job->one_pair || !grad ? 0 : n * PERSISTE_NP_LANE * lanes;
     if ((rc = ensure(&s->p_lane, &s->cap.p_lane, p_lane, d)) ||
@@ -107,8 +108,8 @@ int persiste__scratch_reserve(struct persiste__scratch *s,
         (rc = ensure(&s->acd, &s->cap.acd, acd, d)) ||
         (rc = ensure(&s->out, &s->cap.out, 2 * (per_node_grad + lanes), d)) ||
         (rc = ensure(&s->fx, &s->cap.fx, 5 * per_node_grad, d)) ||
-        (rc = ensure(&s->cond_branch, &s->cap.cond_branch, per_node_grad, d)) ||
-        (rc = ensure(&s->branch_lane, &s->cap.branch_lane, per_node_grad, d)))
+        (rc = ensure(&s->cond_branch, &s->cap.cond_branch, branch_lanes, d)) ||
+        (rc = ensure(&s->branch_lane, &s->cap.branch_lane, branch_lanes, d)))
         return rc;
     return PERSISTE_OK;
 }
@@ -187,10 +188,14 @@ static int cpu_avx512(void)
 /* The kernels of this build, fastest first. */
 #define KERNELS(isa)                                                       \
     {persiste__eval_block_##isa##_lik, persiste__eval_block_##isa##_grad,  \
-     persiste__eval_block_##isa##_gradpair}
+     persiste__eval_block_##isa##_gradpair},                               \
+    {&persiste__eval_block_##isa##_lik_lanes,                              \
+     &persiste__eval_block_##isa##_grad_lanes,                             \
+     &persiste__eval_block_##isa##_gradpair_lanes}
 static const struct {
     const char *name;
     persiste__block_fn fn[3]; /* by enum persiste__kind */
+    const int *lanes[3];      /* families per block, the same */
     int (*runs)(void);
 } kernels[] = {
 #if defined(PERSISTE_HAVE_AVX512)
@@ -217,14 +222,12 @@ int persiste__kernel_select(const char *isa)
 
 persiste__block_fn persiste__kernel(enum persiste__kind kind, int *lanes)
 {
-    static const int block_lanes[3] = {
-        PERSISTE_LANES_LIK, PERSISTE_LANES_GRAD, PERSISTE_LANES_GRADPAIR};
     size_t i = 0;
     if (kernel_override >= 0)
         i = (size_t)kernel_override;
     else
         while (!kernels[i].runs())
             i++;
-    *lanes = block_lanes[kind];
+    *lanes = *kernels[i].lanes[kind];
     return kernels[i].fn[kind];
 }

@@ -77,7 +77,7 @@ static void reverse_node(const struct persiste__job *job,
             dl->v[j] += cf * (u0 * p[D01L][j] - u1 * p[D10L][j]);
             if (branch) {
                 vd wf = sel(wuse[j], wcoef->v[j] * rd, splat(0.0));
-                double *bc = branch + (size_t)c * W;
+                double *bc = branch + (size_t)c * BW;
                 st(bc, ld(bc) + wf * (u0 * p[D01T][j] - u1 * p[D10T][j]));
             }
             r0[j] *= f0;
@@ -195,7 +195,7 @@ static inline __attribute__((always_inline)) int reverse_binary_rows(
     *dl = l;
     if (branch)
         for (int i = 0; i < 2; i++) {
-            double *bc = branch + (size_t)c[i] * W;
+            double *bc = branch + (size_t)c[i] * BW;
             st(bc, ld(bc) + bt[i]);
         }
     return 1;

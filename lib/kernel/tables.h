@@ -113,11 +113,14 @@ static const double emp_coef[10] = {0.0,         -1.0 / 2,   1.0 / 3,
                                     1.0 / 840,   -1.0 / 5760, 1.0 / 45360,
                                     -1.0 / 403200};
 
-/* t[idx] lane-wise, for idx in 0..7: one permute with AVX-512. */
+/* t[idx] lane-wise, for idx in 0..7: one permute with AVX-512, a gather
+ * with AVX2. */
 static inline vd lookup8(const double t[8], vi idx)
 {
 #if defined(__AVX512F__)
     return (vd)_mm512_permutexvar_pd((__m512i)idx, _mm512_loadu_pd(t));
+#elif defined(__AVX2__)
+    return (vd)_mm256_i64gather_pd(t, (__m256i)idx, 8);
 #else
     vd r;
     for (int l = 0; l < W; l++)
@@ -166,7 +169,7 @@ static inline void exp_pair_tail(vd x, vd *e, vd *em, int exact_tail)
     p *= r; /* expm1(r) */
     vi idx = n & 7;
     vd th = lookup8(t_hi, idx), tl = lookup8(t_lo, idx);
-    vd scale = (vd)((1023 - (n >> 3)) << 52); /* 2^-k */
+    vd scale = (vd)((1023 - (vi)((vu)n >> 3)) << 52); /* 2^-k, n >= 0 */
     vd tail = tl + th * p;
     *e = scale * (th + tail);
     *em = (1.0 - scale * th) - scale * tail;

@@ -6,6 +6,10 @@
 #ifndef PERSISTE_KERNEL_VEC_H
 #define PERSISTE_KERNEL_VEC_H
 
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
+
 typedef double vd __attribute__((vector_size(W * sizeof(double))));
 typedef int64_t vi __attribute__((vector_size(W * sizeof(int64_t))));
 typedef uint64_t vu __attribute__((vector_size(W * sizeof(uint64_t))));
@@ -22,7 +26,16 @@ static inline vd ld(const double *p)
     return v;
 }
 static inline void st(double *p, vd v) { memcpy(p, &v, sizeof v); }
-static inline vd splat(double x) { return (vd){x, x, x, x, x, x, x, x}; }
+static inline vd splat(double x) /* not 0 + x: that is an addition */
+{
+#if W == 8
+    return (vd){x, x, x, x, x, x, x, x};
+#elif W == 4
+    return (vd){x, x, x, x};
+#else
+    return (vd){x, x};
+#endif
+}
 static inline vd sel(vi m, vd a, vd b) /* m ? a : b, lane-wise */
 {
     return (vd)((m & (vi)a) | (~m & (vi)b));
@@ -65,19 +78,39 @@ static inline __attribute__((unused)) int all_zero(vi m)
     return _mm512_test_epi64_mask((__m512i)m, (__m512i)m) == 0;
 }
 #else
-/* Lane masks (all bits set where true) from integer arithmetic: GCC turns
- * vector comparisons wider than the instruction set into scalar code, but
- * splits shifts and logic cleanly. Non-negative doubles order like their
- * bit patterns. */
-static inline vi sign_mask(vi x) { return -(vi)((vu)x >> 63); }
-static inline vi lt_nonneg(vd a, vd b) { return sign_mask((vi)a - (vi)b); }
-static inline __attribute__((unused)) vi nonzero(vd a) { return sign_mask(-((vi)a & INT64_MAX)); }
+/* Vectors of the register's width: comparisons are single instructions
+ * (all bits set where true), and so are the reductions below on x86. */
+static inline vi lt_nonneg(vd a, vd b) { return a < b; }
+static inline __attribute__((unused)) vi nonzero(vd a) { return a != 0.0; }
 /* Lane l is set where bit l of `bits` is. */
 static inline vi lane_mask(unsigned bits)
 {
-    vu v = (vu){0} + (uint64_t)bits;
-    return -(vi)((v >> (vu){0, 1, 2, 3, 4, 5, 6, 7}) & 1);
+#if W == 2 /* SSE2 has no 64-bit comparison: a table */
+    static const vi masks[4] = {{0, 0}, {-1, 0}, {0, -1}, {-1, -1}};
+    return masks[bits & 3];
+#else
+    vi bit;
+    for (int l = 0; l < W; l++)
+        bit[l] = (int64_t)1 << l;
+    return (((vi){0} + (int64_t)bits) & bit) != 0;
+#endif
 }
+/* Lanes where a < b, as bits. */
+static inline unsigned lt_bits(vd a, vd b)
+{
+#if defined(__AVX__) && W == 4
+    return (unsigned)_mm256_movemask_pd((__m256d)(a < b));
+#elif defined(__SSE2__) && W == 2
+    return (unsigned)_mm_movemask_pd((__m128d)(a < b));
+#else
+    vi m = a < b;
+    unsigned r = 0;
+    for (int l = 0; l < W; l++)
+        r |= (unsigned)(m[l] & 1) << l;
+    return r;
+#endif
+}
+static inline int any_lt(vd a, vd b) { return lt_bits(a, b) != 0; }
 static inline __attribute__((unused)) int all_zero(vi m)
 {
     int64_t r = m[0];
@@ -85,23 +118,16 @@ static inline __attribute__((unused)) int all_zero(vi m)
         r |= m[l];
     return r == 0;
 }
-static inline int any_lt(vd a, vd b)
-{
-    return !all_zero(lt_nonneg(a, b));
-}
-static inline unsigned lt_bits(vd a, vd b)
-{
-    unsigned r = 0;
-    for (int l = 0; l < W; l++)
-        r |= (unsigned)(a[l] < b[l]) << l;
-    return r;
-}
 #endif
 
 static inline vd vmin_nonneg(vd a, vd b)
 {
 #if defined(__AVX512F__)
     return (vd)_mm512_min_pd((__m512d)a, (__m512d)b);
+#elif defined(__AVX__) && W == 4
+    return (vd)_mm256_min_pd((__m256d)a, (__m256d)b);
+#elif defined(__SSE2__) && W == 2
+    return (vd)_mm_min_pd((__m128d)a, (__m128d)b);
 #else
     return sel(lt_nonneg(a, b), a, b);
 #endif

@@ -25,8 +25,8 @@ static inline struct tip_bits tip_bits(const struct persiste__job *job,
  * observed present and `absent` where observed absent. */
 static inline vd tip_select(struct tip_bits b, int j, vd absent, vd present)
 {
-    unsigned p = (unsigned)(b.present >> (j * W)) & 0xFF;
-    unsigned u = (unsigned)(b.unknown >> (j * W)) & 0xFF;
+    unsigned p = (unsigned)(b.present >> (j * W)) & LANE_BITS;
+    unsigned u = (unsigned)(b.unknown >> (j * W)) & LANE_BITS;
 #if defined(__AVX512F__)
     vd r = (vd)_mm512_mask_blend_pd((__mmask8)p, (__m512d)absent,
                                     (__m512d)present);
@@ -110,7 +110,7 @@ static inline vd sel_bits(uint64_t bits, int j, vd a, vd b)
     return (vd)_mm512_mask_blend_pd((__mmask8)(bits >> (j * W)),
                                     (__m512d)b, (__m512d)a);
 #else
-    return sel(lane_mask((unsigned)(bits >> (j * W)) & 0xFF), a, b);
+    return sel(lane_mask((unsigned)(bits >> (j * W)) & LANE_BITS), a, b);
 #endif
 }
 
@@ -120,7 +120,7 @@ static inline vd keep_where(uint64_t bits, int j, vd x)
 #if defined(__AVX512F__)
     return (vd)_mm512_maskz_mov_pd((__mmask8)(bits >> (j * W)), (__m512d)x);
 #else
-    return (vd)((vi)x & lane_mask((unsigned)(bits >> (j * W)) & 0xFF));
+    return (vd)((vi)x & lane_mask((unsigned)(bits >> (j * W)) & LANE_BITS));
 #endif
 }
 
