@@ -42,9 +42,10 @@ struct persiste__scratch {
         size_t p_lane, p_uni, in, b, acd, out, fx, cond_branch, branch_lane,
             slot, oslot, branch_sums;
     } cap; /* elements allocated */
-    double *p_lane;  /* [n_nodes][PERSISTE_NP_LANE][L] gradients: what the
+    double *p_lane;  /* [edge][PERSISTE_NP_LANE][L] gradients: what the
                       * transitions of a rate pair a lane are built from */
-    double *p_uni;   /* [n_nodes][rows] transitions of a block-wide pair */
+    double *p_uni;   /* [edge][rows] transitions of a block-wide pair (edge
+                      * k: the branch above tree->children[k]) */
     double *in;      /* [slot][2][L] inside partials of the pattern */
     double *b;       /* [slot][2][L] P(some tip below present | state) */
     double *acd;     /* [slot][1 or 3][6][L] P(all absent a0 a1, all present

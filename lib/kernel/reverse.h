@@ -34,7 +34,7 @@ static void reverse_node(const struct persiste__job *job,
     for (int32_t k = k0; k < k1; k++) {
         int32_t c = tr->children[k];
         vd p[4][V];
-        prows(pv, c, 4, p);
+        prows(pv, k, 4, p);
         double *fk = s->fx + (size_t)k * 5 * L; /* kept for the suffix */
         FOR_V {
             st(fk + 3 * L + j * W, r0[j]);
@@ -58,7 +58,7 @@ static void reverse_node(const struct persiste__job *job,
         int32_t c = tr->children[k];
         double *oc = s->out + (size_t)job->oslot[c] * 2 * L;
         vd p[PERSISTE_NP][V];
-        prows(pv, c, NP, p);
+        prows(pv, k, NP, p);
         const double *fk = s->fx + (size_t)k * 5 * L;
         FOR_V {
             vd p00 = p[P00][j], p01 = p[P01][j];
@@ -209,15 +209,15 @@ static inline __attribute__((always_inline)) int reverse_binary(
     const persiste_tree *tr = job->tree;
     int32_t k0 = tr->child_start[v];
     if (pv->uni) { /* constant folded: one copy per table kind */
-        struct trows t[2] = {{pv->uni + (size_t)tr->children[k0] * NP, NULL},
-                             {pv->uni + (size_t)tr->children[k0 + 1] * NP, NULL}};
+        struct trows t[2] = {{pv->uni + (size_t)k0 * NP, NULL},
+                             {pv->uni + (size_t)(k0 + 1) * NP, NULL}};
         return reverse_binary_rows(job, s, f0, v, t, use, wuse, wcoef, dg,
                                    dl, branch);
     }
     vd p[2][PERSISTE_NP][V]; /* lane tables: few vectors per block */
     struct trows t[2] = {{NULL, p[0]}, {NULL, p[1]}};
     for (int i = 0; i < 2; i++)
-        prows(pv, tr->children[k0 + i], NP, p[i]);
+        prows(pv, k0 + i, NP, p[i]);
     return reverse_binary_rows(job, s, f0, v, t, use, wuse, wcoef, dg, dl,
                                branch);
 }

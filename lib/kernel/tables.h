@@ -231,11 +231,11 @@ static void fill_p(const struct persiste__job *job, const struct lanes *ln,
     struct rates_v k = rates_uniform(ln);
     double inv_s = ln->inv_s.d[0];
     int n = job->gradient ? NP : PERSISTE_NP_LIK;
-    int32_t nb = tr->n_nodes - 1;
-    for (int32_t c0 = 0; c0 < nb; c0 += W) {
+    int32_t nb = tr->n_nodes - 1; /* edges */
+    for (int32_t k0 = 0; k0 < nb; k0 += W) {
         vd t, free_len; /* free_len: 1 where not clamped */
         for (int l = 0; l < W; l++) {
-            double tl = tr->length[c0 + l < nb ? c0 + l : nb - 1];
+            double tl = tr->length[tr->children[k0 + l < nb ? k0 + l : nb - 1]];
             t[l] = tl < tmin ? tmin : tl;
             free_len[l] = tl < tmin ? 0.0 : 1.0;
         }
@@ -244,9 +244,9 @@ static void fill_p(const struct persiste__job *job, const struct lanes *ln,
         vd tgm = n > PERSISTE_NP_LIK ? t_emp_v(x, t, splat(inv_s), e, em)
                                      : splat(0.0);
         table_rows(&k, e, em, t, tgm, free_len, n, r);
-        for (int l = 0; l < W && c0 + l < nb; l++)
+        for (int l = 0; l < W && k0 + l < nb; l++)
             for (int row = 0; row < n; row++)
-                s->p_uni[(size_t)(c0 + l) * NP + row] = r[row][l];
+                s->p_uni[(size_t)(k0 + l) * NP + row] = r[row][l];
     }
 }
 
@@ -260,15 +260,18 @@ static void fill_lanes(const struct persiste__job *job,
 {
     const persiste_tree *tr = job->tree;
     double tmin = job->model->min_branch_length;
-    for (int32_t c = 0; c + 1 < tr->n_nodes; c++) {
-        double t = tr->length[c];
+    for (int32_t k = 0; k + 1 < tr->n_nodes; k++) {
+        double t = tr->length[tr->children[k]];
         transition_lanes(ln, t < tmin ? tmin : t,
-                         s->p_lane + (size_t)c * PERSISTE_NP_LANE * L);
+                         s->p_lane + (size_t)k * PERSISTE_NP_LANE * L);
     }
 }
 #endif
 
-/* Where the kernel finds a branch's table: scalars broadcast to every lane,
+/* Tables are by edge k, the branch above tree->children[k]: in the walks'
+ * order, so the forward pass reads them front to back and the reverse back
+ * to front, wherever the tips are numbered.
+ * Where the kernel finds a branch's table: scalars broadcast to every lane,
  * or, for lanes of their own rates, built when needed from the lanes' rates
  * (likelihood kernels) or from the three rows fill_lanes kept (gradient
  * kernels): whole tables of every branch would not stay in cache. */
@@ -281,17 +284,17 @@ struct pview {
 };
 
 #if !KERNEL_GRADIENT
-/* Rows P00..P11 of branch c, one pair a lane. */
-static inline void prows_compute(const struct pview *pv, int32_t c,
+/* Rows P00..P11 of edge k, one pair a lane. */
+static inline void prows_compute(const struct pview *pv, int32_t k,
                                  vd p[][V])
 {
-    double t = pv->tree->length[c];
+    double t = pv->tree->length[pv->tree->children[k]];
     t = t < pv->tmin ? pv->tmin : t;
     FOR_V {
-        struct rates_v k = rates_lanes(pv->ln, j);
+        struct rates_v q = rates_lanes(pv->ln, j);
         vd e, em, r[PERSISTE_NP];
-        exp_pair_tail((k.g + k.u) * t, &e, &em, 0);
-        table_rows(&k, e, em, splat(t), splat(0.0), splat(0.0),
+        exp_pair_tail((q.g + q.u) * t, &e, &em, 0);
+        table_rows(&q, e, em, splat(t), splat(0.0), splat(0.0),
                    PERSISTE_NP_LIK, r);
         for (int row = 0; row < PERSISTE_NP_LIK; row++)
             p[row][j] = r[row];
@@ -300,19 +303,19 @@ static inline void prows_compute(const struct pview *pv, int32_t c,
 #endif
 
 #if KERNEL_GRADIENT
-/* Rows 0..n-1 of branch c's table for vector j, one pair a lane, from
+/* Rows 0..n-1 of edge k's table for vector j, one pair a lane, from
  * what transition_lanes kept (the branch length is clamped: its D..T rows
  * are then 0). */
-static inline void prows_lanes_j(const struct pview *pv, int32_t c, int n,
+static inline void prows_lanes_j(const struct pview *pv, int32_t k, int n,
                                  int j, vd p[][V])
 {
-    const double *rl = pv->lane + (size_t)c * PERSISTE_NP_LANE * L;
-    double t = pv->tree->length[c];
+    const double *rl = pv->lane + (size_t)k * PERSISTE_NP_LANE * L;
+    double t = pv->tree->length[pv->tree->children[k]];
     int clamped = t < pv->tmin;
     t = clamped ? pv->tmin : t;
-    struct rates_v k = rates_lanes(pv->ln, j);
+    struct rates_v q = rates_lanes(pv->ln, j);
     vd r[PERSISTE_NP];
-    table_rows(&k, ld(rl + LE * L + j * W), ld(rl + LEM * L + j * W),
+    table_rows(&q, ld(rl + LE * L + j * W), ld(rl + LEM * L + j * W),
                splat(t), ld(rl + LTGM * L + j * W),
                splat(clamped ? 0.0 : 1.0), n, r);
     for (int row = 0; row < n; row++)
@@ -320,34 +323,34 @@ static inline void prows_lanes_j(const struct pview *pv, int32_t c, int n,
 }
 
 /* The same for every vector. */
-static inline void prows_lanes(const struct pview *pv, int32_t c, int n,
+static inline void prows_lanes(const struct pview *pv, int32_t k, int n,
                                vd p[][V])
 {
-    FOR_V prows_lanes_j(pv, c, n, j, p);
+    FOR_V prows_lanes_j(pv, k, n, j, p);
 }
 #endif
 
-/* Rows 0..n-1 of branch c's table for every vector of the block (one
+/* Rows 0..n-1 of edge k's table for every vector of the block (one
  * broadcast each when the block shares a pair). */
-static inline void prows(const struct pview *pv, int32_t c, int n, vd p[][V])
+static inline void prows(const struct pview *pv, int32_t k, int n, vd p[][V])
 {
 #if KERNEL_GRADIENT
     if (!pv->uni) {
-        prows_lanes(pv, c, n, p);
+        prows_lanes(pv, k, n, p);
         return;
     }
 #else /* n is 4 */
     if (!pv->uni && !pv->lane) {
-        prows_compute(pv, c, p);
+        prows_compute(pv, k, p);
         return;
     }
 #endif
     for (int r = 0; r < n; r++) {
         if (pv->uni) {
-            vd b = splat(pv->uni[(size_t)c * NP + r]);
+            vd b = splat(pv->uni[(size_t)k * NP + r]);
             FOR_V p[r][j] = b;
         } else {
-            FOR_V p[r][j] = ld(pv->lane + ((size_t)c * NP + r) * L + j * W);
+            FOR_V p[r][j] = ld(pv->lane + ((size_t)k * NP + r) * L + j * W);
         }
     }
 }

@@ -199,7 +199,7 @@ static __attribute__((noinline)) void node_rescaled(
     for (int32_t k = tr->child_start[v]; k < tr->child_start[v + 1]; k++) {
         int32_t c = tr->children[k];
         vd p[4][V];
-        prows(pv, c, 4, p);
+        prows(pv, k, 4, p);
         struct child_bits cb = child_bits(job, f0, c);
         FOR_V {
             vd f0v, f1v;
@@ -247,10 +247,10 @@ static void forward(const struct persiste__job *job, const struct lanes *ln,
         if (k1 - k0 == 2 && !want_b) {
             vd p[4][V], g0[V], g1[V];
             int32_t ca = tr->children[k0], cb = tr->children[k0 + 1];
-            prows(pv, ca, 4, p);
+            prows(pv, k0, 4, p);
             child_factors(job, s, f0, ca, p, ca == last ? last0 : NULL,
                           last1, a0, a1);
-            prows(pv, cb, 4, p);
+            prows(pv, k0 + 1, 4, p);
             child_factors(job, s, f0, cb, p, cb == last ? last0 : NULL,
                           last1, g0, g1);
             FOR_V {
@@ -264,7 +264,7 @@ static void forward(const struct persiste__job *job, const struct lanes *ln,
         for (int32_t k = k0; k < k1; k++) {
             int32_t c = tr->children[k];
             vd p[4][V];
-            prows(pv, c, 4, p);
+            prows(pv, k, 4, p);
             struct child_bits cb = child_bits(job, f0, c);
             FOR_V {
                 vd f0v, f1v;
@@ -355,7 +355,7 @@ static vb forward_variable(const struct persiste__job *job,
         for (int32_t k = k0; k < tr->child_start[v + 1]; k++) {
             int32_t c = tr->children[k];
             vd p[PERSISTE_NP][V];
-            prows(pv, c, NP, p);
+            prows(pv, k, NP, p);
             FOR_V {
                 vd x[NT][NV] = {{splat(1.0), {0}, {0}, splat(1.0), {0}, {0}}};
                 if (c >= nt) /* else a tip: constants, no derivatives */
