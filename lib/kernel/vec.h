@@ -88,6 +88,14 @@ static inline vi lane_mask(unsigned bits)
 #if W == 2 /* SSE2 has no 64-bit comparison: a table */
     static const vi masks[4] = {{0, 0}, {-1, 0}, {0, -1}, {-1, -1}};
     return masks[bits & 3];
+#elif W == 4 /* one load, not a broadcast, a test and a comparison */
+#define M(b) {-(int64_t)((b) & 1), -(int64_t)((b) >> 1 & 1), \
+              -(int64_t)((b) >> 2 & 1), -(int64_t)((b) >> 3 & 1)}
+    static const vi masks[16] = {M(0),  M(1),  M(2),  M(3), M(4),  M(5),
+                                 M(6),  M(7),  M(8),  M(9), M(10), M(11),
+                                 M(12), M(13), M(14), M(15)};
+#undef M
+    return masks[bits & 15];
 #else
     vi bit;
     for (int l = 0; l < W; l++)
