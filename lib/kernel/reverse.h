@@ -7,13 +7,15 @@
 #define PERSISTE_KERNEL_REVERSE_H
 
 #if KERNEL_GRADIENT /* the likelihood kernels have no reverse pass */
-/* The terms of node v's children, any number of them: prefix and suffix
- * products of the siblings' factors give each child's U. */
+/* The terms of node v's children, any number of them, for the vectors
+ * whose bit is set in vecs: prefix and suffix products of the siblings'
+ * factors give each child's U. */
 static void reverse_node(const struct persiste__job *job,
                          const struct pview *pv, const struct source *src,
                          struct persiste__scratch *s, int32_t v,
-                         const vi *use, const vb *coef, const vi *wuse,
-                         const vb *wcoef, vb *dg, vb *dl, double *branch)
+                         unsigned vecs, const vi *use, const vb *coef,
+                         const vi *wuse, const vb *wcoef, vb *dg, vb *dl,
+                         double *branch)
 {
     const persiste_tree *tr = job->tree;
     int scaled = src->kind == PASS_PATTERN;
@@ -37,6 +39,8 @@ static void reverse_node(const struct persiste__job *job,
         prows(pv, k, 4, p);
         double *fk = s->fx + (size_t)k * 5 * L; /* kept for the suffix */
         FOR_V {
+            if (V > 1 && !(vecs >> j & 1))
+                continue;
             st(fk + 3 * L + j * W, r0[j]);
             st(fk + 4 * L + j * W, r1[j]);
             vd x0, x1, dx;
@@ -61,6 +65,8 @@ static void reverse_node(const struct persiste__job *job,
         prows(pv, k, NP, p);
         const double *fk = s->fx + (size_t)k * 5 * L;
         FOR_V {
+            if (V > 1 && !(vecs >> j & 1))
+                continue;
             vd p00 = p[P00][j], p01 = p[P01][j];
             vd p10 = p[P10][j], p11 = p[P11][j];
             vd u0 = ld(fk + 3 * L + j * W) * r0[j];
@@ -114,11 +120,12 @@ static inline __attribute__((always_inline)) vd trow(struct trows t, int r,
  * node's outside times its sibling's factor, so both share
  * U . f = outside . product, one division for the node. Vector by vector,
  * everything of one vector done before the next: few registers live, so
- * blocks of several vectors do not spill. Returns 0, having changed
- * nothing but the children's outsides (which reverse_node rewrites), where
- * that denominator is too small to divide by safely (reverse_node then
- * renormalises as it goes). */
-static inline __attribute__((always_inline)) int reverse_binary_rows(
+ * blocks of several vectors do not spill. The terms go straight into dg,
+ * dl and branch (a copy to restore would cost 13% of the gradient): a
+ * vector whose denominator is too small to divide by safely in some lane
+ * is left out whole, and its bit in the result says that reverse_node must
+ * do it (it renormalises as it goes). */
+static inline __attribute__((always_inline)) unsigned reverse_binary_rows(
     const struct persiste__job *job, struct persiste__scratch *s, int64_t f0,
     int32_t v, const struct trows t[2], uint64_t use, uint64_t wuse,
     const vb *wcoef, vb *dg, vb *dl, double *branch)
@@ -133,9 +140,8 @@ static inline __attribute__((always_inline)) int reverse_binary_rows(
         x[i] = s->in + (size_t)job->slot[c[i]] * 2 * L;
         oc[i] = s->out + (size_t)job->oslot[c[i]] * 2 * L;
     }
-    vb g = *dg, l = *dl; /* kept in case the node is bad */
-    vd bt[2] = {{0}};    /* the children's branch terms, vectors added */
-    uint64_t bad = 0;
+    vd bt[2] = {{0}}; /* the children's branch terms, vectors added */
+    unsigned redo = 0;
     FOR_V {
         vd f[2][2], dx[2];
         for (int i = 0; i < 2; i++) {
@@ -159,7 +165,14 @@ static inline __attribute__((always_inline)) int reverse_binary_rows(
         vd o0 = ld(ov + j * W), o1 = ld(ov + L + j * W);
         vd u[2][2] = {{o0 * f[1][0], o1 * f[1][1]}, {o0 * f[0][0], o1 * f[0][1]}};
         vd den = u[0][0] * f[0][0] + u[0][1] * f[0][1];
-        bad |= (uint64_t)lt_bits(den, splat(DEN_LOW)) << (j * W);
+        /* a vector with a lane too small to divide by adds nothing (of
+         * several vectors, skipped: that is faster; of one, masked) */
+        int bad = (lt_bits(den, splat(DEN_LOW)) &
+                   (unsigned)(use >> (j * W)) & LANE_BITS) != 0;
+        redo |= (unsigned)bad << j;
+        if (V > 1 && bad)
+            continue;
+        uint64_t keep = bad ? 0 : use, wkeep = bad ? 0 : wuse;
         /* numerators first: only the last products wait for 1 / den */
         vd inv = 1.0 / den, ng = {0}, nl = {0}, nb[2];
         for (int i = 0; i < 2; i++) {
@@ -168,10 +181,10 @@ static inline __attribute__((always_inline)) int reverse_binary_rows(
             nl += dx[i] * (u0 * trow(t[i], D01L, j) - u1 * trow(t[i], D10L, j));
             nb[i] = dx[i] * (u0 * trow(t[i], D01T, j) - u1 * trow(t[i], D10T, j));
         }
-        vd r = keep_where(use, j, inv); /* coef is 1 where used */
-        vd wr = keep_where(wuse, j, wcoef->v[j] * inv);
-        g.v[j] += r * ng;
-        l.v[j] += r * nl;
+        vd r = keep_where(keep, j, inv); /* coef is 1 where used */
+        vd wr = keep_where(wkeep, j, wcoef->v[j] * inv);
+        dg->v[j] += r * ng;
+        dl->v[j] += r * nl;
         for (int i = 0; i < 2; i++) {
             vd u0 = u[i][0], u1 = u[i][1];
             bt[i] += wr * nb[i];
@@ -189,19 +202,15 @@ static inline __attribute__((always_inline)) int reverse_binary_rows(
                u0 * trow(t[i], P01, j) + u1 * trow(t[i], P11, j));
         }
     }
-    if (bad & use)
-        return 0;
-    *dg = g;
-    *dl = l;
     if (branch)
         for (int i = 0; i < 2; i++) {
             double *bc = branch + (size_t)c[i] * BW;
             st(bc, ld(bc) + bt[i]);
         }
-    return 1;
+    return redo;
 }
 
-static inline __attribute__((always_inline)) int reverse_binary(
+static inline __attribute__((always_inline)) unsigned reverse_binary(
     const struct persiste__job *job, const struct pview *pv,
     struct persiste__scratch *s, int64_t f0, int32_t v, uint64_t use,
     uint64_t wuse, const vb *wcoef, vb *dg, vb *dl, double *branch)
@@ -264,13 +273,14 @@ static void reverse(const struct persiste__job *job, const struct lanes *ln,
     vb g = vb_splat(0.0), l = vb_splat(0.0);
     for (int32_t v = root; v >= tr->n_tips; v--) {
         int binary = tr->child_start[v + 1] - tr->child_start[v] == 2;
+        unsigned vecs = ~0u; /* what reverse_node does: all, or the rest */
         if (scaled && binary &&
-            reverse_binary(job, pv, s, src->f0, v, use_bits, wuse_bits, wcoef, &g,
-                           &l, branch))
+            !(vecs = reverse_binary(job, pv, s, src->f0, v, use_bits,
+                                    wuse_bits, wcoef, &g, &l, branch)))
             continue;
         vb ng = vb_splat(0.0), nl = vb_splat(0.0);
-        reverse_node(job, pv, src, s, v, use, coef, wuse, wcoef, &ng, &nl,
-                     branch);
+        reverse_node(job, pv, src, s, v, vecs, use, coef, wuse, wcoef, &ng,
+                     &nl, branch);
         FOR_V {
             g.v[j] += ng.v[j];
             l.v[j] += nl.v[j];
