@@ -268,8 +268,8 @@ static void reverse(const struct persiste__job *job, const struct lanes *ln,
         st(o + j * W, pi0);
         st(o + L + j * W, pi1);
     }
-    /* sums in registers: through memory, each node's addition would wait
-     * for the previous node's store */
+    /* the pass's own sums, added to dg and dl once at the end (a block of
+     * one vector keeps them in registers) */
     vb g = vb_splat(0.0), l = vb_splat(0.0);
     for (int32_t v = root; v >= tr->n_tips; v--) {
         int binary = tr->child_start[v + 1] - tr->child_start[v] == 2;
