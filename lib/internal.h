@@ -28,6 +28,10 @@ int persiste__error(int code, const char *fmt, ...)
 /* size_t a * b, or PERSISTE_E_OVERFLOW (message recorded) on overflow. */
 int persiste__mul_size(size_t a, size_t b, size_t *out);
 
+/* Resize the array *pp to n elements of elem bytes (kept as it was on
+ * failure); returns a status (lib/scratch.c). */
+int persiste__grow(void *pp, size_t n, size_t elem);
+
 /* ---- Tree -------------------------------------------------------------- */
 struct persiste_tree {
     int32_t n_nodes;

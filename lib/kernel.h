@@ -94,9 +94,6 @@ struct persiste__job {
     const int32_t *oslot;
 };
 
-/* Resize the array *pp to n elements of elem bytes; returns a status. */
-int persiste__grow(void *pp, size_t n, size_t elem);
-
 /* A worker's buffers: create them (empty), the slot array of worker 0, and
  * room for a job with n_bufs partial buffers (see assign_slots). */
 int persiste__scratch_create(struct persiste__scratch **s);

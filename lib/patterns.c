@@ -129,19 +129,6 @@ int persiste__repeats_init(persiste__repeats *r, int64_t n_cells,
     return PERSISTE_OK;
 }
 
-/* *p grown to count elements of size bytes (kept on failure); 0 or -1. */
-static int grow(void *p, size_t count, size_t size)
-{
-    size_t n;
-    if (persiste__mul_size(count, size, &n))
-        return -1;
-    void *q = persiste__realloc(*(void **)p, n ? n : 1);
-    if (!q)
-        return -1;
-    *(void **)p = q;
-    return 0;
-}
-
 int persiste__repeats_reserve(persiste__repeats *r, int64_t n_rows,
                               const char *where)
 {
@@ -149,16 +136,16 @@ int persiste__repeats_reserve(persiste__repeats *r, int64_t n_rows,
     if (n_rows > r->cap) {
         /* kept rows and patterns are no more than the rows */
         const size_t cap = ((size_t)n_rows + 63) / 64 * 64;
-        if (grow(&r->of, cap, sizeof *r->of) ||
-            grow(&r->observed, cap / 64, sizeof *r->observed) ||
-            grow(&r->present, cap / 64 * out, sizeof *r->present) ||
-            grow(&r->unknown, cap / 64 * out, sizeof *r->unknown) ||
-            grow(&r->first, cap, sizeof *r->first) ||
-            grow(&r->hash, cap, sizeof *r->hash) ||
-            grow(&r->pattern_present, cap / 64 * out,
-                 sizeof *r->pattern_present) ||
-            grow(&r->pattern_unknown, cap / 64 * out,
-                 sizeof *r->pattern_unknown))
+        if (persiste__grow(&r->of, cap, sizeof *r->of) ||
+            persiste__grow(&r->observed, cap / 64, sizeof *r->observed) ||
+            persiste__grow(&r->present, cap / 64 * out, sizeof *r->present) ||
+            persiste__grow(&r->unknown, cap / 64 * out, sizeof *r->unknown) ||
+            persiste__grow(&r->first, cap, sizeof *r->first) ||
+            persiste__grow(&r->hash, cap, sizeof *r->hash) ||
+            persiste__grow(&r->pattern_present, cap / 64 * out,
+                           sizeof *r->pattern_present) ||
+            persiste__grow(&r->pattern_unknown, cap / 64 * out,
+                           sizeof *r->pattern_unknown))
             return repeats_nomem(where);
         memset(r->observed + r->cap / 64, 0,
                (cap - (size_t)r->cap) / 64 * sizeof *r->observed);
