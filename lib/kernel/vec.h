@@ -56,18 +56,14 @@ static inline vb vb_splat(double x)
     return r;
 }
 
-#if defined(__AVX512F__)
-/* Native width: comparisons map to single instructions, tip masks to
- * k-registers (tip_select, keep_where), the child masks to gathers. */
-#include <immintrin.h>
+/* Lane masks, all bits set where true (vectors of the register's width:
+ * one instruction each). */
 static inline vi lt_nonneg(vd a, vd b) { return a < b; }
 static inline __attribute__((unused)) vi nonzero(vd a) { return a != 0.0; }
-/* Whether a < b in some lane (a, b non-negative). */
-static inline int any_lt(vd a, vd b)
-{
-    return _mm512_cmp_pd_mask((__m512d)a, (__m512d)b, _CMP_LT_OQ) != 0;
-}
-/* Lanes where a < b, as bits. */
+
+#if defined(__AVX512F__)
+/* Lanes where a < b, as bits (a k-register, as are the tip masks of
+ * tip_select and keep_where). */
 static inline unsigned lt_bits(vd a, vd b)
 {
     return _mm512_cmp_pd_mask((__m512d)a, (__m512d)b, _CMP_LT_OQ);
@@ -78,17 +74,13 @@ static inline __attribute__((unused)) int all_zero(vi m)
     return _mm512_test_epi64_mask((__m512i)m, (__m512i)m) == 0;
 }
 #else
-/* Vectors of the register's width: comparisons are single instructions
- * (all bits set where true), and so are the reductions below on x86. */
-static inline vi lt_nonneg(vd a, vd b) { return a < b; }
-static inline __attribute__((unused)) vi nonzero(vd a) { return a != 0.0; }
 /* Lane l is set where bit l of `bits` is. */
 static inline vi lane_mask(unsigned bits)
 {
 #if W == 2 /* SSE2 has no 64-bit comparison: a table */
     static const vi masks[4] = {{0, 0}, {-1, 0}, {0, -1}, {-1, -1}};
     return masks[bits & 3];
-#elif W == 4 /* one load, not a broadcast, a test and a comparison */
+#else /* W is 4 here: one load, not a broadcast, a test and a comparison */
 #define M(b) {-(int64_t)((b) & 1), -(int64_t)((b) >> 1 & 1), \
               -(int64_t)((b) >> 2 & 1), -(int64_t)((b) >> 3 & 1)}
     static const vi masks[16] = {M(0),  M(1),  M(2),  M(3), M(4),  M(5),
@@ -96,11 +88,6 @@ static inline vi lane_mask(unsigned bits)
                                  M(12), M(13), M(14), M(15)};
 #undef M
     return masks[bits & 15];
-#else
-    vi bit;
-    for (int l = 0; l < W; l++)
-        bit[l] = (int64_t)1 << l;
-    return (((vi){0} + (int64_t)bits) & bit) != 0;
 #endif
 }
 /* Lanes where a < b, as bits. */
@@ -118,7 +105,6 @@ static inline unsigned lt_bits(vd a, vd b)
     return r;
 #endif
 }
-static inline int any_lt(vd a, vd b) { return lt_bits(a, b) != 0; }
 static inline __attribute__((unused)) int all_zero(vi m)
 {
     int64_t r = m[0];
@@ -127,6 +113,8 @@ static inline __attribute__((unused)) int all_zero(vi m)
     return r == 0;
 }
 #endif
+/* Whether a < b in some lane. */
+static inline int any_lt(vd a, vd b) { return lt_bits(a, b) != 0; }
 
 static inline vd vmin_nonneg(vd a, vd b)
 {
