@@ -115,6 +115,15 @@ static inline __attribute__((always_inline)) vd trow(struct trows t, int r,
     return t.uni ? splat(t.uni[r]) : t.rows[r][j];
 }
 
+/* AVX-512's blocks (up to four vectors) unrolled, with the children's
+ * kinds constants (see reverse_binary): the gradient is 8% faster. AVX2's
+ * and SSE2's blocks of more, narrower vectors would spill. */
+#if W == 8
+#define REVERSE_UNROLL _Pragma("GCC unroll 4")
+#else
+#define REVERSE_UNROLL
+#endif
+
 /* The terms of binary node v's two children in the pattern's pass (whose
  * coef is 1 in the lanes used, the bits of use): each child's U is the
  * node's outside times its sibling's factor, so both share
@@ -127,11 +136,11 @@ static inline __attribute__((always_inline)) vd trow(struct trows t, int r,
  * do it (it renormalises as it goes). */
 static inline __attribute__((always_inline)) unsigned reverse_binary_rows(
     const struct persiste__job *job, struct persiste__scratch *s, int64_t f0,
-    int32_t v, const struct trows t[2], uint64_t use, uint64_t wuse,
-    const vb *wcoef, vb *dg, vb *dl, double *branch)
+    int32_t v, const int tip[2], const struct trows t[2], uint64_t use,
+    uint64_t wuse, const vb *wcoef, vb *dg, vb *dl, double *branch)
 {
     const persiste_tree *tr = job->tree;
-    int32_t nt = tr->n_tips, k0 = tr->child_start[v];
+    int32_t k0 = tr->child_start[v];
     int32_t c[2] = {tr->children[k0], tr->children[k0 + 1]};
     const double *ov = s->out + (size_t)job->oslot[v] * 2 * L;
     const double *x[2];
@@ -142,12 +151,12 @@ static inline __attribute__((always_inline)) unsigned reverse_binary_rows(
     }
     vd bt[2] = {{0}}; /* the children's branch terms, vectors added */
     unsigned redo = 0;
-    FOR_V {
+    REVERSE_UNROLL for (int j = 0; j < V; j++) {
         vd f[2][2], dx[2];
         for (int i = 0; i < 2; i++) {
             vd p00 = trow(t[i], P00, j), p01 = trow(t[i], P01, j);
             vd p10 = trow(t[i], P10, j), p11 = trow(t[i], P11, j);
-            if (c[i] < nt) { /* a select by the tip's bits */
+            if (tip[i]) { /* a select by the tip's bits */
                 struct tip_bits b = tip_bits(job, f0, c[i]);
                 tip_factor(b, j, p00, p01, p10, p11, &f[i][0], &f[i][1]);
                 /* 1 where present, -1 where absent, 0 where unknown */
@@ -188,7 +197,7 @@ static inline __attribute__((always_inline)) unsigned reverse_binary_rows(
         for (int i = 0; i < 2; i++) {
             vd u0 = u[i][0], u1 = u[i][1];
             bt[i] += wr * nb[i];
-            if (c[i] < nt) /* no outside: nothing below */
+            if (tip[i]) /* no outside: nothing below */
                 continue;
             /* outside of c in its own states, U P_c, not renormalised:
              * this node's denominator was at least DEN_LOW, so U's larger
@@ -216,19 +225,33 @@ static inline __attribute__((always_inline)) unsigned reverse_binary(
     uint64_t wuse, const vb *wcoef, vb *dg, vb *dl, double *branch)
 {
     const persiste_tree *tr = job->tree;
-    int32_t k0 = tr->child_start[v];
+    int32_t k0 = tr->child_start[v], nt = tr->n_tips;
+    int kind = (tr->children[k0] < nt) | (tr->children[k0 + 1] < nt) << 1;
+#define ROWS(a, b) reverse_binary_rows(job, s, f0, v, (const int[2]){a, b}, \
+                                       t, use, wuse, wcoef, dg, dl, branch)
+#if W == 8 /* AVX-512: a copy per pair of child kinds (tip or not) */
+#define ROWS_BY_KIND                                                        \
+    switch (kind) {                                                         \
+    case 0: return ROWS(0, 0);                                              \
+    case 1: return ROWS(1, 0);                                              \
+    case 2: return ROWS(0, 1);                                              \
+    default: return ROWS(1, 1);                                             \
+    }
+#else /* more vectors a block: the copies would spill */
+#define ROWS_BY_KIND return ROWS(kind & 1, kind >> 1);
+#endif
     if (pv->uni) { /* constant folded: one copy per table kind */
         struct trows t[2] = {{pv->uni + (size_t)k0 * NP, NULL},
                              {pv->uni + (size_t)(k0 + 1) * NP, NULL}};
-        return reverse_binary_rows(job, s, f0, v, t, use, wuse, wcoef, dg,
-                                   dl, branch);
+        ROWS_BY_KIND
     }
     vd p[2][PERSISTE_NP][V]; /* lane tables: few vectors per block */
     struct trows t[2] = {{NULL, p[0]}, {NULL, p[1]}};
     for (int i = 0; i < 2; i++)
         prows(pv, k0 + i, NP, p[i]);
-    return reverse_binary_rows(job, s, f0, v, t, use, wuse, wcoef, dg, dl,
-                               branch);
+    ROWS_BY_KIND
+#undef ROWS_BY_KIND
+#undef ROWS
 }
 
 /* Reverse (pre-order) pass. PASS_PATTERN adds coef * dlogX/dtheta (ratio
