@@ -53,7 +53,15 @@
 #define BW PERSISTE_VECTOR_LANES /* lanes of a branch accumulator */
 _Static_assert(W <= BW && L % W == 0, "a block is whole vectors");
 #define V (L / W)         /* vectors per block */
+/* AVX-512's loops over a block's (up to four) vectors are unrolled: the
+ * gradient at global rates is 14% faster, with the children's kinds
+ * constants in reverse_binary. AVX2's and SSE2's blocks of more, narrower
+ * vectors would spill. */
+#if W == 8
+#define FOR_V _Pragma("GCC unroll 4") for (int j = 0; j < V; j++)
+#else
 #define FOR_V for (int j = 0; j < V; j++)
+#endif
 enum { P00 = PERSISTE_P00, P01, P10, P11, D01G, D01L, D10G, D10L, D01T, D10T };
 #if KERNEL_GRADIENT /* table rows and (a, c, d) layers the buffers hold */
 #define NP PERSISTE_NP

@@ -115,15 +115,6 @@ static inline __attribute__((always_inline)) vd trow(struct trows t, int r,
     return t.uni ? splat(t.uni[r]) : t.rows[r][j];
 }
 
-/* AVX-512's blocks (up to four vectors) unrolled, with the children's
- * kinds constants (see reverse_binary): the gradient is 8% faster. AVX2's
- * and SSE2's blocks of more, narrower vectors would spill. */
-#if W == 8
-#define REVERSE_UNROLL _Pragma("GCC unroll 4")
-#else
-#define REVERSE_UNROLL
-#endif
-
 /* The terms of binary node v's two children in the pattern's pass (whose
  * coef is 1 in the lanes used, the bits of use): each child's U is the
  * node's outside times its sibling's factor, so both share
@@ -151,7 +142,7 @@ static inline __attribute__((always_inline)) unsigned reverse_binary_rows(
     }
     vd bt[2] = {{0}}; /* the children's branch terms, vectors added */
     unsigned redo = 0;
-    REVERSE_UNROLL for (int j = 0; j < V; j++) {
+    FOR_V {
         vd f[2][2], dx[2];
         for (int i = 0; i < 2; i++) {
             vd p00 = trow(t[i], P00, j), p01 = trow(t[i], P01, j);
