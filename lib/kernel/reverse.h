@@ -119,12 +119,12 @@ static inline __attribute__((always_inline)) vd trow(struct trows t, int r,
  * coef is 1 in the lanes used, the bits of use): each child's U is the
  * node's outside times its sibling's factor, so both share
  * U . f = outside . product, one division for the node. Vector by vector,
- * everything of one vector done before the next: few registers live, so
- * blocks of several vectors do not spill. The terms go straight into dg,
- * dl and branch (a copy to restore would cost 13% of the gradient): a
- * vector whose denominator is too small to divide by safely in some lane
- * is left out whole, and its bit in the result says that reverse_node must
- * do it (it renormalises as it goes). */
+ * everything of one vector done before the next (with AVX-512 the loop is
+ * unrolled and the vectors' work interleaves: see FOR_V). The terms go
+ * straight into dg, dl and branch (a copy to restore would cost 13% of the
+ * gradient): a vector whose denominator is too small to divide by safely
+ * in some lane is left out whole, and its bit in the result says that
+ * reverse_node must do it (it renormalises as it goes). */
 static inline __attribute__((always_inline)) unsigned reverse_binary_rows(
     const struct persiste__job *job, struct persiste__scratch *s, int64_t f0,
     int32_t v, const int tip[2], const struct trows t[2], uint64_t use,
@@ -228,7 +228,7 @@ static inline __attribute__((always_inline)) unsigned reverse_binary(
     case 2: return ROWS(0, 1);                                              \
     default: return ROWS(1, 1);                                             \
     }
-#else /* more vectors a block: the copies would spill */
+#else /* 16 registers: the unrolled copies would spill */
 #define ROWS_BY_KIND return ROWS(kind & 1, kind >> 1);
 #endif
     if (pv->uni) { /* constant folded: one copy per table kind */

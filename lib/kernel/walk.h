@@ -254,7 +254,7 @@ static void forward(const struct persiste__job *job, const struct lanes *ln,
             prows(pv, k0 + kb, 4, p);
             child_factors(job, s, f0, cg, p, cg == last, a0, a1, g0, g1);
             prows(pv, k0 + !kb, 4, p);
-            child_factors(job, s, f0, ca, p, 0, a0, a1, a0, a1);
+            child_factors(job, s, f0, ca, p, 0, NULL, NULL, a0, a1);
             FOR_V {
                 a0[j] *= g0[j];
                 a1[j] *= g1[j];
