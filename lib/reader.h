@@ -19,7 +19,8 @@ int persiste__grow_text(char **buf, size_t *cap, size_t need,
 
 /* ---- Sources (lib/source.c): a file's bytes, inflated when it is gzip -- */
 
-enum { PERSISTE__RAW_CHUNK = 1 << 16 };
+/* 1 MB reads of the file (of its compressed bytes for gzip). */
+enum { PERSISTE__RAW_CHUNK = 1 << 20 };
 
 typedef struct {
     const char *path;
@@ -45,7 +46,9 @@ void persiste__source_close(persiste__source *s);
 
 /* ---- Lines (lib/lines.c): the text in chunks, inflated by a thread ----- */
 
-enum { PERSISTE__CHUNK = 1 << 18, PERSISTE__RING = 4 };
+/* Chunks of 1 MB: each hand-over wakes the parser, and gzip input, whose
+ * inflating sets the pace, was read 3.5% faster than with 256 kB. */
+enum { PERSISTE__CHUNK = 1 << 20, PERSISTE__RING = 4 };
 
 typedef struct {
     persiste__source src;

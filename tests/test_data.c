@@ -16,6 +16,7 @@
 #include <zlib.h>
 
 #include "internal.h"
+#include "reader.h"
 
 /* ---- Helpers ------------------------------------------------------------ */
 
@@ -798,13 +799,15 @@ static persiste_tree *star_tree(int n)
     return t;
 }
 
-enum { BIG_TAXA = 150, BIG_FAMILIES = 4000 };
+enum { BIG_TAXA = 150, BIG_FAMILIES = 15000 };
 
 /* An Rtab of BIG_FAMILIES rows over genomes t{BIG_TAXA-1}..t0 (reversed,
  * so the columns are not in tip order), with '?' and "NA" (not in the first
  * ten cells) here and there,
- * comments and blank lines; `eol` ends each line. 1.2 MB: several chunks
- * of the reader. *len gets its size; the text is malloc'd. */
+ * comments and blank lines; `eol` ends each line. 4.7 MB: more chunks of
+ * the reader than its ring holds. With CRLF, a comment after the header
+ * puts a family's CR at the end of the first chunk and its LF in the next.
+ * *len gets its size; the text is malloc'd. */
 static char *big_table(const char *eol, size_t *len)
 {
     size_t cap = (size_t)BIG_FAMILIES * (BIG_TAXA * 3 + 32) + 4096, n = 0;
@@ -814,6 +817,7 @@ static char *big_table(const char *eol, size_t *len)
     for (int t = BIG_TAXA - 1; t >= 0; t--)
         n += (size_t)sprintf(text + n, "\tt%d", t);
     n += (size_t)sprintf(text + n, "%s", eol);
+    size_t rows = n; /* where the padding comment goes */
     uint32_t x = 99;
     for (int f = 0; f < BIG_FAMILIES; f++) {
         if (f % 997 == 500)
@@ -829,6 +833,23 @@ static char *big_table(const char *eol, size_t *len)
                                                   : "0");
         }
         n += (size_t)sprintf(text + n, "%s", eol);
+    }
+    if (!strcmp(eol, "\r\n")) {
+        /* a comment of q bytes after the header moves the last CR before
+         * the first chunk's end onto its last byte: a family's line ends
+         * in one chunk and its LF starts the next */
+        size_t c = PERSISTE__CHUNK - 4;
+        while (text[c] != '\r')
+            c--;
+        size_t q = PERSISTE__CHUNK - 1 - c;
+        assert_true(c > rows && q >= 3 && n + q < cap);
+        memmove(text + rows + q, text + rows, n - rows);
+        text[rows] = '#';
+        memset(text + rows + 1, 'x', q - 3);
+        memcpy(text + rows + q - 2, "\r\n", 2);
+        n += q;
+        assert_true(text[PERSISTE__CHUNK - 1] == '\r' &&
+                    text[PERSISTE__CHUNK] == '\n');
     }
     assert_true(n < cap);
     *len = n;
@@ -876,12 +897,14 @@ static void test_read_streamed(void **state)
     persiste_tree *tree = star_tree(BIG_TAXA);
     size_t n;
     char *text = big_table("\n", &n);
-    assert_true(n > 4 * (1 << 18));
+    assert_true(n > PERSISTE__RING * PERSISTE__CHUNK);
     persiste_data *plain = read_ok(tree, write_file("big.Rtab", text, n), 0);
     assert_int_equal(persiste_data_n_families(plain), BIG_FAMILIES);
     /* the truth, spot-checked: the first cell of the last family is in
      * genome t149, the last tip */
-    const char *last = strstr(text, "fam3999\t") + 8;
+    char last_name[32];
+    snprintf(last_name, sizeof last_name, "\nfam%d\t", BIG_FAMILIES - 1);
+    const char *last = strstr(text, last_name) + strlen(last_name);
     uint8_t out[BIG_TAXA];
     assert_int_equal(persiste_data_states(plain, BIG_FAMILIES - 1, out),
                      PERSISTE_OK);
