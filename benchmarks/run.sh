@@ -67,7 +67,7 @@ for s in $SIZES; do
         $DATA/$s.nwk $DATA/$s.Rtab $DATA/$s.rates
 done
 for f in $DATA/$BIG.Rtab $DATA/$BIG.Rtab.gz; do
-    run $B/bench_suite -r 3 -l $BIG $DATA/$BIG.nwk $f
+    run $B/bench_suite -r 7 -l $BIG $DATA/$BIG.nwk $f
 done
 for name in efm harris; do
     case $name in
