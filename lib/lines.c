@@ -24,12 +24,13 @@ static void wake(lines *r)
     mtx_unlock(&r->lock);
 }
 
-/* One chunk into the next free slot; 0 once the source has no more. */
+/* One chunk into the next free slot; 0 once the source has no more (it
+ * gives less than a slot holds only at the end). */
 static int produce(lines *r)
 {
     size_t k = atomic_load_explicit(&r->produced, memory_order_relaxed);
-    size_t got;
-    int rc = persiste__source_read(&r->src, r->slot[k % RING], CHUNK, &got);
+    size_t got, cap = r->slot_cap[k % RING];
+    int rc = persiste__source_read(&r->src, r->slot[k % RING], cap, &got);
     if (rc != PERSISTE_OK) {
         r->status = rc;
         snprintf(r->msg, sizeof r->msg, "%s", persiste_last_error());
@@ -37,9 +38,9 @@ static int produce(lines *r)
     r->slot_len[k % RING] = got;
     if (got > 0)
         atomic_store_explicit(&r->produced, k + 1, memory_order_release);
-    if (rc != PERSISTE_OK || got == 0)
+    if (rc != PERSISTE_OK || got < cap)
         atomic_store_explicit(&r->ended, 1, memory_order_release);
-    return rc == PERSISTE_OK && got > 0;
+    return rc == PERSISTE_OK && got == cap;
 }
 
 static int has_room(lines *r)
@@ -163,17 +164,31 @@ int persiste__lines_open(lines *r, const char *path)
     int rc = persiste__source_open(&r->src, path);
     if (rc != PERSISTE_OK)
         return rc;
-    for (int i = 0; i < RING && rc == PERSISTE_OK; i++) {
-        r->slot[i] = persiste__malloc(CHUNK);
-        rc = r->slot[i] ? PERSISTE_OK : persiste__nomem(path);
+    /* The first slot as large as the text when that is known to be
+     * smaller (gzip: 8 times the file, then more slots if it inflates
+     * further), the others only if more follows: a small file should not
+     * cost 4 MB of buffers. */
+    size_t first = CHUNK;
+    if (r->src.file_size) {
+        size_t text = r->src.gz ? 8 * r->src.file_size + 4096
+                                : r->src.file_size + 1;
+        first = text < first ? text : first;
     }
+    r->slot[0] = persiste__malloc(first);
+    r->slot_cap[0] = first;
+    rc = r->slot[0] ? PERSISTE_OK : persiste__nomem(path);
     if (rc == PERSISTE_OK) {
         rc = take_chunk(r);
         rc = rc > 0 ? check_nul(r, r->chunk, r->len) : rc;
     }
-    if (rc == PERSISTE_OK &&
-        !atomic_load_explicit(&r->ended, memory_order_relaxed) &&
-        r->len == CHUNK) {
+    int more = rc == PERSISTE_OK &&
+               !atomic_load_explicit(&r->ended, memory_order_relaxed);
+    for (int i = 1; i < RING && more && rc == PERSISTE_OK; i++) {
+        r->slot[i] = persiste__malloc(CHUNK);
+        r->slot_cap[i] = CHUNK;
+        rc = r->slot[i] ? PERSISTE_OK : persiste__nomem(path);
+    }
+    if (rc == PERSISTE_OK && more) {
         int ok_lock = mtx_init(&r->lock, mtx_plain) == thrd_success;
         int ok_cv = cnd_init(&r->cv) == thrd_success;
         if (ok_lock && ok_cv) {

@@ -26,7 +26,8 @@ typedef struct {
     const char *path;
     FILE *fp;
     size_t file_size;   /* 0 if unknown */
-    unsigned char *in;  /* [RAW_CHUNK]: bytes read, not yet passed on */
+    unsigned char *in;  /* [in_cap]: bytes read, not yet passed on */
+    size_t in_cap;      /* RAW_CHUNK, or less for a smaller file */
     size_t in_pos, in_len;
     int in_eof;         /* the file has no more bytes */
     int gz;             /* inflating (the file starts with 1f 8b) */
@@ -53,7 +54,7 @@ enum { PERSISTE__CHUNK = 1 << 20, PERSISTE__RING = 4 };
 typedef struct {
     persiste__source src;
     char *slot[PERSISTE__RING];
-    size_t slot_len[PERSISTE__RING];
+    size_t slot_cap[PERSISTE__RING], slot_len[PERSISTE__RING];
     atomic_size_t produced, released; /* chunks, counted from 0 */
     atomic_int ended, stop;           /* producer done / asked to stop */
     int status;                       /* producer's error, written before */

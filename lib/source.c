@@ -63,12 +63,12 @@ static int all_zero(const unsigned char *p, size_t n)
     }
     return n == 0;
 }
-/* The next RAW_CHUNK bytes of the file into in[]. */
+/* The next in_cap bytes of the file into in[]. */
 static int refill(source *s)
 {
     s->in_pos = 0;
-    s->in_len = fread(s->in, 1, RAW_CHUNK, s->fp);
-    if (s->in_len < RAW_CHUNK) {
+    s->in_len = fread(s->in, 1, s->in_cap, s->fp);
+    if (s->in_len < s->in_cap) {
         if (ferror(s->fp))
             return io_error(s->path, "read error", errno);
         s->in_eof = 1;
@@ -97,7 +97,10 @@ int persiste__source_open(source *s, const char *path)
     if (fstat(fileno(s->fp), &st) == 0 && S_ISREG(st.st_mode) &&
         (uintmax_t)st.st_size < SIZE_MAX / 8)
         s->file_size = (size_t)st.st_size;
-    s->in = persiste__malloc(RAW_CHUNK);
+    /* a small file gets a buffer of its size, not 1 MB */
+    s->in_cap = s->file_size && s->file_size < RAW_CHUNK ? s->file_size + 1
+                                                         : RAW_CHUNK;
+    s->in = persiste__malloc(s->in_cap);
     int rc = s->in ? refill(s) : persiste__nomem(path);
     if (rc == PERSISTE_OK && s->in_len >= 2 && s->in[0] == 0x1f &&
         s->in[1] == 0x8b) {

@@ -993,6 +993,43 @@ static void test_read_streamed(void **state)
     persiste_tree_destroy(tree);
 }
 
+/* Lines of a gzip file that inflates 1000-fold: the reader sizes its
+ * first slot from the file (8 times it), smaller than the others, and that
+ * slot comes round again after the ring's other slots. Every line comes
+ * back whole, in order, across the chunks of both sizes. */
+static void test_read_lines_small_first_slot(void **state)
+{
+    (void)state;
+    enum { LINES = 50000, WIDTH = 99 };
+    size_t n = (size_t)LINES * (WIDTH + 1);
+    char *text = malloc(n);
+    assert_non_null(text);
+    for (size_t i = 0; i < LINES; i++) { /* i % 7 'b's, then 'a's */
+        char *p = text + i * (WIDTH + 1);
+        memset(p, 'a', WIDTH);
+        memset(p, 'b', i % 7);
+        p[WIDTH] = '\n';
+    }
+    const size_t none[] = {0};
+    const char *path = write_gzip("lines.gz", text, n, none);
+    persiste__lines r;
+    assert_int_equal(persiste__lines_open(&r, path), PERSISTE_OK);
+    assert_true(r.slot_cap[0] < PERSISTE__CHUNK &&
+                n > r.slot_cap[0] + PERSISTE__RING * PERSISTE__CHUNK);
+    char *line, *eol;
+    size_t i = 0;
+    int rc;
+    while ((rc = persiste__lines_next(&r, &line, &eol)) > 0) {
+        assert_true(i < LINES && eol - line == WIDTH);
+        assert_memory_equal(line, text + i * (WIDTH + 1), WIDTH);
+        i++;
+    }
+    assert_int_equal(rc, 0);
+    assert_int_equal(i, LINES);
+    persiste__lines_close(&r);
+    free(text);
+}
+
 /* The layout-specific packers (taxa contiguous, families contiguous)
  * against the general one (a strided view), with dropped families, extra
  * taxa and tips without a column, over several words of each. */
@@ -1422,6 +1459,7 @@ int main(void)
         cmocka_unit_test(test_read_errors),
         cmocka_unit_test(test_read_wide_header),
         cmocka_unit_test(test_read_streamed),
+        cmocka_unit_test(test_read_lines_small_first_slot),
         cmocka_unit_test(test_matrix_fast_layouts),
         cmocka_unit_test(test_transpose64),
         cmocka_unit_test(test_read_packed_like_matrix),
