@@ -116,7 +116,8 @@ static inline __attribute__((always_inline)) vd trow(struct trows t, int r,
 }
 
 /* The terms of binary node v's two children in the pattern's pass (whose
- * coef is 1 in the lanes used, the bits of use): each child's U is the
+ * coef is 1 in the lanes used, the bits of use; tip[i]: child i is a tip,
+ * a constant in AVX-512's copies, see reverse_binary): each child's U is the
  * node's outside times its sibling's factor, so both share
  * U . f = outside . product, one division for the node. Vector by vector,
  * everything of one vector done before the next (with AVX-512 the loop is
