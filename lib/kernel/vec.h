@@ -68,11 +68,6 @@ static inline unsigned lt_bits(vd a, vd b)
 {
     return _mm512_cmp_pd_mask((__m512d)a, (__m512d)b, _CMP_LT_OQ);
 }
-/* Whether no lane of a mask is set. */
-static inline __attribute__((unused)) int all_zero(vi m)
-{
-    return _mm512_test_epi64_mask((__m512i)m, (__m512i)m) == 0;
-}
 #else
 /* Lane l is set where bit l of `bits` is. */
 static inline vi lane_mask(unsigned bits)
@@ -104,13 +99,6 @@ static inline unsigned lt_bits(vd a, vd b)
         r |= (unsigned)(m[l] & 1) << l;
     return r;
 #endif
-}
-static inline __attribute__((unused)) int all_zero(vi m)
-{
-    int64_t r = m[0];
-    for (int l = 1; l < W; l++)
-        r |= m[l];
-    return r == 0;
 }
 #endif
 /* Whether a < b in some lane. */
