@@ -20,8 +20,7 @@
 
 #include <persiste/persiste.h>
 
-/* Internal (lib/kernel.h): this program links the library's objects. */
-int persiste__kernel_select(const char *isa);
+#include "kernel.h" /* persiste__kernel_select: it links the library's objects */
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
 static double uniform(void)
