@@ -126,8 +126,15 @@ static int reserve_scratch(persiste_ctx *ctx, struct persiste__job *job)
     if (job->gradient)
         persiste__assign_oslots(job->tree, s0->oslot);
     job->oslot = s0->oslot;
+    if (!job->gradient) {
+        if ((rc = persiste__scratch_clades(s0, (size_t)job->tree->n_nodes,
+                                           (size_t)job->tree->n_tips)))
+            return rc;
+        persiste__assign_clades(s0, job);
+    }
     for (int i = 0; i < workers; i++)
-        if ((rc = persiste__scratch_reserve(ctx->scratch[i], job, n_bufs)))
+        if ((rc = persiste__scratch_reserve(ctx->scratch[i], job, n_bufs)) ||
+            (rc = persiste__scratch_clade_tables(ctx->scratch[i], job)))
             return rc;
     return PERSISTE_OK;
 }

@@ -18,7 +18,8 @@
  * x_c: the reverse pass rescales freely and tracks no exponents.
  *
  * The parts, in lib/kernel/: vec.h (vectors and rescaling), tables.h
- * (transition tables), walk.h (the post-order passes), reverse.h (the
+ * (transition tables), walk.h (the post-order passes), clades.h (small
+ * clades' partials looked up by their tips' bits), reverse.h (the
  * gradients' pre-order passes). This file holds the conditioning and the
  * block's entry point. */
 #include <math.h>
@@ -80,6 +81,7 @@ enum { P00 = PERSISTE_P00, P01, P10, P11, D01G, D01L, D10G, D10L, D01T, D10T };
 #include "kernel/vec.h"
 #include "kernel/tables.h"
 #include "kernel/walk.h"
+#include "kernel/clades.h"
 #include "kernel/reverse.h"
 
 /* Conditioning of every lane: log P(observable), and 1 / P(observable),
@@ -245,6 +247,10 @@ void EVAL_BLOCK(const struct persiste__job *job, struct persiste__scratch *s,
         s->cache_valid = 0;
         if (uniform)
             fill_p(job, &ln, s);
+#if !KERNEL_GRADIENT
+        if (uniform && job->n_clades)
+            clade_tables(job, &pv, s);
+#endif
     }
 #if KERNEL_GRADIENT
     if (!uniform)
@@ -255,8 +261,10 @@ void EVAL_BLOCK(const struct persiste__job *job, struct persiste__scratch *s,
     vi nscale[V];
     struct cond cd;
     int mode = job->model->condition;
-    forward(job, &ln, &pv, s, f0, !cached && mode != PERSISTE_CONDITION_NONE,
-            &lik, nscale);
+    int want_b = !cached && mode != PERSISTE_CONDITION_NONE;
+    forward(job, &ln, &pv, s, f0, want_b,
+            !KERNEL_GRADIENT && uniform && !want_b && job->n_clades > 0, &lik,
+            nscale);
     if (cached) {
         cd.log = vb_splat(s->cache_log_cond);
         cd.inv = vb_splat(s->cache_inv_cond);

@@ -35,12 +35,32 @@ enum { PERSISTE_P00, PERSISTE_P01, PERSISTE_P10, PERSISTE_P11,
 #define PERSISTE_NP_LIK 4 /* rows a likelihood needs */
 #define PERSISTE_NP_LANE 3 /* rows a gradient keeps for lanes' own rates */
 
+/* Clade tables (lib/clades.c, lib/kernel/clades.h): a likelihood at one
+ * rate pair looks up the partial at the root of each largest subtree of at
+ * most PERSISTE_CLADE_TIPS tips, indexed by its tips' bits, instead of
+ * pruning its nodes: 2^k patterns of k tips, built once per pair and
+ * worker by the same arithmetic as the pruning (the same results, bitwise).
+ * A clade's internal nodes are first..root, contiguous in post-order; its
+ * tips are clade_tips[tip0 ..], tip i giving bit i of the index. */
+#define PERSISTE_CLADE_TIPS 5
+struct persiste__clade {
+    int32_t first, root, n_tips, tip0;
+    size_t table; /* offset of its table, [state][entries], in clade_tab */
+};
+/* Entries of a clade table per state: a whole vector at least. */
+static inline size_t persiste__clade_entries(int n_tips)
+{
+    size_t n = (size_t)1 << n_tips;
+    return n < PERSISTE_VECTOR_LANES ? PERSISTE_VECTOR_LANES : n;
+}
+
 /* Per-worker buffers sized for a tree, reused across calls (no allocation
  * in the hot path). Lane arrays are [node or slot][row][lane]. */
 struct persiste__scratch {
     struct {
         size_t p_lane, p_uni, in, b, acd, out, fx, cond_branch, branch_lane,
-            slot, oslot, branch_sums;
+            slot, oslot, branch_sums, clades, clade_tips, clade_tab,
+            clade_ok;
     } cap; /* elements allocated */
     double *p_lane;  /* [edge][PERSISTE_NP_LANE][L] gradients: what the
                       * transitions of a rate pair a lane are built from */
@@ -63,6 +83,11 @@ struct persiste__scratch {
     int32_t *slot;   /* [n_nodes] buffer slot of each internal node */
     int32_t *oslot;  /* [n_nodes] outside slot of each node */
     double *branch_sums; /* worker 0: per-chunk branch sums of a round */
+    struct persiste__clade *clades; /* worker 0: the job's clades */
+    int32_t *clade_tips; /* worker 0: their tips; [2][n_nodes] while found */
+    double *clade_tab;   /* the clades' tables at the cached pair */
+    unsigned char *clade_ok; /* [clade] its table holds no partial that the
+                              * pruning would rescale (else it prunes) */
     struct persiste__rows *rows; /* worker 0: grouping of families */
     /* Cache for blocks whose lanes all share one rate pair. */
     int cache_valid;
@@ -92,6 +117,10 @@ struct persiste__job {
      * stack of few slots in the reverse pass's order; the tips share one
      * that nothing reads. */
     const int32_t *oslot;
+    /* Clades looked up at a block's pair (likelihoods only, else none). */
+    const struct persiste__clade *clades;
+    const int32_t *clade_tips;
+    int32_t n_clades;
 };
 
 /* A worker's buffers: create them (empty), the slot array of worker 0, and
@@ -107,6 +136,18 @@ int persiste__scratch_reserve(struct persiste__scratch *s,
 int32_t persiste__assign_slots(const persiste_tree *tree, int gradient,
                                int32_t *slot);
 void persiste__assign_oslots(const persiste_tree *tree, int32_t *oslot);
+
+/* Room in worker 0 for a tree's clades (at most one per two tips) and,
+ * while they are found, two counts per node; then the job's clades into
+ * it (lib/clades.c); then room for their tables in every worker. */
+int persiste__scratch_clades(struct persiste__scratch *s, size_t n_nodes,
+                             size_t n_tips);
+void persiste__assign_clades(struct persiste__scratch *s0,
+                             struct persiste__job *job);
+/* For tests: off = 1 prunes every node from now on (no clade tables). */
+void persiste__clades_disable(int off);
+int persiste__scratch_clade_tables(struct persiste__scratch *s,
+                                   const struct persiste__job *job);
 
 /* Evaluate block `block` (families block*L ...). branch: NULL or
  * [n_nodes][PERSISTE_VECTOR_LANES] lane-wise accumulator for

@@ -21,6 +21,10 @@ void persiste__scratch_destroy(struct persiste__scratch *s)
     persiste__free(s->slot);
     persiste__free(s->oslot);
     persiste__free(s->branch_sums);
+    persiste__free(s->clades);
+    persiste__free(s->clade_tips);
+    persiste__free(s->clade_tab);
+    persiste__free(s->clade_ok);
     persiste__rows_destroy(s->rows);
     persiste__free(s);
 }
@@ -112,6 +116,27 @@ int persiste__scratch_reserve(struct persiste__scratch *s,
         (rc = ensure(&s->branch_lane, &s->cap.branch_lane, branch_lanes, d)))
         return rc;
     return PERSISTE_OK;
+}
+
+int persiste__scratch_clade_tables(struct persiste__scratch *s,
+                                   const struct persiste__job *job)
+{
+    if (job->n_clades == 0)
+        return PERSISTE_OK;
+    const struct persiste__clade *last = &job->clades[job->n_clades - 1];
+    size_t n = last->table + 2 * persiste__clade_entries(last->n_tips);
+    int rc = ensure(&s->clade_tab, &s->cap.clade_tab, n, sizeof(double));
+    return rc ? rc : ensure(&s->clade_ok, &s->cap.clade_ok,
+                            (size_t)job->n_clades, 1);
+}
+
+int persiste__scratch_clades(struct persiste__scratch *s, size_t n_nodes,
+                             size_t n_tips)
+{
+    int rc = ensure(&s->clades, &s->cap.clades, n_tips / 2 + 1,
+                    sizeof *s->clades);
+    return rc ? rc : ensure(&s->clade_tips, &s->cap.clade_tips, 2 * n_nodes,
+                            sizeof(int32_t));
 }
 
 /* Post-order with a stack of free slots: a node takes a slot once its

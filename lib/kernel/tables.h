@@ -113,22 +113,6 @@ static const double emp_coef[10] = {0.0,         -1.0 / 2,   1.0 / 3,
                                     1.0 / 840,   -1.0 / 5760, 1.0 / 45360,
                                     -1.0 / 403200};
 
-/* t[idx] lane-wise, for idx in 0..7: one permute with AVX-512, a gather
- * with AVX2. */
-static inline vd lookup8(const double t[8], vi idx)
-{
-#if defined(__AVX512F__)
-    return (vd)_mm512_permutexvar_pd((__m512i)idx, _mm512_loadu_pd(t));
-#elif defined(__AVX2__)
-    return (vd)_mm256_i64gather_pd(t, (__m256i)idx, 8);
-#else
-    vd r;
-    for (int l = 0; l < W; l++)
-        r[l] = t[idx[l]];
-    return r;
-#endif
-}
-
 /* e = exp(-x) and em = 1 - e for x >= 0, lane-wise, to a few ulps (a
  * sweep of x against long double: e 1.1, em 3.8 at most): x = n ln2/8 - r
  * with |r| <= ln2/16 and n = 8k + i, expm1(-r) = p by its Taylor series
@@ -168,7 +152,7 @@ static inline void exp_pair_tail(vd x, vd *e, vd *em, int exact_tail)
         p = p * r + inv_fact[i];
     p *= r; /* expm1(r) */
     vi idx = n & 7;
-    vd th = lookup8(t_hi, idx), tl = lookup8(t_lo, idx);
+    vd th = lookup(t_hi, 3, idx), tl = lookup(t_lo, 3, idx);
     vd scale = (vd)((1023 - (vi)((vu)n >> 3)) << 52); /* 2^-k, n >= 0 */
     vd tail = tl + th * p;
     *e = scale * (th + tail);

@@ -117,6 +117,38 @@ static inline vd vmin_nonneg(vd a, vd b)
 #endif
 }
 
+/* t[idx] lane-wise, idx < 2^bits, t of at least W entries: with AVX-512
+ * permutes of registers up to 32 entries, else a gather (AVX2) or loads. */
+static inline vd lookup(const double *t, int bits, vi idx)
+{
+#if defined(__AVX512F__)
+    __m512i x = (__m512i)idx;
+    if (bits <= 3)
+        return (vd)_mm512_permutexvar_pd(x, _mm512_loadu_pd(t));
+    if (bits == 4)
+        return (vd)_mm512_permutex2var_pd(_mm512_loadu_pd(t), x,
+                                          _mm512_loadu_pd(t + 8));
+    if (bits == 5) {
+        __m512d lo = _mm512_permutex2var_pd(_mm512_loadu_pd(t), x,
+                                            _mm512_loadu_pd(t + 8));
+        __m512d hi = _mm512_permutex2var_pd(_mm512_loadu_pd(t + 16), x,
+                                            _mm512_loadu_pd(t + 24));
+        __mmask8 up = _mm512_test_epi64_mask(x, _mm512_set1_epi64(16));
+        return (vd)_mm512_mask_blend_pd(up, lo, hi);
+    }
+    return (vd)_mm512_i64gather_pd(x, t, 8);
+#elif defined(__AVX2__)
+    (void)bits;
+    return (vd)_mm256_i64gather_pd(t, (__m256i)idx, 8);
+#else
+    (void)bits;
+    vd r;
+    for (int l = 0; l < W; l++)
+        r[l] = t[idx[l]];
+    return r;
+#endif
+}
+
 /* Keep a partial's entries' sum above 2^-256; count the rescales. */
 static inline void rescale(vd *a0, vd *a1, vi *cnt)
 {

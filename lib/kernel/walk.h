@@ -215,8 +215,14 @@ static __attribute__((noinline)) void node_rescaled(
     }
 }
 
+static inline int clade_lookup(const struct persiste__job *job,
+                               const struct persiste__scratch *s, int64_t f0,
+                               const struct persiste__clade *cl, vd x0[V],
+                               vd x1[V]); /* kernel/clades.h */
+
 /* Post-order pruning of the block's pattern into s->in; per lane the scaled
- * root likelihood and the number of 2^256 rescales. A node's children are
+ * root likelihood and the number of 2^256 rescales. With tables, the
+ * clades' partials are looked up (see kernel/clades.h) where they can be. A node's children are
  * multiplied without rescaling and the product checked once: partials stay
  * at most 1 and every factor's larger entry is far from underflow, so a
  * node rarely needs node_rescaled.
@@ -225,7 +231,8 @@ static __attribute__((noinline)) void node_rescaled(
  * slow gain (B tiny) loses no digits: 1-(1-B)(1-y) = B + y(1-B). */
 static void forward(const struct persiste__job *job, const struct lanes *ln,
                     const struct pview *pv, struct persiste__scratch *s,
-                    int64_t f0, int want_b, vb *lik, vi *nscale)
+                    int64_t f0, int want_b, int tables, vb *lik,
+                    vi *nscale)
 {
     const persiste_tree *tr = job->tree;
     int32_t nt = tr->n_tips;
@@ -243,7 +250,23 @@ static void forward(const struct persiste__job *job, const struct lanes *ln,
      * of it would live on the stack: 8% slower) */
     vd a0[V] = {{0}}, a1[V] = {{0}};
     int32_t last = -1;
+    int32_t ci = 0, next_clade = tables ? job->clades[0].first : -1;
     for (int32_t v = nt; v < tr->n_nodes; v++) {
+        if (v == next_clade) {
+            const struct persiste__clade *cl = &job->clades[ci];
+            int ok = s->clade_ok[ci++];
+            next_clade = ci < job->n_clades ? job->clades[ci].first : -1;
+            if (ok && clade_lookup(job, s, f0, cl, a0, a1)) {
+                v = cl->root;
+                double *y = s->in + (size_t)job->slot[v] * 2 * L;
+                FOR_V {
+                    st(y + j * W, a0[j]);
+                    st(y + L + j * W, a1[j]);
+                }
+                last = v;
+                continue;
+            }
+        }
         vd b0[V] = {{0}}, b1[V] = {{0}};
         int32_t k0 = tr->child_start[v], k1 = tr->child_start[v + 1];
         if (k1 - k0 == 2 && !want_b) {

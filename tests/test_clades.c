@@ -1,0 +1,210 @@
+/* Clade tables (lib/clades.c, lib/kernel/clades.h): the clades found
+ * against a brute-force search over the parent array, and log-likelihoods
+ * with the tables bitwise equal to those of the plain pruning, including
+ * unknown cells and rates whose clade partials need rescaling. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "kernel.h"
+#include "oracle.h"
+
+/* Whether u lies in the subtree of v (u == v included): up the parents. */
+static int below(const persiste_tree *tr, int32_t u, int32_t v)
+{
+    for (; u >= 0; u = tr->parent[u])
+        if (u == v)
+            return 1;
+    return 0;
+}
+
+/* The clades of tr by brute force: internal v with at most
+ * PERSISTE_CLADE_TIPS tips and at least 2 internal nodes below, whose
+ * parent has more tips; checked against what persiste__assign_clades
+ * found, clade by clade in post-order. */
+static void check_clades(const persiste_tree *tr)
+{
+    struct persiste__scratch *s = NULL;
+    assert_int_equal(persiste__scratch_create(&s), PERSISTE_OK);
+    assert_int_equal(persiste__scratch_clades(s, (size_t)tr->n_nodes,
+                                              (size_t)tr->n_tips),
+                     PERSISTE_OK);
+    struct persiste__job job = {.tree = tr};
+    persiste__assign_clades(s, &job);
+    int32_t n = tr->n_nodes, nt = tr->n_tips, found = 0;
+    int32_t *tips = malloc(sizeof *tips * (size_t)n);
+    int32_t *inner = malloc(sizeof *inner * (size_t)n);
+    assert_non_null(tips);
+    assert_non_null(inner);
+    for (int32_t v = 0; v < n; v++) {
+        tips[v] = inner[v] = 0;
+        for (int32_t u = 0; u < n; u++)
+            if (below(tr, u, v))
+                (u < nt ? tips : inner)[v]++;
+    }
+    size_t table = 0;
+    for (int32_t v = nt; v < n; v++) {
+        int32_t p = tr->parent[v];
+        if (tips[v] > PERSISTE_CLADE_TIPS || inner[v] < 2 ||
+            (p >= 0 && tips[p] <= PERSISTE_CLADE_TIPS))
+            continue;
+        assert_true(found < job.n_clades);
+        const struct persiste__clade *c = &job.clades[found++];
+        assert_int_equal(c->root, v);
+        assert_int_equal(c->n_tips, tips[v]);
+        assert_int_equal(c->table, table);
+        table += 2 * persiste__clade_entries(c->n_tips);
+        /* first..root: exactly the internal nodes below v */
+        assert_int_equal(c->root - c->first + 1, inner[v]);
+        for (int32_t u = c->first; u <= c->root; u++)
+            assert_true(below(tr, u, v));
+        /* its tips: each below v, none twice */
+        for (int32_t i = 0; i < c->n_tips; i++) {
+            int32_t t = job.clade_tips[c->tip0 + i];
+            assert_true(t >= 0 && t < nt && below(tr, t, v));
+            for (int32_t k = 0; k < i; k++)
+                assert_int_not_equal(job.clade_tips[c->tip0 + k], t);
+        }
+    }
+    assert_int_equal(job.n_clades, found);
+    free(tips);
+    free(inner);
+    persiste__scratch_destroy(s);
+}
+
+static void test_clades_found(void **state)
+{
+    (void)state;
+    oracle_rng rng = {2026};
+    int found_some = 0;
+    for (int i = 0; i < 60; i++) {
+        int n_tips = 1 + oracle_below(&rng, 90);
+        persiste_tree *tr = oracle_random_tree(&rng, n_tips, 0.3, 0.0, 1.0);
+        assert_non_null(tr);
+        check_clades(tr);
+        found_some |= n_tips >= 3;
+        persiste_tree_destroy(tr);
+    }
+    assert_true(found_some);
+    for (int i = 0; oracle_small_trees[i]; i++) {
+        persiste_tree *tr = oracle_newick(oracle_small_trees[i]);
+        assert_non_null(tr);
+        check_clades(tr);
+        persiste_tree_destroy(tr);
+    }
+}
+
+/* loglik_batch at one pair for every family, clade tables on or off. */
+static void loglik(const persiste_tree *tr, const persiste_data *data,
+                   int64_t n_fam, const oracle_model *m, double lg, double ll,
+                   int clades, double *out)
+{
+    double *g = malloc(sizeof *g * (size_t)n_fam);
+    double *l = malloc(sizeof *l * (size_t)n_fam);
+    assert_non_null(g);
+    assert_non_null(l);
+    for (int64_t f = 0; f < n_fam; f++) {
+        g[f] = lg;
+        l[f] = ll;
+    }
+    persiste_ctx *ctx = oracle_ctx(2);
+    persiste_model *model = oracle_lib_model(m, 0.0);
+    assert_non_null(ctx);
+    assert_non_null(model);
+    persiste__clades_disable(!clades);
+    int rc = persiste_loglik_batch(ctx, model, tr, data, n_fam, g, l, out);
+    persiste__clades_disable(0);
+    if (rc != PERSISTE_OK)
+        print_message("loglik_batch: %s\n", persiste_last_error());
+    assert_int_equal(rc, PERSISTE_OK);
+    persiste_model_destroy(model);
+    persiste_ctx_destroy(ctx);
+    free(g);
+    free(l);
+}
+
+/* Rate pairs: ordinary, and at the bounds, where a clade's all-present
+ * (or all-absent) partial falls below 2^-256 and even underflows unless
+ * rescaled: its table is then not used. */
+static const double pairs[][2] = {{0.0, 0.0},     {-3.0, 1.0},
+                                  {2.0, -4.0},    {-100.0, 100.0},
+                                  {100.0, -100.0}, {-40.0, -60.0}};
+
+static void test_clades_bitwise(void **state)
+{
+    (void)state;
+    oracle_rng rng = {77};
+    static const int sizes[] = {2, 3, 4, 5, 6, 9, 17, 40, 130};
+    const int64_t n_fam = 301; /* a partial last block */
+    double *on = malloc(sizeof *on * (size_t)n_fam);
+    double *off = malloc(sizeof *off * (size_t)n_fam);
+    assert_non_null(on);
+    assert_non_null(off);
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        for (int unknown = 0; unknown < 2; unknown++) {
+            int n_tips = sizes[i];
+            int wide = oracle_below(&rng, 2); /* lengths up to 50 */
+            persiste_tree *tr = oracle_random_tree(&rng, n_tips, 0.3, 1e-6,
+                                                   wide ? 50.0 : 1.0);
+            assert_non_null(tr);
+            uint8_t *st = malloc((size_t)n_fam * (size_t)n_tips);
+            assert_non_null(st);
+            for (int64_t f = 0; f < n_fam; f++)
+                oracle_random_states(&rng, st + f * n_tips, n_tips,
+                                     f < 2 ? (double)f : oracle_uniform(&rng, 0, 1),
+                                     unknown && f >= 2 ? 0.03 : 0.0);
+            persiste_data *data = oracle_data(tr, st, n_fam);
+            assert_non_null(data);
+            oracle_tree t;
+            oracle_tree_read(tr, &t);
+            for (size_t p = 0; p < sizeof pairs / sizeof pairs[0]; p++) {
+                for (int k = 0; k < 3; k++) {
+                    oracle_model m = {oracle_conditions[k],
+                                      oracle_priors[k], ORACLE_FIXED_FREQ};
+                    loglik(tr, data, n_fam, &m, pairs[p][0], pairs[p][1], 1,
+                           on);
+                    loglik(tr, data, n_fam, &m, pairs[p][0], pairs[p][1], 0,
+                           off);
+                    for (int64_t f = 0; f < n_fam; f++)
+                        if (memcmp(&on[f], &off[f], sizeof on[f]))
+                            fail_msg("%d tips, pair %zu, condition %d, family "
+                                     "%lld: %.17g with tables, %.17g without",
+                                     n_tips, p, m.condition, (long long)f,
+                                     on[f], off[f]);
+                    /* and right: the log-space oracle, at the ordinary
+                     * pairs (at the bounds it loses P(observable) =
+                     * 1 - P(all absent) to cancellation, which the library
+                     * carries directly) */
+                    for (int64_t f = 0; p < 3 && f < n_fam; f += 50)
+                        ORACLE_ASSERT_CLOSE(
+                            on[f],
+                            oracle_logspace_loglik(&t, &m, st + f * n_tips,
+                                                   pairs[p][0], pairs[p][1]),
+                            1e-9, 1.0, "%d tips pair %zu family %lld",
+                            n_tips, p, (long long)f);
+                }
+            }
+            oracle_tree_free(&t);
+            persiste_data_destroy(data);
+            persiste_tree_destroy(tr);
+            free(st);
+        }
+    }
+    free(on);
+    free(off);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_clades_found),
+        cmocka_unit_test(test_clades_bitwise),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
