@@ -206,7 +206,8 @@ static int cpu_avx2(void)
 static int cpu_avx512(void)
 {
     return __builtin_cpu_supports("avx512f") &&
-           __builtin_cpu_supports("avx512dq");
+           __builtin_cpu_supports("avx512dq") &&
+           __builtin_cpu_supports("avx512bw");
 }
 #endif
 

@@ -88,6 +88,29 @@ static inline int clade_lookup(const struct persiste__job *job,
         return 0;
     const double *t0 = s->clade_tab + cl->table;
     const double *t1 = t0 + persiste__clade_entries(k);
+#if defined(__AVX512BW__)
+    /* every lane's index as a byte, one masked add per tip for the whole
+     * block, then widened 8 lanes at a time */
+    _Static_assert(L <= 64, "a block's lanes are the bytes of a register");
+    __m512i ib = _mm512_setzero_si512();
+    for (int i = 0; i < k; i++)
+        ib = _mm512_mask_add_epi8(ib, (__mmask64)bits[i], ib,
+                                  _mm512_set1_epi8((char)(1 << i)));
+    FOR_V {
+        __m128i q = _mm512_extracti32x4_epi32(ib, 0);
+        if (j / 2 == 1)
+            q = _mm512_extracti32x4_epi32(ib, 1);
+        else if (j / 2 == 2)
+            q = _mm512_extracti32x4_epi32(ib, 2);
+        else if (j / 2 == 3)
+            q = _mm512_extracti32x4_epi32(ib, 3);
+        if (j % 2)
+            q = _mm_unpackhi_epi64(q, q);
+        vi idx = (vi)_mm512_cvtepu8_epi64(q);
+        x0[j] = lookup(t0, k, idx);
+        x1[j] = lookup(t1, k, idx);
+    }
+#else
     FOR_V {
         vi idx = {0};
         for (int i = 0; i < k; i++) {
@@ -103,6 +126,7 @@ static inline int clade_lookup(const struct persiste__job *job,
         x0[j] = lookup(t0, k, idx);
         x1[j] = lookup(t1, k, idx);
     }
+#endif
     return 1;
 }
 
