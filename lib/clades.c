@@ -9,6 +9,14 @@
 
 static int clades_off; /* tests: prune every node */
 
+/* Whether the subtree of v fits a clade table (kernel/clades.h keeps a
+ * partial per internal node of a clade while it builds the table). */
+static int fits(const int32_t *below, const int32_t *inner, int32_t v)
+{
+    return below[v] <= PERSISTE_CLADE_TIPS &&
+           inner[v] <= PERSISTE_CLADE_TIPS - 1;
+}
+
 void persiste__clades_disable(int off) { clades_off = off; }
 
 void persiste__assign_clades(struct persiste__scratch *s0,
@@ -32,14 +40,15 @@ void persiste__assign_clades(struct persiste__scratch *s0,
         below[tr->parent[v]] += below[v];
         inner[tr->parent[v]] += inner[v];
     }
-    /* the clades in post-order, each by its root: a node of few tips whose
-     * parent has more (or the root) */
+    /* the clades in post-order, each by its root: a node that fits (of
+     * few tips, and as few internal nodes as a tree of them without
+     * one-child nodes has) whose parent does not (or the root) */
     struct persiste__clade *cl = s0->clades;
     int32_t m = 0, n_tip_entries = 0;
     size_t table = 0;
     for (int32_t v = nt; v < n; v++) {
-        if (below[v] > PERSISTE_CLADE_TIPS || inner[v] < CLADE_MIN_INNER ||
-            (v < n - 1 && below[tr->parent[v]] <= PERSISTE_CLADE_TIPS))
+        if (!fits(below, inner, v) || inner[v] < CLADE_MIN_INNER ||
+            (v < n - 1 && fits(below, inner, tr->parent[v])))
             continue;
         cl[m] = (struct persiste__clade){v - inner[v] + 1, v, below[v],
                                          n_tip_entries, table};

@@ -25,9 +25,10 @@ static int below(const persiste_tree *tr, int32_t u, int32_t v)
 }
 
 /* The clades of tr by brute force: internal v with at most
- * PERSISTE_CLADE_TIPS tips and at least 2 internal nodes below, whose
- * parent has more tips; checked against what persiste__assign_clades
- * found, clade by clade in post-order. */
+ * PERSISTE_CLADE_TIPS tips and 2 to PERSISTE_CLADE_TIPS - 1 internal nodes
+ * below (one-child nodes make more), whose parent has more of either;
+ * checked against what persiste__assign_clades found, clade by clade in
+ * post-order. */
 static void check_clades(const persiste_tree *tr)
 {
     struct persiste__scratch *s = NULL;
@@ -52,7 +53,9 @@ static void check_clades(const persiste_tree *tr)
     for (int32_t v = nt; v < n; v++) {
         int32_t p = tr->parent[v];
         if (tips[v] > PERSISTE_CLADE_TIPS || inner[v] < 2 ||
-            (p >= 0 && tips[p] <= PERSISTE_CLADE_TIPS))
+            inner[v] > PERSISTE_CLADE_TIPS - 1 ||
+            (p >= 0 && tips[p] <= PERSISTE_CLADE_TIPS &&
+             inner[p] <= PERSISTE_CLADE_TIPS - 1))
             continue;
         assert_true(found < job.n_clades);
         const struct persiste__clade *c = &job.clades[found++];
@@ -78,6 +81,16 @@ static void check_clades(const persiste_tree *tr)
     persiste__scratch_destroy(s);
 }
 
+/* Trees with one-child nodes: a clade of few tips may hold more internal
+ * nodes than a table's build keeps. */
+static const char *const unary_trees[] = {
+    "((((A:0.1):0.2,B:0.3):0.1,C:0.4):0.2,D:0.5);",
+    "(((((((A:0.1):0.1):0.1):0.1):0.1,B:0.2):0.3,(C:0.1,D:0.2):0.1):0.1,"
+    "E:0.6);",
+    "((((((((A:0.1,B:0.2):0.1):0.1):0.1):0.1):0.1,C:0.3):0.2,(D:0.1,E:0.2,"
+    "F:0.3):0.1):0.1,((G:0.2):0.3,H:0.1):0.2);",
+    NULL};
+
 static void test_clades_found(void **state)
 {
     (void)state;
@@ -94,6 +107,12 @@ static void test_clades_found(void **state)
     assert_true(found_some);
     for (int i = 0; oracle_small_trees[i]; i++) {
         persiste_tree *tr = oracle_newick(oracle_small_trees[i]);
+        assert_non_null(tr);
+        check_clades(tr);
+        persiste_tree_destroy(tr);
+    }
+    for (int i = 0; unary_trees[i]; i++) {
+        persiste_tree *tr = oracle_newick(unary_trees[i]);
         assert_non_null(tr);
         check_clades(tr);
         persiste_tree_destroy(tr);
@@ -136,68 +155,78 @@ static const double pairs[][2] = {{0.0, 0.0},     {-3.0, 1.0},
                                   {2.0, -4.0},    {-100.0, 100.0},
                                   {100.0, -100.0}, {-40.0, -60.0}};
 
+/* lnL on tr at every pair, condition and prior, with and without clade
+ * tables: bitwise the same; at the ordinary pairs also the log-space
+ * oracle's (at the bounds it loses P(observable) = 1 - P(all absent) to
+ * cancellation, which the library carries directly). Families 0 and 1 all
+ * absent and all present, the others random, unknown cells in some. */
+static void check_bitwise(persiste_tree *tr, oracle_rng *rng, int unknown)
+{
+    const int64_t n_fam = 301; /* a partial last block */
+    int32_t n_tips = persiste_tree_n_tips(tr);
+    double *on = malloc(sizeof *on * (size_t)n_fam);
+    double *off = malloc(sizeof *off * (size_t)n_fam);
+    uint8_t *st = malloc((size_t)n_fam * (size_t)n_tips);
+    assert_non_null(on);
+    assert_non_null(off);
+    assert_non_null(st);
+    for (int64_t f = 0; f < n_fam; f++)
+        oracle_random_states(rng, st + f * n_tips, n_tips,
+                             f < 2 ? (double)f : oracle_uniform(rng, 0, 1),
+                             unknown && f >= 2 ? 0.03 : 0.0);
+    persiste_data *data = oracle_data(tr, st, n_fam);
+    assert_non_null(data);
+    oracle_tree t;
+    oracle_tree_read(tr, &t);
+    for (size_t p = 0; p < sizeof pairs / sizeof pairs[0]; p++) {
+        for (int k = 0; k < 3; k++) {
+            oracle_model m = {oracle_conditions[k], oracle_priors[k],
+                              ORACLE_FIXED_FREQ};
+            loglik(tr, data, n_fam, &m, pairs[p][0], pairs[p][1], 1, on);
+            loglik(tr, data, n_fam, &m, pairs[p][0], pairs[p][1], 0, off);
+            for (int64_t f = 0; f < n_fam; f++)
+                if (memcmp(&on[f], &off[f], sizeof on[f]))
+                    fail_msg("%d tips, pair %zu, condition %d, family %lld: "
+                             "%.17g with tables, %.17g without",
+                             n_tips, p, m.condition, (long long)f, on[f],
+                             off[f]);
+            for (int64_t f = 0; p < 3 && f < n_fam; f += 50)
+                ORACLE_ASSERT_CLOSE(
+                    on[f],
+                    oracle_logspace_loglik(&t, &m, st + f * n_tips,
+                                           pairs[p][0], pairs[p][1]),
+                    1e-9, 1.0, "%d tips pair %zu family %lld", n_tips, p,
+                    (long long)f);
+        }
+    }
+    oracle_tree_free(&t);
+    persiste_data_destroy(data);
+    free(st);
+    free(on);
+    free(off);
+}
+
 static void test_clades_bitwise(void **state)
 {
     (void)state;
     oracle_rng rng = {77};
     static const int sizes[] = {2, 3, 4, 5, 6, 9, 17, 40, 130};
-    const int64_t n_fam = 301; /* a partial last block */
-    double *on = malloc(sizeof *on * (size_t)n_fam);
-    double *off = malloc(sizeof *off * (size_t)n_fam);
-    assert_non_null(on);
-    assert_non_null(off);
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         for (int unknown = 0; unknown < 2; unknown++) {
-            int n_tips = sizes[i];
             int wide = oracle_below(&rng, 2); /* lengths up to 50 */
-            persiste_tree *tr = oracle_random_tree(&rng, n_tips, 0.3, 1e-6,
+            persiste_tree *tr = oracle_random_tree(&rng, sizes[i], 0.3, 1e-6,
                                                    wide ? 50.0 : 1.0);
             assert_non_null(tr);
-            uint8_t *st = malloc((size_t)n_fam * (size_t)n_tips);
-            assert_non_null(st);
-            for (int64_t f = 0; f < n_fam; f++)
-                oracle_random_states(&rng, st + f * n_tips, n_tips,
-                                     f < 2 ? (double)f : oracle_uniform(&rng, 0, 1),
-                                     unknown && f >= 2 ? 0.03 : 0.0);
-            persiste_data *data = oracle_data(tr, st, n_fam);
-            assert_non_null(data);
-            oracle_tree t;
-            oracle_tree_read(tr, &t);
-            for (size_t p = 0; p < sizeof pairs / sizeof pairs[0]; p++) {
-                for (int k = 0; k < 3; k++) {
-                    oracle_model m = {oracle_conditions[k],
-                                      oracle_priors[k], ORACLE_FIXED_FREQ};
-                    loglik(tr, data, n_fam, &m, pairs[p][0], pairs[p][1], 1,
-                           on);
-                    loglik(tr, data, n_fam, &m, pairs[p][0], pairs[p][1], 0,
-                           off);
-                    for (int64_t f = 0; f < n_fam; f++)
-                        if (memcmp(&on[f], &off[f], sizeof on[f]))
-                            fail_msg("%d tips, pair %zu, condition %d, family "
-                                     "%lld: %.17g with tables, %.17g without",
-                                     n_tips, p, m.condition, (long long)f,
-                                     on[f], off[f]);
-                    /* and right: the log-space oracle, at the ordinary
-                     * pairs (at the bounds it loses P(observable) =
-                     * 1 - P(all absent) to cancellation, which the library
-                     * carries directly) */
-                    for (int64_t f = 0; p < 3 && f < n_fam; f += 50)
-                        ORACLE_ASSERT_CLOSE(
-                            on[f],
-                            oracle_logspace_loglik(&t, &m, st + f * n_tips,
-                                                   pairs[p][0], pairs[p][1]),
-                            1e-9, 1.0, "%d tips pair %zu family %lld",
-                            n_tips, p, (long long)f);
-                }
-            }
-            oracle_tree_free(&t);
-            persiste_data_destroy(data);
+            check_bitwise(tr, &rng, unknown);
             persiste_tree_destroy(tr);
-            free(st);
         }
     }
-    free(on);
-    free(off);
+    for (int i = 0; unary_trees[i]; i++) {
+        persiste_tree *tr = oracle_newick(unary_trees[i]);
+        assert_non_null(tr);
+        check_bitwise(tr, &rng, i % 2);
+        persiste_tree_destroy(tr);
+    }
 }
 
 int main(void)

@@ -20,7 +20,7 @@ static int clade_table(const struct persiste__job *job,
     int32_t nt = tr->n_tips;
     size_t n = (size_t)1 << cl->n_tips;
     size_t entries = persiste__clade_entries(cl->n_tips);
-    vd x0[PERSISTE_CLADE_TIPS], x1[PERSISTE_CLADE_TIPS]; /* by v - first */
+    vd x0[PERSISTE_CLADE_TIPS - 1], x1[PERSISTE_CLADE_TIPS - 1]; /* v - first */
     int ok = 1;
     for (size_t g = 0; g < entries; g += W) {
         for (int32_t v = cl->first; v <= cl->root; v++) {
