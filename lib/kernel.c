@@ -224,6 +224,8 @@ static void prefetch_bits(const struct persiste__job *job, int64_t f0)
 
 const int CAT(EVAL_BLOCK, _lanes) = L;
 
+#define CLADE_MIN_BLOCKS 16
+
 void EVAL_BLOCK(const struct persiste__job *job, struct persiste__scratch *s,
                 int64_t block, double *branch)
 {
@@ -245,13 +247,24 @@ void EVAL_BLOCK(const struct persiste__job *job, struct persiste__scratch *s,
                        job->model->min_branch_length};
     if (!cached) {
         s->cache_valid = 0;
+        s->clades_built = 0;
+        s->pair_blocks = 0;
         if (uniform)
             fill_p(job, &ln, s);
-#if !KERNEL_GRADIENT
-        if (uniform && job->n_clades)
-            clade_tables(job, &pv, s);
-#endif
     }
+    /* Clade tables when one pair serves all families, else once a worker
+     * has had CLADE_MIN_BLOCKS blocks in a row at a pair: building them
+     * costs about two blocks and saves a quarter of one per block, so
+     * runs of a pair shorter than that would pay for nothing. */
+    int tables = 0;
+#if !KERNEL_GRADIENT
+    if (uniform && job->n_clades &&
+        (job->one_pair || ++s->pair_blocks >= CLADE_MIN_BLOCKS)) {
+        if (!s->clades_built)
+            clade_tables(job, &pv, s);
+        s->clades_built = tables = 1;
+    }
+#endif
 #if KERNEL_GRADIENT
     if (!uniform)
         fill_lanes(job, &ln, s);
@@ -262,9 +275,7 @@ void EVAL_BLOCK(const struct persiste__job *job, struct persiste__scratch *s,
     struct cond cd;
     int mode = job->model->condition;
     int want_b = !cached && mode != PERSISTE_CONDITION_NONE;
-    forward(job, &ln, &pv, s, f0, want_b,
-            !KERNEL_GRADIENT && uniform && !want_b && job->n_clades > 0, &lik,
-            nscale);
+    forward(job, &ln, &pv, s, f0, want_b, tables && !want_b, &lik, nscale);
     if (cached) {
         cd.log = vb_splat(s->cache_log_cond);
         cd.inv = vb_splat(s->cache_inv_cond);

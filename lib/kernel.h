@@ -94,6 +94,8 @@ struct persiste__scratch {
     struct persiste__rows *rows; /* worker 0: grouping of families */
     /* Cache for blocks whose lanes all share one rate pair. */
     int cache_valid;
+    int clades_built; /* clade_tab holds the cached pair's tables */
+    int64_t pair_blocks; /* blocks in a row at the cached pair */
     double cache_log_gain, cache_log_loss;
     double cache_log_cond, cache_inv_cond, cache_dcond_g, cache_dcond_l;
 };

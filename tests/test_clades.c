@@ -119,7 +119,27 @@ static void test_clades_found(void **state)
     }
 }
 
-/* loglik_batch at one pair for every family, clade tables on or off. */
+/* loglik_batch at the rates (g, l) with clade tables on or off. */
+static void loglik_rates(const persiste_tree *tr, const persiste_data *data,
+                         int64_t n_fam, const oracle_model *m,
+                         const double *g, const double *l, int clades,
+                         int threads, double *out)
+{
+    persiste_ctx *ctx = oracle_ctx(threads);
+    persiste_model *model = oracle_lib_model(m, 0.0);
+    assert_non_null(ctx);
+    assert_non_null(model);
+    persiste__clades_disable(!clades);
+    int rc = persiste_loglik_batch(ctx, model, tr, data, n_fam, g, l, out);
+    persiste__clades_disable(0);
+    if (rc != PERSISTE_OK)
+        print_message("loglik_batch: %s\n", persiste_last_error());
+    assert_int_equal(rc, PERSISTE_OK);
+    persiste_model_destroy(model);
+    persiste_ctx_destroy(ctx);
+}
+
+/* The same at one pair for every family, 2 threads. */
 static void loglik(const persiste_tree *tr, const persiste_data *data,
                    int64_t n_fam, const oracle_model *m, double lg, double ll,
                    int clades, double *out)
@@ -132,18 +152,7 @@ static void loglik(const persiste_tree *tr, const persiste_data *data,
         g[f] = lg;
         l[f] = ll;
     }
-    persiste_ctx *ctx = oracle_ctx(2);
-    persiste_model *model = oracle_lib_model(m, 0.0);
-    assert_non_null(ctx);
-    assert_non_null(model);
-    persiste__clades_disable(!clades);
-    int rc = persiste_loglik_batch(ctx, model, tr, data, n_fam, g, l, out);
-    persiste__clades_disable(0);
-    if (rc != PERSISTE_OK)
-        print_message("loglik_batch: %s\n", persiste_last_error());
-    assert_int_equal(rc, PERSISTE_OK);
-    persiste_model_destroy(model);
-    persiste_ctx_destroy(ctx);
+    loglik_rates(tr, data, n_fam, m, g, l, clades, 2, out);
     free(g);
     free(l);
 }
@@ -229,11 +238,59 @@ static void test_clades_bitwise(void **state)
     }
 }
 
+/* Two pairs, each in one long run of families: tables are built only
+ * once a worker has had enough blocks in a row at a pair (one thread, so
+ * that it has), then rebuilt for the second pair. */
+static void test_clades_two_pairs(void **state)
+{
+    (void)state;
+    oracle_rng rng = {4242};
+    const int64_t n_fam = 2000;
+    const int n_tips = 40;
+    persiste_tree *tr = oracle_random_tree(&rng, n_tips, 0.2, 0.01, 1.0);
+    assert_non_null(tr);
+    uint8_t *st = malloc((size_t)n_fam * n_tips);
+    double *g = malloc(sizeof *g * (size_t)n_fam);
+    double *l = malloc(sizeof *l * (size_t)n_fam);
+    double *on = malloc(sizeof *on * (size_t)n_fam);
+    double *off = malloc(sizeof *off * (size_t)n_fam);
+    assert_true(st && g && l && on && off);
+    for (int64_t f = 0; f < n_fam; f++) {
+        oracle_random_states(&rng, st + f * n_tips, n_tips,
+                             oracle_uniform(&rng, 0, 1), 0.0);
+        g[f] = f < n_fam / 2 ? -1.0 : 0.5;
+        l[f] = f < n_fam / 2 ? 0.3 : -2.0;
+    }
+    persiste_data *data = oracle_data(tr, st, n_fam);
+    assert_non_null(data);
+    oracle_model m = {PERSISTE_CONDITION_PRESENT, PERSISTE_ROOT_STATIONARY,
+                      ORACLE_FIXED_FREQ};
+    loglik_rates(tr, data, n_fam, &m, g, l, 1, 1, on);
+    loglik_rates(tr, data, n_fam, &m, g, l, 0, 1, off);
+    assert_memory_equal(on, off, sizeof *on * (size_t)n_fam);
+    oracle_tree t;
+    oracle_tree_read(tr, &t);
+    for (int64_t f = 0; f < n_fam; f += 97)
+        ORACLE_ASSERT_CLOSE(on[f],
+                            oracle_logspace_loglik(&t, &m, st + f * n_tips,
+                                                   g[f], l[f]),
+                            1e-9, 1.0, "two pairs, family %lld", (long long)f);
+    oracle_tree_free(&t);
+    persiste_data_destroy(data);
+    persiste_tree_destroy(tr);
+    free(st);
+    free(g);
+    free(l);
+    free(on);
+    free(off);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_clades_found),
         cmocka_unit_test(test_clades_bitwise),
+        cmocka_unit_test(test_clades_two_pairs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
