@@ -42,8 +42,8 @@ enum { PERSISTE_P00, PERSISTE_P01, PERSISTE_P10, PERSISTE_P11,
  * worker by the same arithmetic as the pruning (the same results, bitwise).
  * A clade's internal nodes are first..root, contiguous in post-order, at
  * most PERSISTE_CLADE_TIPS - 1 of them (one-child nodes count); its tips
- * are clade_tips[tip0 ..], tip i giving bit i of the index. */
-/* 5: 32 entries, two permutes and a blend a vector with AVX-512; 6
+ * are clade_tips[tip0 ..], tip i giving bit i of the index.
+ * 5 tips: 32 entries, two permutes and a blend a vector with AVX-512; 6
  * (four permutes) gained nothing, 8 (gathers) was 7% slower. */
 #define PERSISTE_CLADE_TIPS 5
 struct persiste__clade {

@@ -20,7 +20,8 @@ static int clade_table(const struct persiste__job *job,
     int32_t nt = tr->n_tips;
     size_t n = (size_t)1 << cl->n_tips;
     size_t entries = persiste__clade_entries(cl->n_tips);
-    vd x0[PERSISTE_CLADE_TIPS - 1], x1[PERSISTE_CLADE_TIPS - 1]; /* v - first */
+    /* the partials of its internal nodes, by v - first */
+    vd x0[PERSISTE_CLADE_TIPS - 1], x1[PERSISTE_CLADE_TIPS - 1];
     int ok = 1;
     for (size_t g = 0; g < entries; g += W) {
         for (int32_t v = cl->first; v <= cl->root; v++) {
@@ -59,8 +60,9 @@ static int clade_table(const struct persiste__job *job,
 /* Every clade's table into s at the pair of pv's tables (once per pair
  * and worker: kept out of line, where it cannot crowd the walk's
  * registers). */
-static __attribute__((noinline)) void clade_tables(const struct persiste__job *job,
-                         const struct pview *pv, struct persiste__scratch *s)
+static __attribute__((noinline)) void clade_tables(
+    const struct persiste__job *job, const struct pview *pv,
+    struct persiste__scratch *s)
 {
     for (int32_t c = 0; c < job->n_clades; c++)
         s->clade_ok[c] = (unsigned char)clade_table(
@@ -96,7 +98,7 @@ static inline int clade_lookup(const struct persiste__job *job,
     for (int i = 0; i < k; i++)
         ib = _mm512_mask_add_epi8(ib, (__mmask64)bits[i], ib,
                                   _mm512_set1_epi8((char)(1 << i)));
-    FOR_V {
+    FOR_V { /* (the extract takes a constant: j is one once unrolled) */
         __m128i q = _mm512_extracti32x4_epi32(ib, 0);
         if (j / 2 == 1)
             q = _mm512_extracti32x4_epi32(ib, 1);
@@ -110,18 +112,12 @@ static inline int clade_lookup(const struct persiste__job *job,
         x0[j] = lookup(t0, k, idx);
         x1[j] = lookup(t1, k, idx);
     }
-#else
+#else /* AVX2 and SSE2: the index lane-wise, a mask per tip */
     FOR_V {
         vi idx = {0};
         for (int i = 0; i < k; i++) {
             unsigned m = (unsigned)(bits[i] >> (j * W)) & LANE_BITS;
-#if defined(__AVX512F__)
-            idx = (vi)_mm512_mask_or_epi64((__m512i)idx, (__mmask8)m,
-                                           (__m512i)idx,
-                                           _mm512_set1_epi64((int64_t)1 << i));
-#else
             idx |= lane_mask(m) & ((int64_t)1 << i);
-#endif
         }
         x0[j] = lookup(t0, k, idx);
         x1[j] = lookup(t1, k, idx);

@@ -222,10 +222,10 @@ static inline int clade_lookup(const struct persiste__job *job,
 
 /* Post-order pruning of the block's pattern into s->in; per lane the scaled
  * root likelihood and the number of 2^256 rescales. With tables, the
- * clades' partials are looked up (see kernel/clades.h) where they can be. A node's children are
- * multiplied without rescaling and the product checked once: partials stay
- * at most 1 and every factor's larger entry is far from underflow, so a
- * node rarely needs node_rescaled.
+ * clades' partials are looked up (see kernel/clades.h) where they can be.
+ * A node's children are multiplied without rescaling and the product
+ * checked once: partials stay at most 1 and every factor's larger entry is
+ * far from underflow, so a node rarely needs node_rescaled.
  * With want_b, the same walk (and the same tables) also fills s->b with
  * B(s) = 1 - P(all tips below absent | state s), carried directly so that
  * slow gain (B tiny) loses no digits: 1-(1-B)(1-y) = B + y(1-B). */
