@@ -73,9 +73,7 @@ int persiste__scratch_create(struct persiste__scratch **sp)
 {
     if (!*sp && !(*sp = persiste__calloc(1, sizeof **sp)))
         return persiste__error(PERSISTE_E_NOMEM, "workspace: out of memory");
-    (*sp)->cache_valid = 0;
-    (*sp)->clades_built = 0;
-    (*sp)->pair_blocks = 0;
+    (*sp)->cache_valid = 0; /* its first block resets the rest */
     return PERSISTE_OK;
 }
 
