@@ -3,6 +3,7 @@
  * deterministic reduction of branch gradients. */
 #include <float.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "kernel.h"
@@ -56,7 +57,10 @@ static void run_chunk(void *arg, int64_t task, int worker)
 static int check_array(const double *x, int64_t n, double bound,
                        const char *what, const persiste_data *data)
 {
+    int ok = 1; /* first without an exit from the loop: it vectorises */
     for (int64_t f = 0; f < n; f++)
+        ok &= fabs(x[f]) <= bound;
+    for (int64_t f = 0; f < n && !ok; f++)
         if (!(fabs(x[f]) <= bound))
             return persiste__error(PERSISTE_E_DOMAIN,
                                    "%s[%lld] (family '%s') is %g: expected a "
@@ -64,6 +68,22 @@ static int check_array(const double *x, int64_t n, double bound,
                                    what, (long long)f, data->family_name[f],
                                    x[f], bound, bound);
     return PERSISTE_OK;
+}
+
+/* Whether x[0 .. n) all have x[0]'s bits (one pass without an exit from
+ * the loop: it vectorises). */
+static int same_bits(const double *x, int64_t n)
+{
+    uint64_t first, diff = 0;
+    if (n < 2)
+        return 1;
+    memcpy(&first, x, sizeof first);
+    for (int64_t f = 1; f < n; f++) {
+        uint64_t b;
+        memcpy(&b, &x[f], sizeof b);
+        diff |= b ^ first;
+    }
+    return diff == 0;
 }
 
 static int check_args(const persiste_ctx *ctx, const persiste_model *model,
@@ -178,6 +198,92 @@ static int run(persiste_ctx *ctx, struct persiste__job *job,
     return PERSISTE_OK;
 }
 
+struct class_run {
+    persiste_ctx *ctx;
+    const struct persiste__job *job;
+    persiste__block_fn eval_block;
+    persiste__classes_fn fn;
+    atomic_int_fast64_t left;       /* groups, and the conditioning, to do */
+    atomic_int claimed;             /* the conditioning is being done */
+    double log_cond;
+    atomic_int_fast64_t impossible; /* families, added once per thread */
+};
+
+/* Thread w: the pair's tables, its group's classes in post-order, the
+ * conditioning if no other thread took it first, then (all done) its share
+ * of the families' values. Nothing is done one thread at a time. */
+static void run_class_group(void *arg, int64_t task, int worker)
+{
+    (void)task;
+    struct class_run *r = arg;
+    const struct persiste__job *job = r->job;
+    const persiste_tree *tr = job->tree;
+    struct persiste__classes *c = r->ctx->classes;
+    struct persiste__scratch *s = r->ctx->scratch[worker];
+    int t = c->threads;
+    if (worker >= t) /* more threads than patterns */
+        return;
+    struct persiste__class_group *g = &c->group[worker];
+    r->fn(job, g, s, -1);
+    for (int32_t v = tr->n_tips; v < tr->n_nodes; v++)
+        r->fn(job, g, s, v);
+    atomic_fetch_sub_explicit(&r->left, 1, memory_order_release);
+    /* log P(observable) is log 1 = 0 without conditioning */
+    if (job->model->condition != PERSISTE_CONDITION_NONE &&
+        !atomic_exchange_explicit(&r->claimed, 1, memory_order_relaxed)) {
+        /* P(observable) the blocks' way: their first block (whose own
+         * values the scatter overwrites) */
+        struct persiste__job first = *job;
+        first.n_clades = 0; /* no tables for one block */
+        r->eval_block(&first, s, 0, NULL);
+        r->log_cond = s->cache_log_cond;
+        atomic_fetch_sub_explicit(&r->left, 1, memory_order_release);
+    }
+    persiste__await_zero(&r->left);
+    const int64_t *pattern = job->data->pattern;
+    int64_t nf = job->n_families, n_impossible = 0;
+    for (int64_t f = nf * worker / t; f < nf * (worker + 1) / t; f++) {
+        double ll = persiste__conditioned(c->root_ll[c->root_at[pattern[f]]],
+                                          r->log_cond);
+        job->loglik[f] = ll;
+        n_impossible += isinf(ll) != 0;
+    }
+    atomic_fetch_add_explicit(&r->impossible, n_impossible,
+                              memory_order_relaxed);
+}
+
+/* Evaluates a likelihood at one pair on the classes, each computed as its
+ * families' blocks would compute it: the results do not depend on the
+ * thread count. */
+static void run_classes(persiste_ctx *ctx, struct persiste__job *job,
+                        persiste__block_fn eval_block)
+{
+    int cond = job->model->condition != PERSISTE_CONDITION_NONE;
+    struct class_run r = {ctx, job, eval_block, persiste__classes_kernel(),
+                          ctx->classes->threads + cond, 0, 0.0, 0};
+    persiste__ctx_run_each(ctx, run_class_group, &r);
+    ctx->n_impossible = atomic_load(&r.impossible);
+}
+
+/* Evaluates the job's families in blocks, or its rows where grouping saves
+ * work (see persiste__rows_prepare). */
+static int run_rows(persiste_ctx *ctx, struct persiste__job *job,
+                    persiste__block_fn eval_block, double *d_branch)
+{
+    int64_t n_families = job->n_families;
+    double *loglik = job->loglik, *dg = job->d_log_gain, *dl = job->d_log_loss;
+    int grouped = persiste__rows_prepare(&ctx->scratch[0]->rows, job);
+    if (grouped < 0)
+        return grouped;
+    const struct persiste__rows *rows = ctx->scratch[0]->rows;
+    if (grouped)
+        persiste__rows_outputs(rows, job);
+    int rc = run(ctx, job, eval_block, d_branch);
+    if (rc == PERSISTE_OK && grouped)
+        persiste__rows_scatter(rows, n_families, loglik, dg, dl);
+    return rc;
+}
+
 int persiste_loglik_batch(persiste_ctx *ctx, const persiste_model *model,
                           const persiste_tree *tree, const persiste_data *data,
                           int64_t n_families, const double *log_gain,
@@ -219,9 +325,8 @@ int persiste_gradient_batch(persiste_ctx *ctx, const persiste_model *model,
         .gradient = d_log_gain || d_log_loss || d_branch,
         .one_pair = 1,
     };
-    for (int64_t f = 1; f < n_families && job.one_pair; f++)
-        job.one_pair = !memcmp(&log_gain[f], log_gain, sizeof *log_gain) &&
-                       !memcmp(&log_loss[f], log_loss, sizeof *log_loss);
+    job.one_pair = same_bits(log_gain, n_families) &&
+                   same_bits(log_loss, n_families);
     persiste__block_fn eval_block = persiste__kernel(
         !job.gradient  ? PERSISTE_KIND_LIK
         : job.one_pair ? PERSISTE_KIND_GRADPAIR
@@ -229,19 +334,16 @@ int persiste_gradient_batch(persiste_ctx *ctx, const persiste_model *model,
         &job.lanes);
     /* Workspace first: rows live in worker 0's scratch. */
     rc = reserve_scratch(ctx, &job);
-    int grouped = rc ? rc : persiste__rows_prepare(&ctx->scratch[0]->rows, &job);
-    if (grouped < 0) {
-        rc = grouped;
-    } else {
-        const struct persiste__rows *rows = ctx->scratch[0]->rows;
-        if (grouped)
-            persiste__rows_outputs(rows, &job);
-        rc = run(ctx, &job, eval_block, d_branch);
-        if (rc == PERSISTE_OK && grouped)
-            persiste__rows_scatter(rows, n_families, loglik, d_log_gain,
-                                   d_log_loss);
-    }
-    if (rc == PERSISTE_OK) {
+    int classes = rc ? 0
+                     : persiste__classes_prepare(&ctx->classes, &job,
+                                                 persiste__ctx_workers(ctx));
+    if (classes < 0)
+        rc = classes;
+    else if (classes) /* counts the impossible families too */
+        run_classes(ctx, &job, eval_block);
+    else if (rc == PERSISTE_OK)
+        rc = run_rows(ctx, &job, eval_block, d_branch);
+    if (rc == PERSISTE_OK && !classes) {
         int64_t n_impossible = 0;
         for (int64_t f = 0; f < n_families; f++)
             n_impossible += isinf(loglik[f]) != 0;

@@ -41,6 +41,7 @@ void persiste_ctx_destroy(persiste_ctx *ctx)
     else
         persiste__pool_abandon(ctx->pool);
     free_scratch(ctx);
+    persiste__classes_destroy(ctx->classes);
     persiste__free(ctx);
 }
 
@@ -88,6 +89,12 @@ void persiste__ctx_run(persiste_ctx *ctx, int64_t n_tasks,
                        persiste__task_fn fn, void *arg)
 {
     persiste__pool_run(ctx->pool, n_tasks, fn, arg);
+}
+
+void persiste__ctx_run_each(persiste_ctx *ctx, persiste__task_fn fn,
+                            void *arg)
+{
+    persiste__pool_run_each(ctx->pool, fn, arg);
 }
 
 static int set_threads(persiste_ctx *ctx, int64_t value)

@@ -1,5 +1,7 @@
-/* Status names, the thread-local error message, checked allocation. */
+/* Status names, the thread-local error message, checked allocation, object
+ * serial numbers. */
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,4 +105,10 @@ char *persiste__strndup(const char *s, size_t n)
         d[n] = '\0';
     }
     return d;
+}
+
+uint64_t persiste__serial(void)
+{
+    static _Atomic uint64_t last;
+    return atomic_fetch_add(&last, 1) + 1;
 }

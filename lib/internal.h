@@ -3,6 +3,7 @@
 #ifndef PERSISTE_INTERNAL_H
 #define PERSISTE_INTERNAL_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -25,6 +26,10 @@ char *persiste__strndup(const char *s, size_t n);
 int persiste__error(int code, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* A number never given out before in this process (from 1): tells objects
+ * apart where a freed object's address may be reused. */
+uint64_t persiste__serial(void);
+
 /* size_t a * b, or PERSISTE_E_OVERFLOW (message recorded) on overflow. */
 int persiste__mul_size(size_t a, size_t b, size_t *out);
 
@@ -45,6 +50,7 @@ struct persiste_tree {
     int32_t *tip_index;   /* [tip_index_size], -1 = empty */
     uint32_t tip_index_size;
     uint64_t fingerprint; /* hash of tip names in order: binds data to tree */
+    uint64_t serial;      /* tells trees apart (caches keyed by a tree) */
 };
 
 /* Build a tree from any node numbering: takes ownership of labels (each
@@ -218,6 +224,14 @@ int persiste__pool_size(const persiste__pool *pool);
 void persiste__pool_run(persiste__pool *pool, int64_t n_tasks,
                         persiste__task_fn fn, void *arg);
 
+/* fn(arg, w, w) once on every thread w of the pool, all at once: each
+ * does its own share, and shares may wait for each other's progress
+ * (persiste__await_zero), which a run's dynamic tasks must not. */
+void persiste__pool_run_each(persiste__pool *pool, persiste__task_fn fn,
+                             void *arg);
+/* Until *x is 0 (acquire), spinning as the pool's workers wait. */
+void persiste__await_zero(atomic_int_fast64_t *x);
+
 /* A thread of its own, started with fn(arg); 1 if it runs. TSan builds
  * start it through pthreads (lib/pool.c says why). */
 typedef struct {
@@ -230,6 +244,7 @@ void persiste__thread_join(persiste__thread *t);
 
 /* ---- Context ----------------------------------------------------------- */
 struct persiste__scratch; /* per-worker buffers, see kernel.h */
+struct persiste__classes; /* site repeats, see kernel.h */
 
 struct persiste_ctx {
     int requested_threads;
@@ -243,6 +258,7 @@ struct persiste_ctx {
      * the thread count changes. */
     int n_scratch;
     struct persiste__scratch **scratch; /* [n_scratch] */
+    struct persiste__classes *classes;  /* of the last (tree, data) */
     int64_t n_impossible;
 };
 
@@ -253,10 +269,15 @@ int persiste__ctx_enter(persiste_ctx *ctx);
 void persiste__ctx_leave(persiste_ctx *ctx);
 /* Worker ids passed to task functions are in [0, persiste__ctx_workers). */
 int persiste__ctx_workers(const persiste_ctx *ctx);
-/* persiste__pool_run on the ctx's pool, or inline when it has none. */
+/* persiste__pool_run and _run_each on the ctx's pool, or inline when it
+ * has none. */
 void persiste__ctx_run(persiste_ctx *ctx, int64_t n_tasks,
                        persiste__task_fn fn, void *arg);
-/* Defined with struct persiste__scratch in lib/kernel.c; accepts NULL. */
+void persiste__ctx_run_each(persiste_ctx *ctx, persiste__task_fn fn,
+                            void *arg);
+/* In lib/scratch.c; accepts NULL. */
 void persiste__scratch_destroy(struct persiste__scratch *s);
+/* In lib/classes.c; accepts NULL. */
+void persiste__classes_destroy(struct persiste__classes *c);
 
 #endif

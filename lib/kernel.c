@@ -20,7 +20,7 @@
  * The parts, in lib/kernel/: vec.h (vectors and rescaling), tables.h
  * (transition tables), walk.h (the post-order passes), clades.h (small
  * clades' partials looked up by their tips' bits), reverse.h (the
- * gradients' pre-order passes). This file holds the conditioning and the
+ * gradients' pre-order passes), classes.h (site repeats' partials). This file holds the conditioning and the
  * block's entry point. */
 #include <math.h>
 #include <string.h>
@@ -82,6 +82,7 @@ enum { P00 = PERSISTE_P00, P01, P10, P11, D01G, D01L, D10G, D10L, D01T, D10T };
 #include "kernel/tables.h"
 #include "kernel/walk.h"
 #include "kernel/clades.h"
+#include "kernel/classes.h"
 #include "kernel/reverse.h"
 
 /* Conditioning of every lane: log P(observable), and 1 / P(observable),
@@ -285,14 +286,13 @@ void EVAL_BLOCK(const struct persiste__job *job, struct persiste__scratch *s,
 
     vb coef = vb_splat(0.0), w = vb_splat(1.0);
     for (int l = 0; l < ln.n_active; l++) {
-        double lk = *lane(&lik, l), lc = *lane(&cd.log, l);
-        int possible = lk > 0.0 && isfinite(lc);
+        double ll = persiste__conditioned(
+            persiste__unconditioned(*lane(&lik, l), nscale[l / W][l % W]),
+            *lane(&cd.log, l));
         if (job->weight)
             *lane(&w, l) = job->weight[f0 + l];
-        *lane(&coef, l) = possible ? 1.0 : 0.0;
-        job->loglik[f0 + l] =
-            possible ? log(lk) - (double)nscale[l / W][l % W] * 256 * LN2 - lc
-                     : -INFINITY;
+        *lane(&coef, l) = ll > -INFINITY ? 1.0 : 0.0;
+        job->loglik[f0 + l] = ll;
     }
 #if KERNEL_GRADIENT
     if (job->gradient)

@@ -5,6 +5,8 @@
 #ifndef PERSISTE_KERNEL_H
 #define PERSISTE_KERNEL_H
 
+#include <math.h>
+
 #include "internal.h"
 
 /* Families per block, in lib/kernel.c (W: the kernel's vector width):
@@ -56,6 +58,84 @@ static inline size_t persiste__clade_entries(int n_tips)
     size_t n = (size_t)1 << n_tips;
     return n < PERSISTE_VECTOR_LANES ? PERSISTE_VECTOR_LANES : n;
 }
+
+/* A family's log-likelihood from its scaled root likelihood and number of
+ * 2^256 rescales, then less log P(observable): -inf where impossible. Two
+ * steps, so that the classes can take the first before the conditioning
+ * is known, with the same bits. */
+static inline double persiste__unconditioned(double lk, int64_t nscale)
+{
+    return lk > 0.0 ? log(lk) - (double)nscale * 256 *
+                                    0.693147180559945309417232121458176568
+                    : -INFINITY;
+}
+static inline double persiste__conditioned(double ll, double log_cond)
+{
+    return isfinite(log_cond) ? ll - log_cond : -INFINITY;
+}
+
+/* Site repeats (lib/classes.c, lib/kernel/classes.h): a likelihood at one
+ * rate pair computes each distinct partial of a node once. The classes of
+ * an internal node are the distinct tuples of its children's classes over
+ * the data's patterns (a tip's class is its state: 0 absent, 1 present,
+ * 2 unknown), numbered by first appearance. A class's partial comes from
+ * its children's classes by the walk's own arithmetic, so every family gets
+ * the bits the blocks give it. On this project's simulated data 1.3% of
+ * (node, family) pairs are distinct (benchmarks/repeats.py).
+ * The patterns are cut into one group per thread, each with classes of its
+ * own: a thread then reads only what it wrote, in its own cache. (Shares of
+ * every node's classes, which threads read from each other, made 2
+ * threads slower than 1 on this machine; the groups repeat 11% of the
+ * classes here.) Kept in the ctx for one (tree, data, threads), found by
+ * the objects' serial numbers. */
+struct persiste__job;
+#define PERSISTE_CLASS_PAD PERSISTE_VECTOR_LANES /* classes a node rounds to */
+struct persiste__class_group {
+    int64_t p0, p1;     /* its patterns */
+    int64_t total;      /* classes of all internal nodes, padded */
+    int64_t *n_class;   /* [n_nodes] classes (0 for tips) */
+    int64_t *base;      /* [n_nodes] node's first class in x and cnt */
+    int64_t *id_base;   /* [n_nodes] node's children's class of each of its
+                         * classes: ids[id_base + j * padded + class] */
+    int32_t *ids;
+    double *x;          /* [2][total] partials: x0, then x1 */
+    int32_t *cnt;       /* [total] 2^256 rescales below and at the class */
+    unsigned char *scaled; /* [n_nodes] some cnt of the node > 0 */
+    double *root_ll;    /* its root classes' log-likelihoods, not
+                         * conditioned (persiste__unconditioned), in the
+                         * classes' root_ll */
+};
+struct persiste__classes {
+    uint64_t tree_serial, data_serial; /* the key (0: none) ... */
+    int threads;                       /* ... with the groups' number */
+    int state;          /* see lib/classes.c */
+    int calls;          /* likelihood calls seen for the key */
+    int32_t n_nodes;
+    int64_t n_patterns;
+    struct persiste__class_group *group; /* [threads] */
+    double *root_ll;    /* every group's root classes, padded */
+    int32_t *root_at;   /* [n_patterns] each pattern's entry in root_ll */
+    size_t bytes;       /* held by all the arrays */
+};
+static inline int64_t persiste__class_padded(int64_t n)
+{
+    return (n + PERSISTE_CLASS_PAD - 1) / PERSISTE_CLASS_PAD *
+           PERSISTE_CLASS_PAD;
+}
+/* 1 if job (a likelihood at one pair) should run on classes, which are
+ * then ready for `threads` threads (found at the second call for a (tree,
+ * data), or declined: see lib/classes.c), 0 if not, or a negative status. */
+int persiste__classes_prepare(struct persiste__classes **c,
+                              const struct persiste__job *job, int threads);
+/* For tests: 1 builds at the first call however little the classes save,
+ * -1 never, 0 the default. */
+void persiste__classes_mode(int mode);
+/* The partials of a group's classes of node v (and at the root, root_ll)
+ * from the transition tables in s (v < 0: fill them, at the job's pair). */
+typedef void (*persiste__classes_fn)(const struct persiste__job *job,
+                                     struct persiste__class_group *g,
+                                     struct persiste__scratch *s, int32_t v);
+persiste__classes_fn persiste__classes_kernel(void);
 
 /* Per-worker buffers sized for a tree, reused across calls (no allocation
  * in the hot path). Lane arrays are [node or slot][row][lane]. */
@@ -170,6 +250,9 @@ typedef void (*persiste__block_fn)(const struct persiste__job *job,
     void persiste__eval_block_##isa##_gradpair(                             \
         const struct persiste__job *, struct persiste__scratch *, int64_t,  \
         double *);                                                          \
+    void persiste__classes_##isa(const struct persiste__job *,             \
+                                 struct persiste__class_group *,            \
+                                 struct persiste__scratch *, int32_t);      \
     extern const int persiste__eval_block_##isa##_lik_lanes,                \
         persiste__eval_block_##isa##_grad_lanes,                            \
         persiste__eval_block_##isa##_gradpair_lanes;

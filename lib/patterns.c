@@ -7,7 +7,6 @@
  * transposed so that each family's column becomes n_tips / 64 words, which
  * are hashed and compared a word at a time, then transposed back into the
  * patterns' bits. */
-#include <stdatomic.h>
 #include <string.h>
 
 #include "internal.h"
@@ -368,8 +367,7 @@ int persiste__data_patterns(persiste_data *d, persiste__repeats *found,
                             const int64_t *src, const int64_t *col_of_tip,
                             const char *where)
 {
-    static _Atomic uint64_t serial;
-    d->serial = atomic_fetch_add(&serial, 1) + 1;
+    d->serial = persiste__serial();
     if (found)
         return patterns_found(d, found, src, col_of_tip, where);
     int64_t nf = d->n_families;

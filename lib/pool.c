@@ -33,6 +33,7 @@ struct persiste__pool {
     persiste__task_fn fn;
     void *arg;
     int64_t n_tasks;
+    int each;              /* task w is worker w's (persiste__pool_run_each) */
     atomic_uint generation;
     atomic_int shutdown;
     /* Written once per run by each worker, read while spinning. */
@@ -85,8 +86,23 @@ static void wait_until(persiste__pool *pool, cnd_t *cv, pool_ready_fn ready,
     mtx_unlock(&pool->lock);
 }
 
+void persiste__await_zero(atomic_int_fast64_t *x)
+{
+    for (int i = 0;
+         atomic_load_explicit(x, memory_order_acquire) != 0; i++) {
+        if (i % YIELD_EVERY == YIELD_EVERY - 1)
+            thrd_yield();
+        else
+            cpu_relax();
+    }
+}
+
 static void take_tasks(persiste__pool *pool, int worker)
 {
+    if (pool->each) {
+        pool->fn(pool->arg, worker, worker);
+        return;
+    }
     int64_t task;
     while ((task = atomic_fetch_add_explicit(&pool->next, 1,
                                              memory_order_relaxed)) <
@@ -233,6 +249,25 @@ int persiste__pool_size(const persiste__pool *pool)
     return pool ? pool->n_threads : 1;
 }
 
+static void run(persiste__pool *pool, int64_t n_tasks, int each,
+                persiste__task_fn fn, void *arg)
+{
+    mtx_lock(&pool->lock);
+    pool->fn = fn;
+    pool->arg = arg;
+    pool->n_tasks = n_tasks;
+    pool->each = each;
+    atomic_store_explicit(&pool->next, 0, memory_order_relaxed);
+    atomic_store_explicit(&pool->active, pool->n_threads - 1,
+                          memory_order_relaxed);
+    /* Release: a worker that sees the new generation sees the job too. */
+    atomic_fetch_add_explicit(&pool->generation, 1, memory_order_release);
+    cnd_broadcast(&pool->wake);
+    mtx_unlock(&pool->lock);
+    take_tasks(pool, 0);
+    wait_until(pool, &pool->done, workers_idle, 0);
+}
+
 void persiste__pool_run(persiste__pool *pool, int64_t n_tasks,
                         persiste__task_fn fn, void *arg)
 {
@@ -243,17 +278,14 @@ void persiste__pool_run(persiste__pool *pool, int64_t n_tasks,
             fn(arg, task, 0);
         return;
     }
-    mtx_lock(&pool->lock);
-    pool->fn = fn;
-    pool->arg = arg;
-    pool->n_tasks = n_tasks;
-    atomic_store_explicit(&pool->next, 0, memory_order_relaxed);
-    atomic_store_explicit(&pool->active, pool->n_threads - 1,
-                          memory_order_relaxed);
-    /* Release: a worker that sees the new generation sees the job too. */
-    atomic_fetch_add_explicit(&pool->generation, 1, memory_order_release);
-    cnd_broadcast(&pool->wake);
-    mtx_unlock(&pool->lock);
-    take_tasks(pool, 0);
-    wait_until(pool, &pool->done, workers_idle, 0);
+    run(pool, n_tasks, 0, fn, arg);
+}
+
+void persiste__pool_run_each(persiste__pool *pool, persiste__task_fn fn,
+                             void *arg)
+{
+    if (!pool || pool->n_threads == 1)
+        fn(arg, 0, 0);
+    else
+        run(pool, pool->n_threads, 1, fn, arg);
 }

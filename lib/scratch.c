@@ -217,11 +217,13 @@ static int cpu_avx512(void)
      persiste__eval_block_##isa##_gradpair},                               \
     {&persiste__eval_block_##isa##_lik_lanes,                              \
      &persiste__eval_block_##isa##_grad_lanes,                             \
-     &persiste__eval_block_##isa##_gradpair_lanes}
+     &persiste__eval_block_##isa##_gradpair_lanes},                        \
+    persiste__classes_##isa
 static const struct {
     const char *name;
     persiste__block_fn fn[3]; /* by enum persiste__kind */
     const int *lanes[3];      /* families per block, the same */
+    persiste__classes_fn classes;
     int (*runs)(void);
 } kernels[] = {
 #if defined(PERSISTE_HAVE_AVX512)
@@ -246,14 +248,24 @@ int persiste__kernel_select(const char *isa)
     return -1;
 }
 
-persiste__block_fn persiste__kernel(enum persiste__kind kind, int *lanes)
+static size_t kernel_index(void)
 {
     size_t i = 0;
     if (kernel_override >= 0)
-        i = (size_t)kernel_override;
-    else
-        while (!kernels[i].runs())
-            i++;
+        return (size_t)kernel_override;
+    while (!kernels[i].runs())
+        i++;
+    return i;
+}
+
+persiste__block_fn persiste__kernel(enum persiste__kind kind, int *lanes)
+{
+    size_t i = kernel_index();
     *lanes = *kernels[i].lanes[kind];
     return kernels[i].fn[kind];
+}
+
+persiste__classes_fn persiste__classes_kernel(void)
+{
+    return kernels[kernel_index()].classes;
 }

@@ -105,6 +105,7 @@ static int index_tips(persiste_tree *t, const char *what)
         fp = persiste__hash_bytes(name, len + 1, fp);
     }
     t->fingerprint = fp;
+    t->serial = persiste__serial();
     return PERSISTE_OK;
 }
 

@@ -595,6 +595,77 @@ const char *const oracle_small_trees[] = {
     "((A:1e-7,B:2e-7):1e-7,(C:3e-7,D:1e-7):2e-7);",
     NULL};
 
+const char *const oracle_shape_trees[] = {
+    "((((A:0.1):0.2,B:0.3):0.1,C:0.4):0.2,D:0.5);",
+    "(((((((A:0.1):0.1):0.1):0.1):0.1,B:0.2):0.3,(C:0.1,D:0.2):0.1):0.1,"
+    "E:0.6);",
+    "((((((((A:0.1,B:0.2):0.1):0.1):0.1):0.1):0.1,C:0.3):0.2,(D:0.1,E:0.2,"
+    "F:0.3):0.1):0.1,((G:0.2):0.3,H:0.1):0.2);",
+    "(A:0.1,B:0.2,C:0.3,D:0.1,E:0.2,F:0.3,G:0.1,H:0.2,I:0.3,J:0.4,(K:0.1,"
+    "L:0.2,M:0.3,N:0.1,O:0.2,P:0.3,Q:0.1,R:0.2,S:0.3):0.1);",
+    NULL};
+
+const double oracle_bitwise_pairs[ORACLE_N_BITWISE_PAIRS][2] = {
+    {0.0, 0.0}, {-3.0, 1.0}, {2.0, -4.0},
+    {-100.0, 100.0}, {100.0, -100.0}, {-40.0, -60.0}};
+
+void oracle_for_each_tree(uint64_t seed, const int *sizes, size_t n_sizes,
+                          void (*fn)(persiste_tree *tr, oracle_rng *rng,
+                                     int unknown))
+{
+    oracle_rng rng = {seed};
+    for (size_t i = 0; i < n_sizes; i++) {
+        for (int unknown = 0; unknown < 2; unknown++) {
+            int wide = oracle_below(&rng, 2); /* lengths up to 50 */
+            persiste_tree *tr = oracle_random_tree(&rng, sizes[i], 0.3, 1e-6,
+                                                   wide ? 50.0 : 1.0);
+            if (!tr) {
+                fprintf(stderr, "oracle: random tree: %s\n",
+                        persiste_last_error());
+                exit(2);
+            }
+            fn(tr, &rng, unknown);
+            persiste_tree_destroy(tr);
+        }
+    }
+    for (int i = 0; oracle_shape_trees[i]; i++) {
+        persiste_tree *tr = oracle_newick(oracle_shape_trees[i]);
+        if (!tr) {
+            fprintf(stderr, "oracle: shape tree %d: %s\n", i,
+                    persiste_last_error());
+            exit(2);
+        }
+        fn(tr, &rng, i % 2);
+        persiste_tree_destroy(tr);
+    }
+}
+
+int64_t oracle_first_other_bits(const double *a, const double *b, int64_t n)
+{
+    for (int64_t f = 0; f < n; f++)
+        if (memcmp(&a[f], &b[f], sizeof a[f]))
+            return f;
+    return -1;
+}
+
+bool oracle_bitwise_pair_close(const oracle_tree *t, const oracle_model *m,
+                               const uint8_t *states, int64_t n_fam,
+                               size_t pair, const double *got)
+{
+    const double *r = oracle_bitwise_pairs[pair];
+    bool ok = true;
+    for (int64_t f = 0; pair < 3 && f < n_fam; f += 50) {
+        char what[120];
+        snprintf(what, sizeof what, "%d tips, pair %zu, family %lld",
+                 t->n_tips, pair, (long long)f);
+        ok &= oracle_close(got[f],
+                           oracle_logspace_loglik(t, m, states + f * t->n_tips,
+                                                  r[0], r[1]),
+                           1e-9, 1.0, what);
+    }
+    return ok;
+}
+
 persiste_tree *oracle_test_tree(int i, oracle_rng *rng) {
     int n_small = 0;
     while (oracle_small_trees[n_small])

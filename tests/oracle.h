@@ -132,6 +132,36 @@ typedef struct oracle_case {
     persiste_data *data;
 } oracle_case;
 
+/* Trees with one-child nodes, multifurcations and a node of more than 8
+ * children (more than the site repeats' kernel sets up at once),
+ * NULL-terminated. */
+extern const char *const oracle_shape_trees[];
+
+/* Rate pairs for comparisons of two ways to the same bits: ordinary ones,
+ * then ones at the bounds, where partials fall below 2^-256 and even
+ * underflow unless rescaled. */
+#define ORACLE_N_BITWISE_PAIRS 6
+extern const double oracle_bitwise_pairs[ORACLE_N_BITWISE_PAIRS][2];
+
+/* fn(tree, rng, unknown) for two random trees of each size (unknown 0,
+ * then 1; multifurcations; lengths from 1e-6 to 1 or to 50), then for each
+ * shape tree. */
+void oracle_for_each_tree(uint64_t seed, const int *sizes, size_t n_sizes,
+                          void (*fn)(persiste_tree *tr, oracle_rng *rng,
+                                     int unknown));
+
+/* At an ordinary pair of oracle_bitwise_pairs (the first 3; at the
+ * bounds the log-space oracle loses P(observable) = 1 - P(all absent) to
+ * cancellation, which the library carries directly): got[f] against the
+ * log-space oracle for every 50th of n_fam families (states[f * n_tips +
+ * tip]), to 1e-9. Prints and returns false on a mismatch. */
+bool oracle_bitwise_pair_close(const oracle_tree *t, const oracle_model *m,
+                               const uint8_t *states, int64_t n_fam,
+                               size_t pair, const double *got);
+
+/* The first f < n where a[f] and b[f] differ in some bit, or -1. */
+int64_t oracle_first_other_bits(const double *a, const double *b, int64_t n);
+
 /* Test tree i: the small trees, then four random multifurcating ones
  * (4 to 10 tips, lengths in [0.001, 2]); NULL past the end. */
 persiste_tree *oracle_test_tree(int i, oracle_rng *rng);

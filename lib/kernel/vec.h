@@ -56,6 +56,21 @@ static inline vb vb_splat(double x)
     return r;
 }
 
+/* a x + b y, rounded as fma(a, x, b y): written out, because compilers
+ * choose which product to fuse by context, and the classes and the blocks
+ * must round alike (clang chose differently in the two). Without FMA
+ * instructions there is nothing to fuse. */
+static inline vd dot2(vd a, vd x, vd b, vd y)
+{
+#if defined(__FMA__) && W == 8
+    return (vd)_mm512_fmadd_pd((__m512d)a, (__m512d)x, (__m512d)(b * y));
+#elif defined(__FMA__) && W == 4
+    return (vd)_mm256_fmadd_pd((__m256d)a, (__m256d)x, (__m256d)(b * y));
+#else
+    return a * x + b * y;
+#endif
+}
+
 /* Lane masks, all bits set where true (vectors of the register's width:
  * one instruction each). */
 static inline vi lt_nonneg(vd a, vd b) { return a < b; }

@@ -127,10 +127,15 @@ static inline vd keep_where(uint64_t bits, int j, vd x)
 /* (f0, f1) = P x for vector j: one expression for every path, so that each
  * rounds (and contracts to FMAs) alike and results do not depend on the
  * path a block took. */
+static inline void apply_p4(vd p00, vd p01, vd p10, vd p11, vd x0, vd x1,
+                            vd *f0, vd *f1)
+{
+    *f0 = dot2(p00, x0, p01, x1);
+    *f1 = dot2(p10, x0, p11, x1);
+}
 static inline void apply_p(vd p[][V], int j, vd x0, vd x1, vd *f0, vd *f1)
 {
-    *f0 = p[P00][j] * x0 + p[P01][j] * x1;
-    *f1 = p[P10][j] * x0 + p[P11][j] * x1;
+    apply_p4(p[P00][j], p[P01][j], p[P10][j], p[P11][j], x0, x1, f0, f1);
 }
 
 /* Child c's factor in its parent's product, lane-wise for vector j:
@@ -334,7 +339,7 @@ static void forward(const struct persiste__job *job, const struct lanes *ln,
     FOR_V {
         vd r0, r1, dx;
         child_x(&root, tr->n_nodes - 1, j, &r0, &r1, &dx);
-        lik->v[j] = ln->pi0.v[j] * r0 + ln->pi1.v[j] * r1;
+        lik->v[j] = dot2(ln->pi0.v[j], r0, ln->pi1.v[j], r1);
         nscale[j] = cnt[j];
     }
 }
