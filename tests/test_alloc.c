@@ -25,7 +25,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#include "persiste.h"
+#include "kernel.h" /* persiste__classes_mode */
 
 /* ---- The failing allocator ---------------------------------------------- */
 void *__real_persiste__malloc(size_t n);
@@ -82,6 +82,7 @@ typedef struct {
     persiste_model *model;
     persiste_ctx *ctx;
     double lg[N_FAM], ll[N_FAM], w[N_FAM];
+    double lg1[N_FAM], ll1[N_FAM], lnl1[N_FAM]; /* one rate pair for all */
     double lnl[N_FAM], lnl2[N_FAM], dg[N_FAM], dl[N_FAM], db[N_NODES];
 } workflow;
 
@@ -160,6 +161,19 @@ static int step_gradient(workflow *w)
                                    w->ll, w->w, w->lnl2, w->dg, w->dl, w->db);
 }
 
+/* At one pair for all, on site repeats (lib/classes.c), which the first
+ * such call finds whatever they save. */
+static int step_loglik_pair(workflow *w)
+{
+    fill(w->lnl1, N_FAM);
+    persiste__classes_mode(1);
+    int rc = persiste_loglik_batch(w->ctx, w->model, w->tree, w->data,
+                                   persiste_data_n_families(w->data), w->lg1,
+                                   w->ll1, w->lnl1);
+    persiste__classes_mode(0);
+    return rc;
+}
+
 static int step_matrix_loglik(workflow *w)
 {
     fill(w->lnl, N_FAM);
@@ -183,6 +197,8 @@ static const struct {
     {"loglik of the matrix data", step_matrix_loglik},
     {"loglik again", step_loglik},
     {"gradient again", step_gradient},
+    {"loglik at one pair", step_loglik_pair},
+    {"loglik at one pair again", step_loglik_pair},
 };
 enum { N_STEPS = sizeof steps / sizeof *steps };
 
@@ -195,6 +211,8 @@ static void workflow_init(workflow *w)
         w->lg[f] = -1.0 + 0.001 * f;
         w->ll[f] = -0.5 - 0.0005 * f;
         w->w[f] = 1.0 + (f % 2);
+        w->lg1[f] = -1.0;
+        w->ll1[f] = -0.5;
     }
 }
 
@@ -215,6 +233,10 @@ static void check_outputs(const workflow *w, const workflow *ref, int step)
     if (steps[step].run == step_loglik ||
         steps[step].run == step_matrix_loglik) {
         if (memcmp(w->lnl, ref->lnl, sizeof w->lnl) != 0)
+            fail_msg("%s: loglik differs from the run without failure",
+                     name);
+    } else if (steps[step].run == step_loglik_pair) {
+        if (memcmp(w->lnl1, ref->lnl1, sizeof w->lnl1) != 0)
             fail_msg("%s: loglik differs from the run without failure",
                      name);
     } else if (steps[step].run == step_gradient) {
@@ -240,6 +262,7 @@ static void check_untouched(const workflow *w, const workflow *before,
     assert_ptr_equal(w->model, before->model);
     assert_ptr_equal(w->ctx, before->ctx);
     if (memcmp(w->lnl, before->lnl, sizeof w->lnl) ||
+        memcmp(w->lnl1, before->lnl1, sizeof w->lnl1) ||
         memcmp(w->lnl2, before->lnl2, sizeof w->lnl2) ||
         memcmp(w->dg, before->dg, sizeof w->dg) ||
         memcmp(w->dl, before->dl, sizeof w->dl) ||
@@ -261,6 +284,8 @@ static long run_workflow(long k, const workflow *ref, workflow *out)
         before = w;
         if (steps[i].run == step_loglik || steps[i].run == step_matrix_loglik)
             fill(before.lnl, N_FAM);
+        if (steps[i].run == step_loglik_pair)
+            fill(before.lnl1, N_FAM);
         if (steps[i].run == step_gradient) {
             fill(before.lnl2, N_FAM);
             fill(before.dg, N_FAM);

@@ -9,6 +9,7 @@
  *    untouched: they are filled with a sentinel first);
  *  - results hold no NaN or +Inf, impossible families (-Inf) are counted
  *    and have zero derivatives, loglik and gradient calls agree (1e-12);
+ *  - at one rate pair for all, blocks and site repeats agree bitwise;
  *  - with moderate numbers on small trees, values and all derivatives match
  *    the brute-force oracle (tests/oracle.c, independent of lib/). */
 #include <float.h>
@@ -18,6 +19,7 @@
 #include <string.h>
 
 #include "fuzz.h"
+#include "kernel.h" /* persiste__classes_mode */
 #include "oracle.h"
 
 enum { MAX_NODES = 24, MAX_TAXA = 16, MAX_FAM = 24, ORACLE_INTERNAL = 6 };
@@ -303,6 +305,45 @@ static void compare_with_oracle(const eval *e)
     oracle_tree_free(&t);
 }
 
+/* Every family at family 0's rates, in blocks and then on site repeats
+ * (lib/classes.c, built whatever they save): the same status, and the same
+ * bits, as the two are designed to give. */
+static void compare_one_pair(eval *e)
+{
+    size_t n = (size_t)e->n;
+    double *lg = malloc(n * sizeof *lg), *ll = malloc(n * sizeof *ll);
+    double *blocks = malloc(n * sizeof *blocks);
+    double *classes = malloc(n * sizeof *classes);
+    FUZZ_CHECK(lg && ll && blocks && classes, "out of memory");
+    for (size_t f = 0; f < n; f++) {
+        lg[f] = e->lg[0];
+        ll[f] = e->ll[0];
+    }
+    persiste__classes_mode(-1);
+    int rc0 = persiste_loglik_batch(e->ctx, e->model, e->tree, e->data, e->n,
+                                    lg, ll, blocks);
+    int64_t impossible = persiste_ctx_n_impossible(e->ctx);
+    persiste__classes_mode(1);
+    int rc1 = persiste_loglik_batch(e->ctx, e->model, e->tree, e->data, e->n,
+                                    lg, ll, classes);
+    persiste__classes_mode(0);
+    FUZZ_CHECK(rc0 == rc1, "one pair: status %d in blocks, %d on classes",
+               rc0, rc1);
+    for (size_t f = 0; rc0 == PERSISTE_OK && f < n; f++)
+        FUZZ_CHECK(!memcmp(&blocks[f], &classes[f], sizeof blocks[f]),
+                   "one pair, family %zu: %.17g in blocks, %.17g on classes",
+                   f, blocks[f], classes[f]);
+    FUZZ_CHECK(rc0 != PERSISTE_OK ||
+                   impossible == persiste_ctx_n_impossible(e->ctx),
+               "one pair: %lld impossible in blocks, %lld on classes",
+               (long long)impossible,
+               (long long)persiste_ctx_n_impossible(e->ctx));
+    free(lg);
+    free(ll);
+    free(blocks);
+    free(classes);
+}
+
 static void evaluate(eval *e, int moderate)
 {
     size_t n = (size_t)e->n, nb = (size_t)e->n_nodes;
@@ -354,6 +395,8 @@ static void evaluate(eval *e, int moderate)
     for (size_t v = 0; e->db && (STRICT || !impossible) && v < nb; v++)
         FUZZ_CHECK(isfinite(e->db[v]) && (v + 1 < nb || e->db[v] == 0),
                    "d_branch[%zu] = %g", v, e->db[v]);
+    if (e->n > 0)
+        compare_one_pair(e);
     int32_t n_internal = e->n_nodes - persiste_tree_n_tips(e->tree);
     /* The oracle needs a root with children. */
     if (moderate && n_internal >= 1 && n_internal <= ORACLE_INTERNAL)
