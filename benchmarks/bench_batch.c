@@ -9,7 +9,8 @@
  * conditions on nothing, or as BENCH_CONDITION=present|variable says;
  * BENCH_STAT=min reports the fastest call instead of the median;
  * BENCH_KERNEL=avx512|avx2|generic runs that kernel (the library otherwise
- * picks the fastest the CPU runs).
+ * picks the fastest the CPU runs); BENCH_REPEATS=off keeps the likelihood
+ * at global rates in blocks (no site repeats, lib/classes.c).
  * Prints a table of median times and the 2-thread speed-up. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
@@ -20,7 +21,8 @@
 
 #include <persiste/persiste.h>
 
-#include "kernel.h" /* persiste__kernel_select: it links the library's objects */
+#include "kernel.h" /* persiste__kernel_select, persiste__classes_mode: it
+                     * links the library's objects */
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
 static double uniform(void)
@@ -62,6 +64,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: bench_batch [N F [repeats [task]]]\n");
         return 2;
     }
+    const char *repeats = getenv("BENCH_REPEATS");
+    if (repeats && !strcmp(repeats, "off"))
+        persiste__classes_mode(-1);
     const char *isa = getenv("BENCH_KERNEL");
     if (isa && persiste__kernel_select(isa)) {
         fprintf(stderr, "bench: kernel %s not in this build or CPU\n", isa);

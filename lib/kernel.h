@@ -105,10 +105,15 @@ struct persiste__class_group {
                          * conditioned (persiste__unconditioned), in the
                          * classes' root_ll */
 };
+enum persiste__classes_state {
+    PERSISTE_CLASSES_UNBUILT,
+    PERSISTE_CLASSES_BUILT,
+    PERSISTE_CLASSES_DECLINED /* over the limits (lib/classes.c) */
+};
 struct persiste__classes {
     uint64_t tree_serial, data_serial; /* the key (0: none) ... */
     int threads;                       /* ... with the groups' number */
-    int state;          /* see lib/classes.c */
+    int state;          /* enum persiste__classes_state */
     int calls;          /* likelihood calls seen for the key */
     int32_t n_nodes;
     int64_t n_patterns;
@@ -123,8 +128,10 @@ static inline int64_t persiste__class_padded(int64_t n)
            PERSISTE_CLASS_PAD;
 }
 /* 1 if job (a likelihood at one pair) should run on classes, which are
- * then ready for `threads` threads (found at the second call for a (tree,
- * data), or declined: see lib/classes.c), 0 if not, or a negative status. */
+ * then ready for `threads` threads (found at the PERSISTE_CLASSES_CALLS-th
+ * such call for a (tree, data), or declined: see lib/classes.c), 0 if not,
+ * or a negative status. */
+#define PERSISTE_CLASSES_CALLS 16
 int persiste__classes_prepare(struct persiste__classes **c,
                               const struct persiste__job *job, int threads);
 /* For tests: 1 builds at the first call however little the classes save,

@@ -243,7 +243,7 @@ static void test_classes_bitwise(void **state)
                          check_bitwise);
 }
 
-/* Default mode: the classes are found at the second call for a (tree,
+/* Default mode: the classes are found at the 16th call for a (tree,
  * data), and found again for other data or another tree with the same
  * tips (never those of an object freed and replaced at its address). */
 static void test_classes_cache(void **state)
@@ -272,13 +272,13 @@ static void test_classes_cache(void **state)
         persiste_data *data = oracle_data(tr, st, n_fam);
         assert_non_null(data);
         loglik(ctx, tr, data, n_fam, &m, -1.0, 0.5, -1, off);
-        for (int call = 0; call < 2; call++) {
+        for (int call = 1; call <= PERSISTE_CLASSES_CALLS + 1; call++) {
             loglik(ctx, tr, data, n_fam, &m, -1.0, 0.5, 0, on);
             assert_same_bits(on, off, n_fam, "default mode");
             assert_int_equal(ctx->classes->data_serial, data->serial);
             assert_int_equal(ctx->classes->tree_serial, tr->serial);
-            /* built at the second call only */
-            assert_int_equal(ctx->classes->group != NULL, call == 1);
+            assert_int_equal(ctx->classes->group != NULL,
+                             call >= PERSISTE_CLASSES_CALLS);
         }
         persiste_data_destroy(data);
         free(st);
@@ -316,10 +316,11 @@ static void test_classes_declined(void **state)
     oracle_model m = {PERSISTE_CONDITION_NONE, PERSISTE_ROOT_STATIONARY,
                       ORACLE_FIXED_FREQ};
     loglik(ctx, tr, data, n_fam, &m, 0.2, -0.3, -1, off);
-    loglik(ctx, tr, data, n_fam, &m, 0.2, -0.3, 0, on);
-    loglik(ctx, tr, data, n_fam, &m, 0.2, -0.3, 0, on);
+    for (int call = 1; call <= PERSISTE_CLASSES_CALLS; call++)
+        loglik(ctx, tr, data, n_fam, &m, 0.2, -0.3, 0, on);
     assert_same_bits(on, off, n_fam, "declined");
     assert_null(ctx->classes->group);
+    assert_int_equal(ctx->classes->state, PERSISTE_CLASSES_DECLINED);
     assert_int_equal(ctx->classes->data_serial, data->serial);
     persiste_data_destroy(data);
     persiste_tree_destroy(tr);
