@@ -57,10 +57,7 @@ static void run_chunk(void *arg, int64_t task, int worker)
 static int check_array(const double *x, int64_t n, double bound,
                        const char *what, const persiste_data *data)
 {
-    int ok = 1; /* first without an exit from the loop: it vectorises */
     for (int64_t f = 0; f < n; f++)
-        ok &= fabs(x[f]) <= bound;
-    for (int64_t f = 0; f < n && !ok; f++)
         if (!(fabs(x[f]) <= bound))
             return persiste__error(PERSISTE_E_DOMAIN,
                                    "%s[%lld] (family '%s') is %g: expected a "
@@ -70,27 +67,11 @@ static int check_array(const double *x, int64_t n, double bound,
     return PERSISTE_OK;
 }
 
-/* Whether x[0 .. n) all have x[0]'s bits (one pass without an exit from
- * the loop: it vectorises). */
-static int same_bits(const double *x, int64_t n)
-{
-    uint64_t first, diff = 0;
-    if (n < 2)
-        return 1;
-    memcpy(&first, x, sizeof first);
-    for (int64_t f = 1; f < n; f++) {
-        uint64_t b;
-        memcpy(&b, &x[f], sizeof b);
-        diff |= b ^ first;
-    }
-    return diff == 0;
-}
-
 static int check_args(const persiste_ctx *ctx, const persiste_model *model,
                       const persiste_tree *tree, const persiste_data *data,
                       int64_t n_families, const double *log_gain,
                       const double *log_loss, const double *weight,
-                      const double *loglik)
+                      const double *loglik, int *one_pair)
 {
     if (!ctx || !model || !tree || !data || !log_gain || !log_loss || !loglik)
         return persiste__error(PERSISTE_E_INVALID,
@@ -110,18 +91,24 @@ static int check_args(const persiste_ctx *ctx, const persiste_model *model,
         return persiste__error(PERSISTE_E_INVALID,
                                "batch: conditioning on variable families "
                                "needs at least 2 tips");
-    int rc;
-    if ((rc = check_array(log_gain, n_families, 100, "log_gain", data)) ||
-        (rc = check_array(log_loss, n_families, 100, "log_loss", data)))
-        return rc;
+    int rc, ok;
+    persiste__scan_kernel()(log_gain, log_loss, n_families, 100, &ok,
+                            one_pair);
+    if (!ok) /* find it, for the message */
+        return (rc = check_array(log_gain, n_families, 100, "log_gain",
+                                 data))
+                   ? rc
+                   : check_array(log_loss, n_families, 100, "log_loss", data);
     if (weight &&
         (rc = check_array(weight, n_families, DBL_MAX, "weight", data)))
         return rc;
     return PERSISTE_OK;
 }
 
-/* Every worker's buffers for this job; slots in worker 0's. */
-static int reserve_scratch(persiste_ctx *ctx, struct persiste__job *job)
+/* Every worker's buffers for this job; slots in worker 0's, and clades
+ * unless it runs on site repeats. */
+static int reserve_scratch(persiste_ctx *ctx, struct persiste__job *job,
+                           int classes)
 {
     int workers = persiste__ctx_workers(ctx), rc;
     if (ctx->n_scratch < workers) {
@@ -146,7 +133,7 @@ static int reserve_scratch(persiste_ctx *ctx, struct persiste__job *job)
     if (job->gradient)
         persiste__assign_oslots(job->tree, s0->oslot);
     job->oslot = s0->oslot;
-    if (!job->gradient) {
+    if (!job->gradient && !classes) {
         if ((rc = persiste__scratch_clades(s0, (size_t)job->tree->n_nodes,
                                            (size_t)job->tree->n_tips)))
             return rc;
@@ -203,15 +190,15 @@ struct class_run {
     const struct persiste__job *job;
     persiste__block_fn eval_block;
     persiste__classes_fn fn;
-    atomic_int_fast64_t left;       /* groups, and the conditioning, to do */
-    atomic_int claimed;             /* the conditioning is being done */
+    atomic_int_fast64_t cond_left;  /* 1 until log_cond is known */
+    atomic_int claimed;             /* a thread is computing it */
     double log_cond;
     atomic_int_fast64_t impossible; /* families, added once per thread */
 };
 
 /* Thread w: the pair's tables, its group's classes in post-order, the
- * conditioning if no other thread took it first, then (all done) its share
- * of the families' values. Nothing is done one thread at a time. */
+ * conditioning if no other thread took it first, then its group's
+ * families' values. No thread waits for another's group. */
 static void run_class_group(void *arg, int64_t task, int worker)
 {
     (void)task;
@@ -220,31 +207,28 @@ static void run_class_group(void *arg, int64_t task, int worker)
     const persiste_tree *tr = job->tree;
     struct persiste__classes *c = r->ctx->classes;
     struct persiste__scratch *s = r->ctx->scratch[worker];
-    int t = c->threads;
-    if (worker >= t) /* more threads than patterns */
+    if (worker >= c->threads) /* more threads than patterns */
         return;
     struct persiste__class_group *g = &c->group[worker];
     r->fn(job, g, s, -1);
     for (int32_t v = tr->n_tips; v < tr->n_nodes; v++)
         r->fn(job, g, s, v);
-    atomic_fetch_sub_explicit(&r->left, 1, memory_order_release);
-    /* log P(observable) is log 1 = 0 without conditioning */
-    if (job->model->condition != PERSISTE_CONDITION_NONE &&
-        !atomic_exchange_explicit(&r->claimed, 1, memory_order_relaxed)) {
-        /* P(observable) the blocks' way: their first block (whose own
-         * values the scatter overwrites) */
+    /* log P(observable) (log 1 = 0 without conditioning) the blocks' way:
+     * their first block, whose own values the families' overwrite */
+    if (!atomic_exchange_explicit(&r->claimed, 1, memory_order_relaxed) &&
+        job->model->condition != PERSISTE_CONDITION_NONE) {
         struct persiste__job first = *job;
         first.n_clades = 0; /* no tables for one block */
         r->eval_block(&first, s, 0, NULL);
         r->log_cond = s->cache_log_cond;
-        atomic_fetch_sub_explicit(&r->left, 1, memory_order_release);
+        atomic_store_explicit(&r->cond_left, 0, memory_order_release);
     }
-    persiste__await_zero(&r->left);
-    const int64_t *pattern = job->data->pattern;
-    int64_t nf = job->n_families, n_impossible = 0;
-    for (int64_t f = nf * worker / t; f < nf * (worker + 1) / t; f++) {
-        double ll = persiste__conditioned(c->root_ll[c->root_at[pattern[f]]],
-                                          r->log_cond);
+    persiste__await_zero(&r->cond_left);
+    int64_t n_impossible = 0;
+    for (int64_t i = g->f0; i < g->f1; i++) {
+        int64_t f = c->family[i];
+        double ll = persiste__conditioned(
+            c->root_ll[c->root_at[job->data->pattern[f]]], r->log_cond);
         job->loglik[f] = ll;
         n_impossible += isinf(ll) != 0;
     }
@@ -260,8 +244,11 @@ static void run_classes(persiste_ctx *ctx, struct persiste__job *job,
 {
     int cond = job->model->condition != PERSISTE_CONDITION_NONE;
     struct class_run r = {ctx, job, eval_block, persiste__classes_kernel(),
-                          ctx->classes->threads + cond, 0, 0.0, 0};
-    persiste__ctx_run_each(ctx, run_class_group, &r);
+                          cond, 0, 0.0, 0};
+    if (ctx->classes->threads == 1) /* the workers are not woken */
+        run_class_group(&r, 0, 0);
+    else
+        persiste__ctx_run_each(ctx, run_class_group, &r);
     ctx->n_impossible = atomic_load(&r.impossible);
 }
 
@@ -302,12 +289,14 @@ int persiste_gradient_batch(persiste_ctx *ctx, const persiste_model *model,
                             double *d_log_gain, double *d_log_loss,
                             double *d_branch)
 {
+    int one_pair;
     int rc = check_args(ctx, model, tree, data, n_families, log_gain,
-                        log_loss, weight, loglik);
+                        log_loss, weight, loglik, &one_pair);
     if (rc)
         return rc;
     if ((rc = persiste__ctx_enter(ctx)))
         return rc;
+    persiste__pool_wake(ctx->pool); /* while this thread prepares the job */
     struct persiste__job job = {
         .tree = tree,
         .data = data,
@@ -323,27 +312,23 @@ int persiste_gradient_batch(persiste_ctx *ctx, const persiste_model *model,
         .d_log_gain = d_log_gain,
         .d_log_loss = d_log_loss,
         .gradient = d_log_gain || d_log_loss || d_branch,
-        .one_pair = 1,
+        .one_pair = one_pair,
     };
-    job.one_pair = same_bits(log_gain, n_families) &&
-                   same_bits(log_loss, n_families);
     persiste__block_fn eval_block = persiste__kernel(
         !job.gradient  ? PERSISTE_KIND_LIK
         : job.one_pair ? PERSISTE_KIND_GRADPAIR
                        : PERSISTE_KIND_GRAD,
         &job.lanes);
-    /* Workspace first: rows live in worker 0's scratch. */
-    rc = reserve_scratch(ctx, &job);
-    int classes = rc ? 0
-                     : persiste__classes_prepare(&ctx->classes, &job,
-                                                 persiste__ctx_workers(ctx));
-    if (classes < 0)
-        rc = classes;
-    else if (classes) /* counts the impossible families too */
-        run_classes(ctx, &job, eval_block);
-    else if (rc == PERSISTE_OK)
-        rc = run_rows(ctx, &job, eval_block, d_branch);
-    if (rc == PERSISTE_OK && !classes) {
+    /* Site repeats first (they need no workspace but decide what the
+     * workspace holds), then the workspace: rows live in worker 0's. */
+    int classes = persiste__classes_prepare(&ctx->classes, &job,
+                                            persiste__ctx_workers(ctx));
+    rc = classes < 0 ? classes : reserve_scratch(ctx, &job, classes);
+    if (rc == PERSISTE_OK && classes) {
+        run_classes(ctx, &job, eval_block); /* counts impossible families */
+    } else if (rc == PERSISTE_OK &&
+               (rc = run_rows(ctx, &job, eval_block, d_branch)) ==
+                   PERSISTE_OK) {
         int64_t n_impossible = 0;
         for (int64_t f = 0; f < n_families; f++)
             n_impossible += isinf(loglik[f]) != 0;

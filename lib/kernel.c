@@ -223,6 +223,44 @@ static void prefetch_bits(const struct persiste__job *job, int64_t f0)
     }
 }
 
+#if !KERNEL_GRADIENT /* once per instruction set */
+void CAT(persiste__scan_rates_, KERNEL_ISA)(const double *lg, const double *ll,
+                                            int64_t n, double bound, int *ok,
+                                            int *one_pair)
+{
+    /* as bits: |x| <= bound is (x without sign) <= bound, and Inf and NaN
+     * are above every finite bound */
+    uint64_t lim, g0 = 0, l0 = 0;
+    memcpy(&lim, &bound, sizeof lim);
+    if (n > 0) {
+        memcpy(&g0, lg, sizeof g0);
+        memcpy(&l0, ll, sizeof l0);
+    }
+    const uint64_t abs_bits = ~((uint64_t)1 << 63);
+    vu bad = {0}, diff = {0};
+    int64_t f = 0;
+    for (; f + W <= n; f += W) {
+        vu a = (vu)ld(lg + f), b = (vu)ld(ll + f);
+        bad |= (vu)((a & abs_bits) > lim) | (vu)((b & abs_bits) > lim);
+        diff |= (a ^ g0) | (b ^ l0);
+    }
+    uint64_t any_bad = 0, any_diff = 0;
+    for (int l = 0; l < W; l++) {
+        any_bad |= bad[l];
+        any_diff |= diff[l];
+    }
+    for (; f < n; f++) {
+        uint64_t a, b;
+        memcpy(&a, lg + f, sizeof a);
+        memcpy(&b, ll + f, sizeof b);
+        any_bad |= ((a & abs_bits) > lim) | ((b & abs_bits) > lim);
+        any_diff |= (a ^ g0) | (b ^ l0);
+    }
+    *ok = !any_bad;
+    *one_pair = !any_diff;
+}
+#endif
+
 const int CAT(EVAL_BLOCK, _lanes) = L;
 
 #define CLADE_MIN_BLOCKS 16

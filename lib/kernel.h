@@ -92,6 +92,7 @@ struct persiste__job;
 #define PERSISTE_CLASS_PAD PERSISTE_VECTOR_LANES /* classes a node rounds to */
 struct persiste__class_group {
     int64_t p0, p1;     /* its patterns */
+    int64_t f0, f1;     /* its families, in the classes' family[] */
     int64_t total;      /* classes of all internal nodes, padded */
     int64_t *n_class;   /* [n_nodes] classes (0 for tips) */
     int64_t *base;      /* [n_nodes] node's first class in x and cnt */
@@ -120,6 +121,7 @@ struct persiste__classes {
     struct persiste__class_group *group; /* [threads] */
     double *root_ll;    /* every group's root classes, padded */
     int32_t *root_at;   /* [n_patterns] each pattern's entry in root_ll */
+    int64_t *family;    /* [n_families] the families, group by group */
     size_t bytes;       /* held by all the arrays */
 };
 static inline int64_t persiste__class_padded(int64_t n)
@@ -135,7 +137,7 @@ static inline int64_t persiste__class_padded(int64_t n)
 int persiste__classes_prepare(struct persiste__classes **c,
                               const struct persiste__job *job, int threads);
 /* For tests: 1 builds at the first call however little the classes save,
- * -1 never, 0 the default. */
+ * a group per thread however small the work; -1 never; 0 the default. */
 void persiste__classes_mode(int mode);
 /* The partials of a group's classes of node v (and at the root, root_ll)
  * from the transition tables in s (v < 0: fill them, at the job's pair). */
@@ -143,6 +145,15 @@ typedef void (*persiste__classes_fn)(const struct persiste__job *job,
                                      struct persiste__class_group *g,
                                      struct persiste__scratch *s, int32_t v);
 persiste__classes_fn persiste__classes_kernel(void);
+
+/* The rates of a batch call in one pass: *ok = every |log_gain[f]| and
+ * |log_loss[f]| <= bound (none NaN), *one_pair = all pairs have the first
+ * one's bits. Vectorised per instruction set: a call's only O(families)
+ * work before its threads start. */
+typedef void (*persiste__scan_fn)(const double *log_gain,
+                                  const double *log_loss, int64_t n,
+                                  double bound, int *ok, int *one_pair);
+persiste__scan_fn persiste__scan_kernel(void);
 
 /* Per-worker buffers sized for a tree, reused across calls (no allocation
  * in the hot path). Lane arrays are [node or slot][row][lane]. */
@@ -257,6 +268,8 @@ typedef void (*persiste__block_fn)(const struct persiste__job *job,
     void persiste__eval_block_##isa##_gradpair(                             \
         const struct persiste__job *, struct persiste__scratch *, int64_t,  \
         double *);                                                          \
+    void persiste__scan_rates_##isa(const double *, const double *,        \
+                                    int64_t, double, int *, int *);         \
     void persiste__classes_##isa(const struct persiste__job *,             \
                                  struct persiste__class_group *,            \
                                  struct persiste__scratch *, int32_t);      \

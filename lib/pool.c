@@ -36,6 +36,10 @@ struct persiste__pool {
     int each;              /* task w is worker w's (persiste__pool_run_each) */
     atomic_uint generation;
     atomic_int shutdown;
+    /* Threads asleep on a condition, and a counter that wakes them to spin
+     * again without a job (persiste__pool_wake). */
+    atomic_int sleepers;
+    atomic_uint nudge;
     /* Written once per run by each worker, read while spinning. */
     char pad0[64];
     atomic_int active;
@@ -67,22 +71,44 @@ static int workers_idle(persiste__pool *pool, unsigned seen)
     return atomic_load_explicit(&pool->active, memory_order_acquire) == 0;
 }
 
-/* Spin, then sleep on cv. Whoever makes ready() true does so before taking
- * the lock to signal cv, so checking it under the lock loses no wakeup. */
+/* Spin, then sleep on cv (until ready, or nudged back to spinning).
+ * Whoever makes ready() true does so before taking the lock to signal cv,
+ * so checking it under the lock loses no wakeup. */
 static void wait_until(persiste__pool *pool, cnd_t *cv, pool_ready_fn ready,
                        unsigned seen)
 {
-    for (int i = 0; i < SPIN_ROUNDS; i++) {
+    for (;;) {
+        for (int i = 0; i < SPIN_ROUNDS; i++) {
+            if (ready(pool, seen))
+                return;
+            if (i % YIELD_EVERY == YIELD_EVERY - 1)
+                thrd_yield();
+            else
+                cpu_relax();
+        }
+        mtx_lock(&pool->lock);
+        unsigned nudge = atomic_load_explicit(&pool->nudge,
+                                              memory_order_relaxed);
+        atomic_fetch_add_explicit(&pool->sleepers, 1, memory_order_relaxed);
+        while (!ready(pool, seen) &&
+               atomic_load_explicit(&pool->nudge, memory_order_relaxed) ==
+                   nudge)
+            cnd_wait(cv, &pool->lock);
+        atomic_fetch_sub_explicit(&pool->sleepers, 1, memory_order_relaxed);
+        mtx_unlock(&pool->lock);
         if (ready(pool, seen))
             return;
-        if (i % YIELD_EVERY == YIELD_EVERY - 1)
-            thrd_yield();
-        else
-            cpu_relax();
     }
+}
+
+void persiste__pool_wake(persiste__pool *pool)
+{
+    if (!pool ||
+        atomic_load_explicit(&pool->sleepers, memory_order_relaxed) == 0)
+        return;
     mtx_lock(&pool->lock);
-    while (!ready(pool, seen))
-        cnd_wait(cv, &pool->lock);
+    atomic_fetch_add_explicit(&pool->nudge, 1, memory_order_relaxed);
+    cnd_broadcast(&pool->wake);
     mtx_unlock(&pool->lock);
 }
 
@@ -204,6 +230,8 @@ int persiste__pool_create(persiste__pool **out, int n_threads)
     }
     atomic_init(&pool->generation, 0);
     atomic_init(&pool->shutdown, 0);
+    atomic_init(&pool->sleepers, 0);
+    atomic_init(&pool->nudge, 0);
     atomic_init(&pool->active, 0);
     atomic_init(&pool->next, 0);
     pool->workers = workers;

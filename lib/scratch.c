@@ -218,12 +218,13 @@ static int cpu_avx512(void)
     {&persiste__eval_block_##isa##_lik_lanes,                              \
      &persiste__eval_block_##isa##_grad_lanes,                             \
      &persiste__eval_block_##isa##_gradpair_lanes},                        \
-    persiste__classes_##isa
+    persiste__classes_##isa, persiste__scan_rates_##isa
 static const struct {
     const char *name;
     persiste__block_fn fn[3]; /* by enum persiste__kind */
     const int *lanes[3];      /* families per block, the same */
     persiste__classes_fn classes;
+    persiste__scan_fn scan;
     int (*runs)(void);
 } kernels[] = {
 #if defined(PERSISTE_HAVE_AVX512)
@@ -268,4 +269,9 @@ persiste__block_fn persiste__kernel(enum persiste__kind kind, int *lanes)
 persiste__classes_fn persiste__classes_kernel(void)
 {
     return kernels[kernel_index()].classes;
+}
+
+persiste__scan_fn persiste__scan_kernel(void)
+{
+    return kernels[kernel_index()].scan;
 }

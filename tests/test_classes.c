@@ -130,6 +130,23 @@ static void check_found(const persiste_tree *tr, oracle_rng *rng)
                     assert_int_not_equal(c->root_at[p], c->root_at[q]);
             }
         }
+        /* every family once, in its pattern's group */
+        char *seen = calloc((size_t)n_fam, 1);
+        assert_non_null(seen);
+        assert_int_equal(c->group[0].f0, 0);
+        assert_int_equal(c->group[threads - 1].f1, n_fam);
+        for (int i = 0; i < threads; i++) {
+            const struct persiste__class_group *g = &c->group[i];
+            assert_true(i == 0 || g->f0 == c->group[i - 1].f1);
+            for (int64_t k = g->f0; k < g->f1; k++) {
+                int64_t f = c->family[k];
+                assert_true(f >= 0 && f < n_fam && !seen[f]);
+                seen[f] = 1;
+                assert_true(data->pattern[f] >= g->p0 &&
+                            data->pattern[f] < g->p1);
+            }
+        }
+        free(seen);
         persiste__classes_destroy(c);
     }
     persiste_data_destroy(data);
