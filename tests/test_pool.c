@@ -183,6 +183,61 @@ static void pool_sleeping_paths(void **state)
     pool_with_probe_done(pool, &p);
 }
 
+/* run_each: every thread at once, each its own id as task. A chain of
+ * waits proves it: thread w waits for thread w - 1 to pass, which it does
+ * only while all run (one thread running the tasks in turn would wait on
+ * a later one forever). */
+struct chain {
+    struct probe p;
+    atomic_int_fast64_t gate[MAX_WORKERS];
+};
+
+static void chain_task(void *arg, int64_t task, int worker)
+{
+    struct chain *c = arg;
+    probe_task(&c->p, task, worker);
+    if (task != worker)
+        atomic_store(&c->p.bad, 1);
+    if (worker > 0)
+        persiste__await_zero(&c->gate[worker - 1]);
+    atomic_store(&c->gate[worker], 0);
+}
+
+/* Workers asleep, nudged awake by persiste__pool_wake (sometimes with no
+ * run after it: they sleep again), then a run or run_each. */
+static void pool_wake_and_run_each(void **state)
+{
+    (void)state;
+    enum { N = 4 };
+    static struct chain c;
+    persiste__pool *pool = pool_with_probe(N, &c.p);
+    struct timespec gap = {0, 3000000};
+    for (int run = 0; run < 24; run++) {
+        thrd_sleep(&gap, NULL);
+        persiste__pool_wake(pool);
+        if (run % 3 == 2) /* woken for nothing */
+            continue;
+        probe_reset_counts(&c.p);
+        if (run % 3 == 0) {
+            persiste__pool_run(pool, 7, probe_task, &c.p);
+            assert_int_equal(probe_check(&c.p, 7), 0);
+            continue;
+        }
+        for (int w = 0; w < N; w++)
+            atomic_store(&c.gate[w], 1);
+        persiste__pool_run_each(pool, chain_task, &c);
+        assert_int_equal(probe_check(&c.p, N), 0);
+    }
+    persiste__pool_wake(NULL);
+    pool_with_probe_done(pool, &c.p);
+    /* no pool: the caller alone, as worker 0 */
+    probe_init(&c.p, 1);
+    atomic_store(&c.gate[0], 1);
+    persiste__pool_run_each(NULL, chain_task, &c);
+    assert_int_equal(probe_check(&c.p, 1), 0);
+    pthread_mutex_destroy(&c.p.lock);
+}
+
 static void pool_invalid_and_null(void **state)
 {
     (void)state;
@@ -660,6 +715,7 @@ int main(void)
         cmocka_unit_test(pool_workers_take_tasks),
         cmocka_unit_test(pool_many_runs),
         cmocka_unit_test(pool_sleeping_paths),
+        cmocka_unit_test(pool_wake_and_run_each),
         cmocka_unit_test(pool_invalid_and_null),
         cmocka_unit_test(pool_partial_start),
         cmocka_unit_test(ctx_params),
