@@ -353,9 +353,9 @@ static int build(struct persiste__classes *c, const persiste_tree *tr,
     if (rc == 1 && !(c->root_ll = persiste__malloc((size_t)at *
                                                    sizeof *c->root_ll)))
         rc = persiste__error(PERSISTE_E_NOMEM, "site repeats: out of memory");
-    for (int i = 0, first = 0; rc == 1 && i < c->threads; i++) {
+    for (int64_t i = 0, first = 0; rc == 1 && i < c->threads; i++) {
         c->group[i].root_ll = c->root_ll + first;
-        first += (int)persiste__class_padded(c->group[i].n_class[n - 1]);
+        first += persiste__class_padded(c->group[i].n_class[n - 1]);
     }
     b.bytes += (size_t)np * sizeof *c->root_at + (size_t)at * sizeof(double);
     if (rc == 1)
@@ -378,7 +378,7 @@ int persiste__classes_prepare(struct persiste__classes **cp,
     const persiste_tree *tr = job->tree;
     const persiste_data *d = job->data;
     if (job->gradient || !job->one_pair || build_mode < 0 || tr->n_tips < 2 ||
-        job->n_families == 0)
+        job->n_families == 0 || d->n_patterns > INT32_MAX) /* int32 ids */
         return 0;
     if (!*cp && !(*cp = persiste__calloc(1, sizeof **cp)))
         return persiste__error(PERSISTE_E_NOMEM, "site repeats: out of memory");

@@ -25,7 +25,7 @@ static inline vd gather_ids(const double *x, const int32_t *id)
 #endif
 }
 
-/* A child's part in its parent's classes, set up once per item. */
+/* A child's part in its parent's classes, set up once per node. */
 struct class_child {
     int tip;           /* a tip: its classes are its states */
     int scaled;        /* some class of it was rescaled */
@@ -36,19 +36,19 @@ struct class_child {
 };
 
 static void class_child(const struct persiste__job *job,
-                        const struct persiste__class_group *c,
+                        const struct persiste__class_group *g,
                         const struct pview *pv, int32_t v, int32_t k,
                         struct class_child *ch)
 {
     const persiste_tree *tr = job->tree;
     int32_t u = tr->children[k];
-    int64_t pad = persiste__class_padded(c->n_class[v]);
+    int64_t pad = persiste__class_padded(g->n_class[v]);
     ch->tip = u < tr->n_tips;
-    ch->id = c->ids + c->id_base[v] + (int64_t)(k - tr->child_start[v]) * pad;
-    ch->scaled = !ch->tip && c->scaled[u];
-    ch->x0 = ch->tip ? NULL : c->x + c->base[u];
-    ch->x1 = ch->tip ? NULL : ch->x0 + c->total;
-    ch->cnt = ch->tip ? NULL : c->cnt + c->base[u];
+    ch->id = g->ids + g->id_base[v] + (int64_t)(k - tr->child_start[v]) * pad;
+    ch->scaled = !ch->tip && g->scaled[u];
+    ch->x0 = ch->tip ? NULL : g->x + g->base[u];
+    ch->x1 = ch->tip ? NULL : ch->x0 + g->total;
+    ch->cnt = ch->tip ? NULL : g->cnt + g->base[u];
     vd p[4][V];
     prows(pv, k, 4, p);
     for (int r = 0; r < 4; r++)
@@ -86,13 +86,13 @@ static inline void class_factor(const struct persiste__job *job,
 /* Child k of v: ch[k] as set up, or for a wide node (more children than
  * ch holds) set up in *tmp. */
 static inline const struct class_child *
-child_at(const struct persiste__job *job, const struct persiste__class_group *c,
+child_at(const struct persiste__job *job, const struct persiste__class_group *g,
          const struct pview *pv, int32_t v, const struct class_child *ch,
          int wide, int k, struct class_child *tmp)
 {
     if (!wide)
         return &ch[k];
-    class_child(job, c, pv, v, job->tree->child_start[v] + k, tmp);
+    class_child(job, g, pv, v, job->tree->child_start[v] + k, tmp);
     return tmp;
 }
 
@@ -100,7 +100,7 @@ child_at(const struct persiste__job *job, const struct persiste__class_group *c,
  * as forward() does: unless some lane falls below 2^-256, one product;
  * else node_rescaled's, rescaling after every child. */
 static inline void class_partial(const struct persiste__job *job,
-                                 const struct persiste__class_group *c,
+                                 const struct persiste__class_group *g,
                                  const struct pview *pv, int32_t v,
                                  const struct class_child *ch, int wide,
                                  int n_ch, int64_t i, vd *a0, vd *a1, vi *cnt)
@@ -109,10 +109,10 @@ static inline void class_partial(const struct persiste__job *job,
     vd f0, f1;
     *cnt = (vi){0};
     /* a0, a1 = 1 x the first factor: exact */
-    class_factor(job, child_at(job, c, pv, v, ch, wide, 0, &tmp), i, a0, a1,
+    class_factor(job, child_at(job, g, pv, v, ch, wide, 0, &tmp), i, a0, a1,
                  cnt);
     for (int k = 1; k < n_ch; k++) {
-        class_factor(job, child_at(job, c, pv, v, ch, wide, k, &tmp), i, &f0,
+        class_factor(job, child_at(job, g, pv, v, ch, wide, k, &tmp), i, &f0,
                      &f1, cnt);
         *a0 *= f0;
         *a1 *= f1;
@@ -122,7 +122,7 @@ static inline void class_partial(const struct persiste__job *job,
     *a0 = *a1 = splat(1.0);
     *cnt = (vi){0};
     for (int k = 0; k < n_ch; k++) {
-        class_factor(job, child_at(job, c, pv, v, ch, wide, k, &tmp), i, &f0,
+        class_factor(job, child_at(job, g, pv, v, ch, wide, k, &tmp), i, &f0,
                      &f1, cnt);
         *a0 *= f0;
         *a1 *= f1;
@@ -130,12 +130,12 @@ static inline void class_partial(const struct persiste__job *job,
     }
 }
 
-/* Children an item sets up once; a node with more (a wide multifurcation,
+/* Children a node sets up once; a node with more (a wide multifurcation,
  * rare) sets each up for every vector. */
 #define CLASS_CHILDREN 8
 
 void CAT(persiste__classes_, KERNEL_ISA)(const struct persiste__job *job,
-                                         struct persiste__class_group *c,
+                                         struct persiste__class_group *g,
                                          struct persiste__scratch *s,
                                          int32_t v)
 {
@@ -146,24 +146,24 @@ void CAT(persiste__classes_, KERNEL_ISA)(const struct persiste__job *job,
         s->cache_valid = 0; /* a block here would still need its own */
         return;
     }
-    int64_t end = persiste__class_padded(c->n_class[v]);
+    int64_t end = persiste__class_padded(g->n_class[v]);
     const persiste_tree *tr = job->tree;
     int32_t k0 = tr->child_start[v], k1 = tr->child_start[v + 1];
     struct pview pv = {s->p_uni, NULL, NULL, tr,
                        job->model->min_branch_length};
-    double *y0 = c->x + c->base[v], *y1 = y0 + c->total;
-    int32_t *yn = c->cnt + c->base[v];
+    double *y0 = g->x + g->base[v], *y1 = y0 + g->total;
+    int32_t *yn = g->cnt + g->base[v];
     struct class_child ch[CLASS_CHILDREN];
     int n_ch = k1 - k0, scaled = 0, wide = n_ch > CLASS_CHILDREN;
     for (int k = 0; k < n_ch && !wide; k++)
-        class_child(job, c, &pv, v, k0 + k, &ch[k]);
+        class_child(job, g, &pv, v, k0 + k, &ch[k]);
     for (int64_t i = 0; i < end; i += W) {
         vd a0, a1;
         vi cnt;
         if (n_ch == 2) /* most nodes: unrolled */
-            class_partial(job, c, &pv, v, ch, 0, 2, i, &a0, &a1, &cnt);
+            class_partial(job, g, &pv, v, ch, 0, 2, i, &a0, &a1, &cnt);
         else
-            class_partial(job, c, &pv, v, ch, wide, n_ch, i, &a0, &a1, &cnt);
+            class_partial(job, g, &pv, v, ch, wide, n_ch, i, &a0, &a1, &cnt);
         st(y0 + i, a0);
         st(y1 + i, a1);
         for (int l = 0; l < W; l++)
@@ -171,14 +171,14 @@ void CAT(persiste__classes_, KERNEL_ISA)(const struct persiste__job *job,
         for (int l = 0; l < W; l++)
             scaled |= cnt[l] != 0;
     }
-    c->scaled[v] = (unsigned char)scaled;
+    g->scaled[v] = (unsigned char)scaled;
     if (v == tr->n_nodes - 1) { /* the root: the families' values */
         struct lanes ln;
         lanes_init(&ln, job, 0, 1, 1);
         for (int64_t i = 0; i < end; i += W) {
             vd lk = dot2(ln.pi0.v[0], ld(y0 + i), ln.pi1.v[0], ld(y1 + i));
             for (int l = 0; l < W; l++)
-                c->root_ll[i + l] = persiste__unconditioned(lk[l], yn[i + l]);
+                g->root_ll[i + l] = persiste__unconditioned(lk[l], yn[i + l]);
         }
     }
 }
