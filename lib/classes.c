@@ -73,6 +73,8 @@ struct build {
     uint64_t *key;    /* [np] binary nodes: each class's children's */
     int32_t *table;   /* hash or direct table */
     size_t cap_table;
+    int64_t (*hole)[2]; /* [n_nodes] free ranges of the partials, by start */
+    int64_t n_holes;
     size_t cap_ids, n_ids;
     size_t bytes, budget; /* of the groups so far, and their limit */
     int64_t found, limit; /* classes */
@@ -197,6 +199,61 @@ static int64_t node_classes(struct build *b, const int64_t *n_class,
     return n;
 }
 
+/* Where the partials of a node of `size` classes go: a node's partials
+ * live from its computation until its parent's, so they take the tightest
+ * free range (best fit), else the top. Planned once: the evaluation just
+ * reads base[]. Returns the start; *top is the partials' extent. */
+static int64_t place(struct build *b, int64_t size, int64_t *top)
+{
+    int64_t best = -1;
+    for (int64_t i = 0; i < b->n_holes; i++)
+        if (b->hole[i][1] >= size &&
+            (best < 0 || b->hole[i][1] < b->hole[best][1]))
+            best = i;
+    if (best < 0) { /* the top, taking a free range that ends there */
+        int64_t at = *top;
+        if (b->n_holes && b->hole[b->n_holes - 1][0] +
+                                  b->hole[b->n_holes - 1][1] == *top)
+            at = b->hole[--b->n_holes][0];
+        *top = at + size;
+        return at;
+    }
+    int64_t at = b->hole[best][0];
+    b->hole[best][0] += size;
+    b->hole[best][1] -= size;
+    if (b->hole[best][1] == 0) {
+        memmove(b->hole[best], b->hole[best + 1],
+                (size_t)(b->n_holes - best - 1) * sizeof *b->hole);
+        b->n_holes--;
+    }
+    return at;
+}
+
+/* Frees [at, at + size), merged with the free ranges next to it. */
+static void release(struct build *b, int64_t at, int64_t size)
+{
+    int64_t i = 0;
+    while (i < b->n_holes && b->hole[i][0] < at)
+        i++;
+    memmove(b->hole[i + 1], b->hole[i],
+            (size_t)(b->n_holes - i) * sizeof *b->hole);
+    b->hole[i][0] = at;
+    b->hole[i][1] = size;
+    b->n_holes++;
+    if (i + 1 < b->n_holes && at + size == b->hole[i + 1][0]) { /* after */
+        b->hole[i][1] += b->hole[i + 1][1];
+        memmove(b->hole[i + 1], b->hole[i + 2],
+                (size_t)(b->n_holes - i - 2) * sizeof *b->hole);
+        b->n_holes--;
+    }
+    if (i > 0 && b->hole[i - 1][0] + b->hole[i - 1][1] == at) { /* before */
+        b->hole[i - 1][1] += b->hole[i][1];
+        memmove(b->hole[i], b->hole[i + 1],
+                (size_t)(b->n_holes - i - 1) * sizeof *b->hole);
+        b->n_holes--;
+    }
+}
+
 /* Group g's classes of every node, their children's classes (ids) and the
  * root's class of each pattern; 0 if the classes so far exceed the limits
  * (declined). */
@@ -213,7 +270,9 @@ static int find_classes(struct persiste__class_group *g, struct build *b)
         (rc = persiste__grow(&b->work, cells, sizeof *b->work)))
         return rc;
     b->n_ids = b->cap_ids = 0;
+    b->n_holes = 0;
     g->total = 0;
+    size_t bytes0 = b->bytes; /* of the groups before */
     for (int32_t v = nt; v < n; v++) {
         int64_t m = node_classes(b, g->n_class, v);
         if (m < 0)
@@ -221,9 +280,14 @@ static int find_classes(struct persiste__class_group *g, struct build *b)
         int32_t k0 = tr->child_start[v], k1 = tr->child_start[v + 1];
         int64_t pad = persiste__class_padded(m);
         size_t need = b->n_ids + (size_t)(k1 - k0) * (size_t)pad;
+        g->base[v] = place(b, pad, &g->total);
+        for (int32_t k = k0; k < k1; k++) /* read for the last time */
+            if (tr->children[k] >= nt)
+                release(b, g->base[tr->children[k]],
+                        persiste__class_padded(g->n_class[tr->children[k]]));
         b->found += m;
-        b->bytes += (size_t)(k1 - k0) * (size_t)pad * sizeof(int32_t) +
-                    (size_t)pad * (2 * sizeof(double) + sizeof(int32_t));
+        b->bytes = bytes0 + need * sizeof(int32_t) +
+                   (size_t)g->total * (2 * sizeof(double) + sizeof(int32_t));
         if (b->found > b->limit || b->bytes > b->budget)
             return 0;
         if (need > b->cap_ids) {
@@ -233,9 +297,7 @@ static int find_classes(struct persiste__class_group *g, struct build *b)
             b->cap_ids = cap;
         }
         g->n_class[v] = m;
-        g->base[v] = g->total;
         g->id_base[v] = (int64_t)b->n_ids;
-        g->total += pad;
         for (int32_t k = k0; k < k1; k++) {
             int32_t *id = g->ids + b->n_ids;
             for (int64_t q = 0; q < m; q++)
@@ -337,6 +399,7 @@ static int build(struct persiste__classes *c, const persiste_tree *tr,
     c->root_at = persiste__malloc((size_t)np * sizeof *c->root_at);
     if (!c->group || !c->root_at ||
         (rc = persiste__grow(&b.slot, (size_t)n, sizeof *b.slot)) ||
+        (rc = persiste__grow(&b.hole, (size_t)n + 1, sizeof *b.hole)) ||
         (rc = persiste__grow(&b.out, (size_t)np, sizeof *b.out)) ||
         (rc = persiste__grow(&b.rep, (size_t)np, sizeof *b.rep)) ||
         (rc = persiste__grow(&b.key, (size_t)np, sizeof *b.key))) {
@@ -364,6 +427,7 @@ static int build(struct persiste__classes *c, const persiste_tree *tr,
     c->bytes = b.bytes;
 done:
     persiste__free(b.slot);
+    persiste__free(b.hole);
     persiste__free(b.work);
     persiste__free(b.out);
     persiste__free(b.rep);

@@ -93,9 +93,10 @@ struct persiste__job;
 struct persiste__class_group {
     int64_t p0, p1;     /* its patterns */
     int64_t f0, f1;     /* its families, in the classes' family[] */
-    int64_t total;      /* classes of all internal nodes, padded */
+    int64_t total;      /* entries of x and cnt */
     int64_t *n_class;   /* [n_nodes] classes (0 for tips) */
-    int64_t *base;      /* [n_nodes] node's first class in x and cnt */
+    int64_t *base;      /* [n_nodes] node's first class in x and cnt: its
+                         * entries are reused once its parent is done */
     int64_t *id_base;   /* [n_nodes] node's children's class of each of its
                          * classes: ids[id_base + j * padded + class] */
     int32_t *ids;

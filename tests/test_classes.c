@@ -119,6 +119,20 @@ static void check_found(const persiste_tree *tr, oracle_rng *rng)
                              i, threads, v, (long long)g->n_class[v],
                              (long long)want);
             }
+            /* partials sharing entries never live at once: u's (from u
+             * to its parent, which reads them) end before v's begin */
+            for (int32_t u = nt; u < tr->n_nodes; u++)
+                for (int32_t v = u + 1; v < tr->n_nodes; v++) {
+                    int64_t eu = g->base[u] +
+                                 persiste__class_padded(g->n_class[u]);
+                    int64_t ev = g->base[v] +
+                                 persiste__class_padded(g->n_class[v]);
+                    if (g->base[u] < ev && g->base[v] < eu &&
+                        tr->parent[u] >= v)
+                        fail_msg("nodes %d and %d share partials' entries "
+                                 "while both live", u, v);
+                    assert_true(ev <= g->total);
+                }
             /* the root's classes are the group's patterns, each its own,
              * in the group's part of root_ll */
             int64_t n_root = g->n_class[tr->n_nodes - 1];
