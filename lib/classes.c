@@ -19,8 +19,8 @@
 #define BUDGET_BITS 4
 #define BUDGET_FIXED ((size_t)1 << 20)
 
-/* tests: 1 build at the first call whatever the compression or size,
- * -1 never */
+/* tests: 1 build at the first call whatever the compression or size (2:
+ * the same with 32-bit ids), -1 never */
 static int build_mode;
 
 void persiste__classes_mode(int mode) { build_mode = mode; }
@@ -271,6 +271,8 @@ static int find_classes(struct persiste__class_group *g, struct build *b)
         return rc;
     b->n_ids = b->cap_ids = 0;
     b->n_holes = 0;
+    g->ids16 = np <= 65536 && build_mode != 2; /* a node has <= np classes */
+    size_t id_bytes = g->ids16 ? sizeof(uint16_t) : sizeof(int32_t);
     g->total = 0;
     size_t bytes0 = b->bytes; /* of the groups before */
     for (int32_t v = nt; v < n; v++) {
@@ -286,24 +288,27 @@ static int find_classes(struct persiste__class_group *g, struct build *b)
                 release(b, g->base[tr->children[k]],
                         persiste__class_padded(g->n_class[tr->children[k]]));
         b->found += m;
-        b->bytes = bytes0 + need * sizeof(int32_t) +
+        b->bytes = bytes0 + need * id_bytes +
                    (size_t)g->total * (2 * sizeof(double) + sizeof(int32_t));
         if (b->found > b->limit || b->bytes > b->budget)
             return 0;
         if (need > b->cap_ids) {
             size_t cap = 2 * b->cap_ids > need ? 2 * b->cap_ids : need;
-            if ((rc = persiste__grow(&g->ids, cap, sizeof *g->ids)))
+            if ((rc = persiste__grow(&g->ids, cap, id_bytes)))
                 return rc;
             b->cap_ids = cap;
         }
         g->n_class[v] = m;
         g->id_base[v] = (int64_t)b->n_ids;
-        for (int32_t k = k0; k < k1; k++) {
-            int32_t *id = g->ids + b->n_ids;
-            for (int64_t q = 0; q < m; q++)
-                id[q] = child_class(b, tr->children[k], b->rep[q]);
-            for (int64_t q = m; q < pad; q++)
-                id[q] = 0; /* padding: any valid class */
+        for (int32_t k = k0; k < k1; k++) { /* padding: class 0, valid */
+            for (int64_t q = 0; q < pad; q++) {
+                int32_t id = q < m ? child_class(b, tr->children[k], b->rep[q])
+                                   : 0;
+                if (g->ids16)
+                    ((uint16_t *)g->ids)[b->n_ids + (size_t)q] = (uint16_t)id;
+                else
+                    ((int32_t *)g->ids)[b->n_ids + (size_t)q] = id;
+            }
             b->n_ids += (size_t)pad;
         }
         memcpy(b->work + (size_t)b->slot[v] * (size_t)np, b->out,
@@ -389,8 +394,8 @@ static int build(struct persiste__classes *c, const persiste_tree *tr,
     struct build b = {.tr = tr, .d = d};
     size_t bits = (size_t)d->n_words * (size_t)d->n_tips * sizeof(uint64_t) *
                   (d->any_unknown ? 2 : 1);
-    b.budget = build_mode == 1 ? SIZE_MAX : BUDGET_FIXED + BUDGET_BITS * bits;
-    b.limit = build_mode == 1 ? INT64_MAX
+    b.budget = build_mode >= 1 ? SIZE_MAX : BUDGET_FIXED + BUDGET_BITS * bits;
+    b.limit = build_mode >= 1 ? INT64_MAX
                               : (int64_t)(n - tr->n_tips) * np / MIN_COMPRESSION;
     c->n_nodes = n;
     c->n_patterns = np;

@@ -99,7 +99,9 @@ struct persiste__class_group {
                          * entries are reused once its parent is done */
     int64_t *id_base;   /* [n_nodes] node's children's class of each of its
                          * classes: ids[id_base + j * padded + class] */
-    int32_t *ids;
+    void *ids;          /* uint16_t where ids16, else int32_t */
+    int ids16;          /* every class index fits 16 bits: at most 65,536
+                         * patterns in the group */
     double *x;          /* [2][total] partials: x0, then x1 */
     int32_t *cnt;       /* [total] 2^256 rescales below and at the class */
     unsigned char *scaled; /* [n_nodes] some cnt of the node > 0 */
@@ -138,7 +140,8 @@ static inline int64_t persiste__class_padded(int64_t n)
 int persiste__classes_prepare(struct persiste__classes **c,
                               const struct persiste__job *job, int threads);
 /* For tests: 1 builds at the first call however little the classes save,
- * a group per thread however small the work; -1 never; 0 the default. */
+ * a group per thread however small the work; 2 the same with 32-bit ids
+ * (else 16 bits up to 65,536 patterns a group); -1 never; 0 the default. */
 void persiste__classes_mode(int mode);
 /* The partials of a group's classes of node v (and at the root, root_ll)
  * from the transition tables in s (v < 0: fill them, at the job's pair). */

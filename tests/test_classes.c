@@ -223,8 +223,8 @@ static void assert_same_bits(const double *a, const double *b, int64_t n_fam,
 }
 
 /* lnL at every pair, condition and prior, on classes at 1 to 3 threads
- * and in blocks: bitwise the same; at the ordinary pairs the log-space
- * oracle's too. */
+ * (and 2 with 32-bit ids) and in blocks: bitwise the same; at the
+ * ordinary pairs the log-space oracle's too. */
 static void check_bitwise(persiste_tree *tr, oracle_rng *rng, int unknown)
 {
     const double(*pairs)[2] = oracle_bitwise_pairs;
@@ -234,8 +234,10 @@ static void check_bitwise(persiste_tree *tr, oracle_rng *rng, int unknown)
     persiste_data *data = oracle_data(tr, st, n_fam);
     double *on = malloc(sizeof *on * (size_t)n_fam);
     double *off = malloc(sizeof *off * (size_t)n_fam);
-    persiste_ctx *ctx[3] = {oracle_ctx(1), oracle_ctx(2), oracle_ctx(3)};
-    assert_true(data && on && off && ctx[0] && ctx[1] && ctx[2]);
+    /* 1, 2 and 3 threads; and 2 with 32-bit class ids (else 16 bits) */
+    persiste_ctx *ctx[4] = {oracle_ctx(1), oracle_ctx(2), oracle_ctx(3),
+                            oracle_ctx(2)};
+    assert_true(data && on && off && ctx[0] && ctx[1] && ctx[2] && ctx[3]);
     oracle_tree t;
     oracle_tree_read(tr, &t);
     for (size_t p = 0; p < ORACLE_N_BITWISE_PAIRS; p++) {
@@ -244,21 +246,22 @@ static void check_bitwise(persiste_tree *tr, oracle_rng *rng, int unknown)
                               ORACLE_FIXED_FREQ};
             loglik(ctx[0], tr, data, n_fam, &m, pairs[p][0], pairs[p][1], -1,
                    off);
-            for (int th = 0; th < 3; th++) {
+            for (int th = 0; th < 4; th++) {
                 loglik(ctx[th], tr, data, n_fam, &m, pairs[p][0],
-                       pairs[p][1], 1, on);
+                       pairs[p][1], th < 3 ? 1 : 2, on);
                 assert_non_null(ctx[th]->classes->group); /* were used */
+                assert_int_equal(ctx[th]->classes->group[0].ids16, th < 3);
                 char what[80];
                 snprintf(what, sizeof what,
-                         "%d tips, pair %zu, condition %d, %d threads", nt, p,
-                         m.condition, th + 1);
+                         "%d tips, pair %zu, condition %d, ctx %d", nt, p,
+                         m.condition, th);
                 assert_same_bits(on, off, n_fam, what);
             }
             assert_true(oracle_bitwise_pair_close(&t, &m, st, n_fam, p, on));
         }
     }
     oracle_tree_free(&t);
-    for (int th = 0; th < 3; th++)
+    for (int th = 0; th < 4; th++)
         persiste_ctx_destroy(ctx[th]);
     persiste_data_destroy(data);
     free(st);

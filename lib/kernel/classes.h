@@ -8,19 +8,63 @@
 #define PERSISTE_KERNEL_CLASSES_H
 
 #if !KERNEL_GRADIENT
-/* x[id[l]] lane-wise. */
-static inline vd gather_ids(const double *x, const int32_t *id)
+/* A vector's worth of class ids, as 32-bit integers. */
+#if defined(__AVX512F__)
+typedef __m256i vids;
+#elif defined(__AVX2__)
+typedef __m128i vids;
+#else
+typedef struct {
+    int32_t l[W];
+} vids;
+#endif
+
+/* The ids of classes i .. i + W, stored in 16 or 32 bits. */
+static inline vids load_ids(const uint16_t *id16, const int32_t *id32,
+                            int64_t i)
 {
 #if defined(__AVX512F__)
-    return (vd)_mm512_i32gather_pd(_mm256_loadu_si256((const __m256i *)id), x,
-                                   8);
+    return id16 ? _mm256_cvtepu16_epi32(
+                      _mm_loadu_si128((const __m128i *)(id16 + i)))
+                : _mm256_loadu_si256((const __m256i *)(id32 + i));
 #elif defined(__AVX2__)
-    return (vd)_mm256_i32gather_pd(x, _mm_loadu_si128((const __m128i *)id),
-                                   8);
+    return id16 ? _mm_cvtepu16_epi32(
+                      _mm_loadl_epi64((const __m128i *)(id16 + i)))
+                : _mm_loadu_si128((const __m128i *)(id32 + i));
+#else
+    vids r;
+    for (int l = 0; l < W; l++)
+        r.l[l] = id16 ? id16[i + l] : id32[i + l];
+    return r;
+#endif
+}
+
+/* The ids lane by lane, 64 bits each. */
+static inline vi ids_lanes(vids id)
+{
+#if defined(__AVX512F__)
+    return (vi)_mm512_cvtepi32_epi64(id);
+#elif defined(__AVX2__)
+    return (vi)_mm256_cvtepi32_epi64(id);
+#else
+    vi r;
+    for (int l = 0; l < W; l++)
+        r[l] = id.l[l];
+    return r;
+#endif
+}
+
+/* x[id] lane-wise. */
+static inline vd gather_ids(const double *x, vids id)
+{
+#if defined(__AVX512F__)
+    return (vd)_mm512_i32gather_pd(id, x, 8);
+#elif defined(__AVX2__)
+    return (vd)_mm256_i32gather_pd(x, id, 8);
 #else
     vd r;
     for (int l = 0; l < W; l++)
-        r[l] = x[id[l]];
+        r[l] = x[id.l[l]];
     return r;
 #endif
 }
@@ -29,7 +73,9 @@ static inline vd gather_ids(const double *x, const int32_t *id)
 struct class_child {
     int tip;           /* a tip: its classes are its states */
     int scaled;        /* some class of it was rescaled */
-    const int32_t *id; /* its class of each of the parent's classes */
+    /* its class of each of the parent's classes, in 16 or 32 bits */
+    const uint16_t *id16;
+    const int32_t *id32;
     const double *x0, *x1;
     const int32_t *cnt;
     vd p[4];           /* P00 .. P11 of its branch */
@@ -44,7 +90,9 @@ static void class_child(const struct persiste__job *job,
     int32_t u = tr->children[k];
     int64_t pad = persiste__class_padded(g->n_class[v]);
     ch->tip = u < tr->n_tips;
-    ch->id = g->ids + g->id_base[v] + (int64_t)(k - tr->child_start[v]) * pad;
+    int64_t at = g->id_base[v] + (int64_t)(k - tr->child_start[v]) * pad;
+    ch->id16 = g->ids16 ? (const uint16_t *)g->ids + at : NULL;
+    ch->id32 = g->ids16 ? NULL : (const int32_t *)g->ids + at;
     ch->scaled = !ch->tip && g->scaled[u];
     ch->x0 = ch->tip ? NULL : g->x + g->base[u];
     ch->x1 = ch->tip ? NULL : ch->x0 + g->total;
@@ -62,12 +110,10 @@ static inline void class_factor(const struct persiste__job *job,
                                 const struct class_child *ch, int64_t i,
                                 vd *f0, vd *f1, vi *cnt)
 {
-    const int32_t *id = ch->id + i;
+    vids id = load_ids(ch->id16, ch->id32, i);
     const vd *p = ch->p;
     if (ch->tip) {
-        vi s;
-        for (int l = 0; l < W; l++)
-            s[l] = id[l];
+        vi s = ids_lanes(id);
         *f0 = sel(s == 1, p[P01], p[P00]);
         *f1 = sel(s == 1, p[P11], p[P10]);
         if (job->any_unknown) {
@@ -78,9 +124,11 @@ static inline void class_factor(const struct persiste__job *job,
     }
     apply_p4(p[P00], p[P01], p[P10], p[P11], gather_ids(ch->x0, id),
              gather_ids(ch->x1, id), f0, f1);
-    if (ch->scaled)
+    if (ch->scaled) {
+        vi at = ids_lanes(id);
         for (int l = 0; l < W; l++)
-            (*cnt)[l] += ch->cnt[id[l]];
+            (*cnt)[l] += ch->cnt[at[l]];
+    }
 }
 
 /* Child k of v: ch[k] as set up, or for a wide node (more children than
