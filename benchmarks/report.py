@@ -305,7 +305,7 @@ def main():
             "distinct subtree patterns (lib/classes.c) and later calls compute each once, with "
             "the same bits. 'blocks': median of calls 2-15; 'repeats': the steady state (the "
             "main table's time); 'finding call': the slowest of the first 20 calls, the one that "
-            "finds them. Where they would save little (or need more memory than 4x the data's "
+            "finds them. Where they would save little (or need more memory than 2x the data's "
             "bits + 1 MB) they are not found and the blocks serve (a ratio near 1).", "",
             site_repeats(by_label, sim + sorted(by_label.keys() - set(sim))), ""]
     out += ["## Pattern compression", "",
