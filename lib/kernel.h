@@ -85,7 +85,7 @@ static inline double persiste__conditioned(double ll, double log_cond)
  * The patterns are cut into one group per thread, each with classes of its
  * own: a thread then reads only what it wrote, in its own cache. (Shares of
  * every node's classes, which threads read from each other, made 2
- * threads slower than 1 on this machine; the groups repeat 11% of the
+ * threads slower than 1 on this machine; the groups repeat 13% of the
  * classes here.) Kept in the ctx for one (tree, data, threads), found by
  * the objects' serial numbers. */
 struct persiste__job;
