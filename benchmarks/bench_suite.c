@@ -261,24 +261,24 @@ static double bench_persiste(const persiste_tree *tree,
             check(persiste_ctx_create(&b.ctx), "ctx");
             check(persiste_ctx_set_param(b.ctx, PERSISTE_CTX_NTHREADS, th),
                   "ctx");
-            /* lnL at global rates: a fit's first calls run in blocks, and
-             * one finds the site repeats (lib/classes.c); their times, then
-             * the steady state that measure() times */
+            /* lnL at global rates or two classes: a fit's first calls run
+             * in blocks, and one finds the site repeats (lib/classes.c);
+             * their times, then the steady state that measure() times */
             enum { FIRST = 20 };
             double first[FIRST], first_max = 0;
-            for (int c = 0; k == 0 && c < FIRST; c++) {
+            for (int c = 0; k < 2 && c < FIRST; c++) {
                 double t0 = now();
                 run_batch(&b);
                 first[c] = now() - t0;
                 first_max = fmax(first_max, first[c]);
             }
-            if (k == 0) /* the calls in blocks: the first 15, less the first */
+            if (k < 2) /* the calls in blocks: the first 15, less the first */
                 qsort(first + 1, 14, sizeof *first, cmp);
             timing t = measure(run_batch, &b, budget);
             char extra[160];
             int at = snprintf(extra, sizeof extra, ", \"rss_growth_mb\": %.1f",
                               rss_mb() - base);
-            if (k == 0)
+            if (k < 2)
                 snprintf(extra + at, sizeof extra - (size_t)at,
                          ", \"blocks_s\": %.9g, \"first_calls_max_s\": %.9g",
                          first[1 + 7], first_max);

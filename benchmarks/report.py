@@ -124,15 +124,17 @@ def main_table(by_label, labels, fma):
 def site_repeats(by_label, labels):
     rows = []
     for label in labels:
-        r = {x["threads"]: x for x in by_label[label] if x["impl"] == "persiste"
-             and x["task"] == "lnL global" and "blocks_s" in x}
-        if 1 not in r or 2 not in r:
-            continue
-        rows.append([label] + [fmt(r[t]["blocks_s"]) for t in (1, 2)] +
-                    [fmt(r[t]["median_s"]) for t in (1, 2)] +
-                    [ratio(r[t]["blocks_s"], r[t]["median_s"]) for t in (1, 2)] +
-                    [fmt(r[t]["first_calls_max_s"]) for t in (1, 2)])
-    return table(["data", "blocks 1T", "blocks 2T", "repeats 1T", "repeats 2T",
+        for task in ("lnL global", "lnL two-class"):
+            r = {x["threads"]: x for x in by_label[label] if x["impl"] == "persiste"
+                 and x["task"] == task and "blocks_s" in x}
+            if 1 not in r or 2 not in r:
+                continue
+            rows.append([label if task == "lnL global" else "", task] +
+                        [fmt(r[t]["blocks_s"]) for t in (1, 2)] +
+                        [fmt(r[t]["median_s"]) for t in (1, 2)] +
+                        [ratio(r[t]["blocks_s"], r[t]["median_s"]) for t in (1, 2)] +
+                        [fmt(r[t]["first_calls_max_s"]) for t in (1, 2)])
+    return table(["data", "task", "blocks 1T", "blocks 2T", "repeats 1T", "repeats 2T",
                   "blocks / repeats 1T", "2T", "finding call 1T", "2T"], rows)
 
 
@@ -300,10 +302,10 @@ def main():
                 real.append([name, task, fmt(a_), fmt(b_), ratio(b_, a_)])
     reads = [r for r in rows if r.get("task") == "read"]
     out += ["## Targets", "", targets(by_label, fma, reads), ""]
-    out += ["## Site repeats (lnL at one rate pair for all families)", "",
-            "A fit's first 15 calls at one pair run in blocks; the 16th finds every node's "
-            "distinct subtree patterns (lib/classes.c) and later calls compute each once, with "
-            "the same bits. 'blocks': median of calls 2-15; 'repeats': the steady state (the "
+    out += ["## Site repeats (lnL at one rate pair for all families, or at two)", "",
+            "A fit's first 15 calls at up to 4 pairs run in blocks; the 16th finds every node's "
+            "distinct subtree patterns (lib/classes.c) and later calls compute each once per pair, "
+            "with the same bits. 'blocks': median of calls 2-15; 'repeats': the steady state (the "
             "main table's time); 'finding call': the slowest of the first 20 calls, the one that "
             "finds them. Where they would save little (or need more memory than 2x the data's "
             "bits + 1 MB) they are not found and the blocks serve (a ratio near 1).", "",

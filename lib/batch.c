@@ -188,6 +188,8 @@ static int run(persiste_ctx *ctx, struct persiste__job *job,
 struct class_run {
     persiste_ctx *ctx;
     const struct persiste__job *job;
+    const struct persiste__job *pair; /* the job from the pair's first
+                                       * family on: its rates at index 0 */
     persiste__block_fn eval_block;
     persiste__classes_fn fn;
     atomic_int_fast64_t cond_left;  /* 1 until log_cond is known */
@@ -210,23 +212,29 @@ static void run_class_group(void *arg, int64_t task, int worker)
     if (worker >= c->threads) /* more threads than patterns */
         return;
     struct persiste__class_group *g = &c->group[worker];
-    r->fn(job, g, s, -1);
+    r->fn(r->pair, g, s, -1);
     for (int32_t v = tr->n_tips; v < tr->n_nodes; v++)
-        r->fn(job, g, s, v);
+        r->fn(r->pair, g, s, v);
     /* log P(observable) (log 1 = 0 without conditioning) the blocks' way:
-     * their first block, whose own values the families' overwrite */
+     * a block of the pair's first family, whose value the scatter
+     * overwrites */
     if (!atomic_exchange_explicit(&r->claimed, 1, memory_order_relaxed) &&
         job->model->condition != PERSISTE_CONDITION_NONE) {
-        struct persiste__job first = *job;
-        first.n_clades = 0; /* no tables for one block */
+        struct persiste__job first = *r->pair;
+        first.n_families = 1; /* one family: a block of one pair */
+        first.n_clades = 0;   /* no tables for one block */
         r->eval_block(&first, s, 0, NULL);
         r->log_cond = s->cache_log_cond;
         atomic_store_explicit(&r->cond_left, 0, memory_order_release);
     }
     persiste__await_zero(&r->cond_left);
     int64_t n_impossible = 0;
+    double lg = r->pair->log_gain[0], ll0 = r->pair->log_loss[0];
     for (int64_t i = g->f0; i < g->f1; i++) {
         int64_t f = c->family[i];
+        if (memcmp(&job->log_gain[f], &lg, sizeof lg) ||
+            memcmp(&job->log_loss[f], &ll0, sizeof ll0))
+            continue; /* another pair's */
         double ll = persiste__conditioned(
             c->root_ll[c->root_at[job->data->pattern[f]]], r->log_cond);
         job->loglik[f] = ll;
@@ -236,20 +244,51 @@ static void run_class_group(void *arg, int64_t task, int worker)
                               memory_order_relaxed);
 }
 
-/* Evaluates a likelihood at one pair on the classes, each computed as its
- * families' blocks would compute it: the results do not depend on the
- * thread count. */
+/* Evaluates a likelihood on the classes, once per rate pair (their first
+ * families in first[0 .. n_pairs)), each class computed as its families'
+ * blocks would compute it: the results do not depend on the thread
+ * count. */
 static void run_classes(persiste_ctx *ctx, struct persiste__job *job,
-                        persiste__block_fn eval_block)
+                        persiste__block_fn eval_block, const int64_t *first,
+                        int n_pairs)
 {
     int cond = job->model->condition != PERSISTE_CONDITION_NONE;
-    struct class_run r = {ctx, job, eval_block, persiste__classes_kernel(),
-                          cond, 0, 0.0, 0};
-    if (ctx->classes->threads == 1) /* the workers are not woken */
-        run_class_group(&r, 0, 0);
-    else
-        persiste__ctx_run_each(ctx, run_class_group, &r);
-    ctx->n_impossible = atomic_load(&r.impossible);
+    int64_t n_impossible = 0;
+    for (int k = 0; k < n_pairs; k++) {
+        struct persiste__job pair = *job;
+        pair.log_gain += first[k];
+        pair.log_loss += first[k];
+        pair.loglik += first[k];
+        pair.n_families -= first[k];
+        struct class_run r = {ctx, job, &pair, eval_block,
+                              persiste__classes_kernel(), cond, 0, 0.0, 0};
+        if (ctx->classes->threads == 1) /* the workers are not woken */
+            run_class_group(&r, 0, 0);
+        else
+            persiste__ctx_run_each(ctx, run_class_group, &r);
+        n_impossible += atomic_load(&r.impossible);
+    }
+    ctx->n_impossible = n_impossible;
+}
+
+/* The first family of each distinct rate pair into first[], in order of
+ * appearance; returns their number, or max + 1 if there are more. */
+static int find_pairs(const double *lg, const double *ll, int64_t n,
+                      int64_t *first, int max)
+{
+    int k = 0;
+    for (int64_t f = 0; f < n; f++) {
+        int j = 0;
+        while (j < k && (memcmp(&lg[f], &lg[first[j]], sizeof *lg) ||
+                         memcmp(&ll[f], &ll[first[j]], sizeof *ll)))
+            j++;
+        if (j == k) {
+            if (k == max)
+                return max + 1;
+            first[k++] = f;
+        }
+    }
+    return k;
 }
 
 /* Evaluates the job's families in blocks, or its rows where grouping saves
@@ -321,11 +360,17 @@ int persiste_gradient_batch(persiste_ctx *ctx, const persiste_model *model,
         &job.lanes);
     /* Site repeats first (they need no workspace but decide what the
      * workspace holds), then the workspace: rows live in worker 0's. */
-    int classes = persiste__classes_prepare(&ctx->classes, &job,
+    int64_t first[PERSISTE_CLASSES_PAIRS] = {0};
+    int n_pairs = job.gradient ? 0
+                  : job.one_pair
+                      ? 1
+                      : find_pairs(log_gain, log_loss, n_families, first,
+                                   PERSISTE_CLASSES_PAIRS);
+    int classes = persiste__classes_prepare(&ctx->classes, &job, n_pairs,
                                             persiste__ctx_workers(ctx));
     rc = classes < 0 ? classes : reserve_scratch(ctx, &job, classes);
-    if (rc == PERSISTE_OK && classes) {
-        run_classes(ctx, &job, eval_block); /* counts impossible families */
+    if (rc == PERSISTE_OK && classes) { /* counts impossible families */
+        run_classes(ctx, &job, eval_block, first, n_pairs);
     } else if (rc == PERSISTE_OK &&
                (rc = run_rows(ctx, &job, eval_block, d_branch)) ==
                    PERSISTE_OK) {

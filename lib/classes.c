@@ -429,6 +429,7 @@ static int build(struct persiste__classes *c, const persiste_tree *tr,
     b.bytes += (size_t)np * sizeof *c->root_at + (size_t)at * sizeof(double);
     if (rc == 1)
         rc = group_families(c, d);
+    c->found = b.found;
     b.bytes += (size_t)d->n_families * sizeof *c->family;
     c->bytes = b.bytes;
 done:
@@ -442,12 +443,25 @@ done:
     return rc;
 }
 
+/* Whether n_pairs passes over the classes cost less than the blocks: the
+ * blocks' cost does not grow with the pairs (each prunes its own rows). */
+static int pays(const struct persiste__classes *c, const persiste_tree *tr,
+                int n_pairs)
+{
+    return build_mode >= 1 ||
+           c->found * n_pairs <=
+               (int64_t)(tr->n_nodes - tr->n_tips) * c->n_patterns /
+                   MIN_COMPRESSION;
+}
+
 int persiste__classes_prepare(struct persiste__classes **cp,
-                              const struct persiste__job *job, int threads)
+                              const struct persiste__job *job, int n_pairs,
+                              int threads)
 {
     const persiste_tree *tr = job->tree;
     const persiste_data *d = job->data;
-    if (job->gradient || !job->one_pair || build_mode < 0 || tr->n_tips < 2 ||
+    if (job->gradient || n_pairs < 1 || n_pairs > PERSISTE_CLASSES_PAIRS ||
+        build_mode < 0 || tr->n_tips < 2 ||
         job->n_families == 0 || d->n_patterns > INT32_MAX) /* int32 ids */
         return 0;
     if (!*cp && !(*cp = persiste__calloc(1, sizeof **cp)))
@@ -468,7 +482,7 @@ int persiste__classes_prepare(struct persiste__classes **cp,
         c->threads = threads;
     }
     if (c->state != PERSISTE_CLASSES_UNBUILT)
-        return c->state == PERSISTE_CLASSES_BUILT;
+        return c->state == PERSISTE_CLASSES_BUILT && pays(c, tr, n_pairs);
     /* Finding a node's class of a pattern (a hash) costs about 15 times
      * pruning a family at the node (2.2-2.8 ns against 0.17 ns with
      * AVX-512): after PERSISTE_CLASSES_CALLS calls in blocks the classes
@@ -487,5 +501,5 @@ int persiste__classes_prepare(struct persiste__classes **cp,
         return rc;
     }
     c->state = PERSISTE_CLASSES_BUILT;
-    return 1;
+    return pays(c, tr, n_pairs);
 }

@@ -75,7 +75,8 @@ static inline double persiste__conditioned(double ll, double log_cond)
 }
 
 /* Site repeats (lib/classes.c, lib/kernel/classes.h): a likelihood at one
- * rate pair computes each distinct partial of a node once. The classes of
+ * rate pair (or a few, one pass each) computes each distinct partial of a
+ * node once. The classes of
  * an internal node are the distinct tuples of its children's classes over
  * the data's patterns (a tip's class is its state: 0 absent, 1 present,
  * 2 unknown), numbered by first appearance. A class's partial comes from
@@ -121,6 +122,7 @@ struct persiste__classes {
     int calls;          /* likelihood calls seen for the key */
     int32_t n_nodes;
     int64_t n_patterns;
+    int64_t found;      /* classes of all groups (not padded) */
     struct persiste__class_group *group; /* [threads] */
     double *root_ll;    /* every group's root classes, padded */
     int32_t *root_at;   /* [n_patterns] each pattern's entry in root_ll */
@@ -132,13 +134,16 @@ static inline int64_t persiste__class_padded(int64_t n)
     return (n + PERSISTE_CLASS_PAD - 1) / PERSISTE_CLASS_PAD *
            PERSISTE_CLASS_PAD;
 }
-/* 1 if job (a likelihood at one pair) should run on classes, which are
- * then ready for `threads` threads (found at the PERSISTE_CLASSES_CALLS-th
- * such call for a (tree, data), or declined: see lib/classes.c), 0 if not,
- * or a negative status. */
+/* 1 if job (a likelihood at n_pairs rate pairs, at most
+ * PERSISTE_CLASSES_PAIRS; 0: a gradient or more pairs) should run on
+ * classes, once per pair, which are then ready for `threads` threads
+ * (found at the PERSISTE_CLASSES_CALLS-th such call for a (tree, data), or
+ * declined: see lib/classes.c), 0 if not, or a negative status. */
 #define PERSISTE_CLASSES_CALLS 16
+#define PERSISTE_CLASSES_PAIRS 4
 int persiste__classes_prepare(struct persiste__classes **c,
-                              const struct persiste__job *job, int threads);
+                              const struct persiste__job *job, int n_pairs,
+                              int threads);
 /* For tests: 1 builds at the first call however little the classes save,
  * a group per thread however small the work; 2 the same with 32-bit ids
  * (else 16 bits up to 65,536 patterns a group); -1 never; 0 the default. */

@@ -2,8 +2,8 @@
  * counted against a brute-force comparison of the tip states below it, and
  * log-likelihoods on classes bitwise equal to those of the blocks at any
  * thread count, including unknown cells, one-child nodes and rates that
- * need rescaling; the classes found again for new data or a new tree, and
- * declined where they would not pay. */
+ * need rescaling, at one rate pair or a few; the classes found again for
+ * new data or a new tree, and declined where they would not pay. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -100,7 +100,7 @@ static void check_found(const persiste_tree *tr, oracle_rng *rng)
     for (int threads = 1; threads <= 3; threads += 2) {
         struct persiste__classes *c = NULL;
         persiste__classes_mode(1);
-        int rc = persiste__classes_prepare(&c, &job, threads);
+        int rc = persiste__classes_prepare(&c, &job, 1, threads);
         persiste__classes_mode(0);
         assert_int_equal(rc, 1);
         assert_int_equal(c->threads, threads);
@@ -277,6 +277,80 @@ static void test_classes_bitwise(void **state)
                          check_bitwise);
 }
 
+/* loglik_batch at per-family rates g, l, on classes (mode 1) or blocks. */
+static void loglik_rates(persiste_ctx *ctx, const persiste_tree *tr,
+                         const persiste_data *data, int64_t n_fam,
+                         const oracle_model *m, const double *g,
+                         const double *l, int mode, double *out)
+{
+    persiste_model *model = oracle_lib_model(m, 0.0);
+    assert_non_null(model);
+    persiste__classes_mode(mode);
+    int rc = persiste_loglik_batch(ctx, model, tr, data, n_fam, g, l, out);
+    persiste__classes_mode(0);
+    assert_int_equal(rc, PERSISTE_OK);
+    persiste_model_destroy(model);
+}
+
+/* Families at 2 to 5 rate pairs (of oracle_bitwise_pairs, the bounds
+ * among them), interleaved or in runs: on classes, once per pair, the same
+ * bits as in blocks at 1 to 3 threads; 5 pairs run in blocks. */
+static void check_pairs(persiste_tree *tr, oracle_rng *rng, int unknown)
+{
+    const int64_t n_fam = 301;
+    int32_t nt = tr->n_tips;
+    uint8_t *st = random_states(rng, nt, n_fam, unknown ? 0.03 : 0.0);
+    persiste_data *data = oracle_data(tr, st, n_fam);
+    double *g = malloc(sizeof *g * (size_t)n_fam);
+    double *l = malloc(sizeof *l * (size_t)n_fam);
+    double *on = malloc(sizeof *on * (size_t)n_fam);
+    double *off = malloc(sizeof *off * (size_t)n_fam);
+    assert_true(data && g && l && on && off);
+    for (int k = 2; k <= PERSISTE_CLASSES_PAIRS + 1; k++) {
+        /* contexts of their own: whether this call found classes */
+        persiste_ctx *ctx[3] = {oracle_ctx(1), oracle_ctx(2), oracle_ctx(3)};
+        assert_true(ctx[0] && ctx[1] && ctx[2]);
+        int runs = oracle_below(rng, 2), first = oracle_below(rng, 3);
+        for (int64_t f = 0; f < n_fam; f++) {
+            int64_t p = first + (runs ? f * k / n_fam : f % k);
+            g[f] = oracle_bitwise_pairs[p % ORACLE_N_BITWISE_PAIRS][0];
+            l[f] = oracle_bitwise_pairs[p % ORACLE_N_BITWISE_PAIRS][1];
+        }
+        int c = oracle_below(rng, 3);
+        oracle_model m = {oracle_conditions[c], oracle_priors[c],
+                          ORACLE_FIXED_FREQ};
+        loglik_rates(ctx[0], tr, data, n_fam, &m, g, l, -1, off);
+        int64_t impossible = persiste_ctx_n_impossible(ctx[0]);
+        for (int th = 0; th < 3; th++) {
+            loglik_rates(ctx[th], tr, data, n_fam, &m, g, l, 1, on);
+            int used = ctx[th]->classes && ctx[th]->classes->group &&
+                       ctx[th]->classes->threads > 0;
+            assert_int_equal(used, k <= PERSISTE_CLASSES_PAIRS);
+            char what[80];
+            snprintf(what, sizeof what, "%d tips, %d pairs, %d threads", nt,
+                     k, th + 1);
+            assert_same_bits(on, off, n_fam, what);
+            assert_int_equal(persiste_ctx_n_impossible(ctx[th]), impossible);
+        }
+        for (int th = 0; th < 3; th++)
+            persiste_ctx_destroy(ctx[th]);
+    }
+    persiste_data_destroy(data);
+    free(st);
+    free(g);
+    free(l);
+    free(on);
+    free(off);
+}
+
+static void test_classes_pairs(void **state)
+{
+    (void)state;
+    static const int sizes[] = {2, 7, 40, 200};
+    oracle_for_each_tree(99, sizes, sizeof sizes / sizeof sizes[0],
+                         check_pairs);
+}
+
 /* Default mode: the classes are found at the 16th call for a (tree,
  * data), and found again for other data or another tree with the same
  * tips (never those of an object freed and replaced at its address). */
@@ -369,6 +443,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_classes_found),
         cmocka_unit_test(test_classes_bitwise),
+        cmocka_unit_test(test_classes_pairs),
         cmocka_unit_test(test_classes_cache),
         cmocka_unit_test(test_classes_declined),
     };

@@ -243,11 +243,11 @@ PERSISTE_API int persiste_model_get_double(const persiste_model *model,
  * exp(log_loss[f]); log rates must lie in [-100, 100] (PERSISTE_E_DOMAIN
  * otherwise). n_families must equal persiste_data_n_families(data).
  * An impossible family gets -inf (counted by persiste_ctx_n_impossible).
- * Site repeats: when every family has the same rates, a fit's repeated
- * calls get faster. From the 16th such call with the same tree and data
- * the context keeps the distinct patterns of the tips below every node
- * and computes each node's partial once per pattern (the results are the
- * same bits). It keeps them, at most twice the data's bit-packed matrix
+ * Site repeats: when the families share one rate pair, or up to 4, a
+ * fit's repeated calls get faster. From the 16th such call with the same
+ * tree and data the context keeps the distinct patterns of the tips below
+ * every node and computes each node's partial once per pattern and pair
+ * (the results are the same bits). It keeps them, at most twice the data's bit-packed matrix
  * plus 1 MB and none where patterns repeat too little to pay, until such
  * a call with another tree, data or thread count, or persiste_ctx_destroy. */
 PERSISTE_API int persiste_loglik_batch(persiste_ctx *ctx,

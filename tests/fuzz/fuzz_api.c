@@ -9,7 +9,8 @@
  *    untouched: they are filled with a sentinel first);
  *  - results hold no NaN or +Inf, impossible families (-Inf) are counted
  *    and have zero derivatives, loglik and gradient calls agree (1e-12);
- *  - at one rate pair for all, blocks and site repeats agree bitwise;
+ *  - at one rate pair for all, and at two, blocks and site repeats agree
+ *    bitwise;
  *  - with moderate numbers on small trees, values and all derivatives match
  *    the brute-force oracle (tests/oracle.c, independent of lib/). */
 #include <float.h>
@@ -305,10 +306,10 @@ static void compare_with_oracle(const eval *e)
     oracle_tree_free(&t);
 }
 
-/* Every family at family 0's rates, in blocks and then on site repeats
- * (lib/classes.c, built whatever they save): the same status, and the same
- * bits, as the two are designed to give. */
-static void compare_one_pair(eval *e)
+/* Family f at family (f % k)'s rates, in blocks and then on site repeats
+ * (lib/classes.c, built whatever they save; once per pair): the same
+ * status, and the same bits, as the two are designed to give. */
+static void compare_pairs(eval *e, size_t k)
 {
     size_t n = (size_t)e->n;
     double *lg = malloc(n * sizeof *lg), *ll = malloc(n * sizeof *ll);
@@ -316,8 +317,8 @@ static void compare_one_pair(eval *e)
     double *classes = malloc(n * sizeof *classes);
     FUZZ_CHECK(lg && ll && blocks && classes, "out of memory");
     for (size_t f = 0; f < n; f++) {
-        lg[f] = e->lg[0];
-        ll[f] = e->ll[0];
+        lg[f] = e->lg[f % k];
+        ll[f] = e->ll[f % k];
     }
     persiste__classes_mode(-1);
     int rc0 = persiste_loglik_batch(e->ctx, e->model, e->tree, e->data, e->n,
@@ -327,15 +328,15 @@ static void compare_one_pair(eval *e)
     int rc1 = persiste_loglik_batch(e->ctx, e->model, e->tree, e->data, e->n,
                                     lg, ll, classes);
     persiste__classes_mode(0);
-    FUZZ_CHECK(rc0 == rc1, "one pair: status %d in blocks, %d on classes",
-               rc0, rc1);
+    FUZZ_CHECK(rc0 == rc1, "%zu pairs: status %d in blocks, %d on classes",
+               k, rc0, rc1);
     for (size_t f = 0; rc0 == PERSISTE_OK && f < n; f++)
         FUZZ_CHECK(!memcmp(&blocks[f], &classes[f], sizeof blocks[f]),
-                   "one pair, family %zu: %.17g in blocks, %.17g on classes",
-                   f, blocks[f], classes[f]);
+                   "%zu pairs, family %zu: %.17g in blocks, %.17g on classes",
+                   k, f, blocks[f], classes[f]);
     FUZZ_CHECK(rc0 != PERSISTE_OK ||
                    impossible == persiste_ctx_n_impossible(e->ctx),
-               "one pair: %lld impossible in blocks, %lld on classes",
+               "%zu pairs: %lld impossible in blocks, %lld on classes", k,
                (long long)impossible,
                (long long)persiste_ctx_n_impossible(e->ctx));
     free(lg);
@@ -395,8 +396,8 @@ static void evaluate(eval *e, int moderate)
     for (size_t v = 0; e->db && (STRICT || !impossible) && v < nb; v++)
         FUZZ_CHECK(isfinite(e->db[v]) && (v + 1 < nb || e->db[v] == 0),
                    "d_branch[%zu] = %g", v, e->db[v]);
-    if (e->n > 0)
-        compare_one_pair(e);
+    for (size_t k = 1; k <= 2 && k <= (size_t)e->n; k++)
+        compare_pairs(e, k);
     int32_t n_internal = e->n_nodes - persiste_tree_n_tips(e->tree);
     /* The oracle needs a root with children. */
     if (moderate && n_internal >= 1 && n_internal <= ORACLE_INTERNAL)
