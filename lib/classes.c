@@ -136,7 +136,8 @@ static int64_t node_classes(struct build *b, const int64_t *n_class,
     int rc;
     if (k1 - k0 == 2) {
         int32_t ca = tr->children[k0], cb = tr->children[k0 + 1];
-        int64_t na = classes_of(b, n_class, ca), nb = classes_of(b, n_class, cb);
+        int64_t na = classes_of(b, n_class, ca);
+        int64_t nb = classes_of(b, n_class, cb);
         if (na * nb <= 4 * np + 64) { /* both < 2^31: their product fits */
             if ((rc = table_clear(b, (size_t)(na * nb))))
                 return rc;
@@ -396,8 +397,9 @@ static int build(struct persiste__classes *c, const persiste_tree *tr,
     size_t bits = (size_t)d->n_words * (size_t)d->n_tips * sizeof(uint64_t) *
                   (d->any_unknown ? 2 : 1);
     b.budget = build_mode >= 1 ? SIZE_MAX : BUDGET_FIXED + BUDGET_BITS * bits;
-    b.limit = build_mode >= 1 ? INT64_MAX
-                              : (int64_t)(n - tr->n_tips) * np / MIN_COMPRESSION;
+    b.limit = build_mode >= 1
+                  ? INT64_MAX
+                  : (int64_t)(n - tr->n_tips) * np / MIN_COMPRESSION;
     c->n_nodes = n;
     c->n_patterns = np;
     int rc = PERSISTE_OK;

@@ -371,7 +371,8 @@ static void test_classes_cache(void **state)
         /* new data (often at the freed data's address), or a new tree
          * whose tips are the same: the old classes would be wrong */
         if (round == 2) {
-            persiste_tree *other = oracle_random_tree(&rng, nt, 0.0, 0.005, 0.1);
+            persiste_tree *other =
+                oracle_random_tree(&rng, nt, 0.0, 0.005, 0.1);
             assert_non_null(other);
             persiste_tree_destroy(tr);
             tr = other;

@@ -247,9 +247,10 @@ PERSISTE_API int persiste_model_get_double(const persiste_model *model,
  * fit's repeated calls get faster. From the 16th such call with the same
  * tree and data the context keeps the distinct patterns of the tips below
  * every node and computes each node's partial once per pattern and pair
- * (the results are the same bits). It keeps them, at most twice the data's bit-packed matrix
- * plus 1 MB and none where patterns repeat too little to pay, until such
- * a call with another tree, data or thread count, or persiste_ctx_destroy. */
+ * (the results are the same bits). It keeps them (at most twice the
+ * data's bit-packed matrix plus 1 MB; nothing where patterns repeat too
+ * little to pay) until such a call with another tree, data or thread
+ * count, or persiste_ctx_destroy. */
 PERSISTE_API int persiste_loglik_batch(persiste_ctx *ctx,
                                        const persiste_model *model,
                                        const persiste_tree *tree,
