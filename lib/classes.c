@@ -77,16 +77,10 @@ struct build {
     int64_t (*hole)[2]; /* [n_nodes] free ranges of the partials, by start */
     int64_t n_holes;
     size_t cap_ids, n_ids;
-    size_t bytes, budget; /* of the groups so far, and their limit */
+    size_t bytes, budget; /* of the groups so far (ids, partials and
+                           * per-node arrays), and their limit */
     int64_t found, limit; /* classes */
 };
-
-static uint64_t mix(uint64_t z)
-{
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
 
 /* Class of the group's pattern p in child c: a tip's state, or the node's
  * class. */
@@ -170,10 +164,11 @@ static int64_t node_classes(struct build *b, const int64_t *n_class,
         if (binary) {
             key = (uint64_t)child_class(b, tr->children[k0], p) << 32 |
                   (uint64_t)child_class(b, tr->children[k0 + 1], p);
-            h = mix(key);
+            h = persiste__mix64(key);
         } else {
             for (int32_t k = k0; k < k1; k++)
-                h = mix(h ^ (uint64_t)child_class(b, tr->children[k], p));
+                h = persiste__mix64(
+                    h ^ (uint64_t)child_class(b, tr->children[k], p));
         }
         size_t i = h & (cap - 1);
         for (; b->table[i] >= 0; i = (i + 1) & (cap - 1)) {
@@ -428,12 +423,9 @@ static int build(struct persiste__classes *c, const persiste_tree *tr,
         c->group[i].root_ll = c->root_ll + first;
         first += persiste__class_padded(c->group[i].n_class[n - 1]);
     }
-    b.bytes += (size_t)np * sizeof *c->root_at + (size_t)at * sizeof(double);
     if (rc == 1)
         rc = group_families(c, d);
     c->found = b.found;
-    b.bytes += (size_t)d->n_families * sizeof *c->family;
-    c->bytes = b.bytes;
 done:
     persiste__free(b.slot);
     persiste__free(b.hole);

@@ -65,6 +65,14 @@ int persiste__tree_build(persiste_tree **out, int32_t n_nodes,
 int32_t persiste__tree_find_tip(const persiste_tree *tree, const char *name,
                                 size_t len);
 uint64_t persiste__hash_bytes(const void *p, size_t n, uint64_t seed);
+/* A 64-bit mixing step (splitmix64's finaliser) for the hash tables of
+ * patterns, rows and site repeats: inline, it runs once per word hashed. */
+static inline uint64_t persiste__mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
 
 /* ---- Data -------------------------------------------------------------- */
 /* Presence/absence, bit-packed by 64 families per word, per tip:

@@ -20,8 +20,9 @@
  * The parts, in lib/kernel/: vec.h (vectors and rescaling), tables.h
  * (transition tables), walk.h (the post-order passes), clades.h (small
  * clades' partials looked up by their tips' bits), reverse.h (the
- * gradients' pre-order passes), classes.h (site repeats' partials). This file holds the conditioning and the
- * block's entry point. */
+ * gradients' pre-order passes), classes.h (site repeats' partials). This
+ * file holds the conditioning, the rates' scan and the block's entry
+ * point. */
 #include <math.h>
 #include <string.h>
 

@@ -127,7 +127,6 @@ struct persiste__classes {
     double *root_ll;    /* every group's root classes, padded */
     int32_t *root_at;   /* [n_patterns] each pattern's entry in root_ll */
     int64_t *family;    /* [n_families] the families, group by group */
-    size_t bytes;       /* held by all the arrays */
 };
 static inline int64_t persiste__class_padded(int64_t n)
 {

@@ -35,25 +35,20 @@ void persiste__transpose64(uint64_t a[64])
     transpose_step(a, 1, 0x5555555555555555ull);
 }
 
-static uint64_t mix(uint64_t z)
-{
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-/* A hash of n words: four chains of mix over every fourth word, so that
- * the multiplies of one chain overlap the others'. */
+/* A hash of n words: four chains of persiste__mix64 over every fourth
+ * word, so that the multiplies of one chain overlap the others'. */
 static uint64_t hash_words(const uint64_t *p, int64_t n)
 {
     uint64_t h[4] = {0, 1, 2, 3};
     int64_t c = 0;
     for (; c + 4 <= n; c += 4)
         for (int i = 0; i < 4; i++)
-            h[i] = mix(h[i] ^ p[c + i]);
+            h[i] = persiste__mix64(h[i] ^ p[c + i]);
     for (; c < n; c++)
-        h[c % 4] = mix(h[c % 4] ^ p[c]);
-    return mix(h[0] ^ mix(h[1] ^ mix(h[2] ^ mix(h[3]))));
+        h[c % 4] = persiste__mix64(h[c % 4] ^ p[c]);
+    return persiste__mix64(
+        h[0] ^ persiste__mix64(h[1] ^ persiste__mix64(h[2] ^
+                                                      persiste__mix64(h[3]))));
 }
 
 /* The columns of bits (words of 64 families per tip, n_tips of them per
@@ -171,7 +166,7 @@ static int repeats_room(persiste__repeats *r, const char *where)
         for (size_t i = 0; i < n_slots; i++)
             slot[i] = -1;
         for (int64_t p = 0; p < r->n; p++) {
-            size_t i = mix(r->hash[p]) & (n_slots - 1);
+            size_t i = persiste__mix64(r->hash[p]) & (n_slots - 1);
             while (slot[i] >= 0)
                 i = (i + 1) & (n_slots - 1);
             slot[i] = p;
@@ -238,7 +233,7 @@ static int same_kept(const persiste__repeats *r, const uint64_t *rows,
 static int64_t pattern_of(persiste__repeats *r, const uint64_t *rows,
                           int64_t row, uint64_t h, uint64_t unknown)
 {
-    size_t i = mix(h) & (r->n_slots - 1);
+    size_t i = persiste__mix64(h) & (r->n_slots - 1);
     for (; r->slot[i] >= 0; i = (i + 1) & (r->n_slots - 1)) {
         const int64_t p = r->slot[i];
         if (r->hash[p] == h && same_kept(r, rows, r->first[p]))
@@ -290,7 +285,7 @@ int persiste__repeats_add(persiste__repeats *r, const uint64_t *rows,
     }
     uint64_t h = hash_words(r->row, nw);
     if (unknown)
-        h = mix(h ^ hash_words(r->row + nw, nw));
+        h = persiste__mix64(h ^ hash_words(r->row + nw, nw));
     r->of[row] = pattern_of(r, rows, row, h, unknown);
     return PERSISTE_OK;
 }
@@ -406,14 +401,15 @@ int persiste__data_patterns(persiste_data *d, persiste__repeats *found,
     for (int64_t f = 0; f < nf; f++) {
         const size_t at = (size_t)f * (size_t)n_chunks;
         uint64_t h = hash_words(colp + at, n_chunks);
-        hash[f] = colu ? mix(h ^ hash_words(colu + at, n_chunks)) : h;
+        hash[f] = colu ? persiste__mix64(h ^ hash_words(colu + at, n_chunks))
+                       : h;
     }
     for (size_t i = 0; i < cap; i++)
         table[i] = -1;
     size_t words = (size_t)n_chunks * sizeof(uint64_t);
     int64_t np = 0;
     for (int64_t f = 0; f < nf; f++) {
-        size_t i = mix(hash[f]) & (cap - 1);
+        size_t i = persiste__mix64(hash[f]) & (cap - 1);
         for (; table[i] >= 0; i = (i + 1) & (cap - 1)) {
             int64_t g = first[table[i]];
             if (hash[g] == hash[f] &&

@@ -46,13 +46,6 @@ void persiste__rows_destroy(struct persiste__rows *r)
     persiste__free(r);
 }
 
-static uint64_t mix(uint64_t z)
-{
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 static uint64_t bits_of(double x)
 {
     uint64_t u;
@@ -86,7 +79,7 @@ static int64_t number_pairs(struct persiste__rows *r, const double *lg,
     int64_t n = 0;
     for (int64_t f = 0; f < nf; f++) {
         uint64_t a = bits_of(lg[f]), b = bits_of(ll[f]);
-        size_t i = mix(a ^ mix(b)) & (r->cap - 1);
+        size_t i = persiste__mix64(a ^ persiste__mix64(b)) & (r->cap - 1);
         for (; r->table[i] >= 0; i = (i + 1) & (r->cap - 1)) {
             int64_t g = first[r->table[i]];
             if (bits_of(lg[g]) == a && bits_of(ll[g]) == b)
@@ -114,7 +107,8 @@ static int group(struct persiste__rows *r, const persiste_data *d)
     int64_t n = 0;
     for (int64_t f = 0; f < nf; f++) {
         int64_t p = r->pair_of[f], q = d->pattern[f];
-        size_t i = mix((uint64_t)p * 0x9E3779B97F4A7C15ull ^ mix((uint64_t)q)) &
+        size_t i = persiste__mix64((uint64_t)p * 0x9E3779B97F4A7C15ull ^
+                                   persiste__mix64((uint64_t)q)) &
                    (r->cap - 1);
         for (; r->table[i] >= 0; i = (i + 1) & (r->cap - 1)) {
             int64_t g = tmp[r->table[i]];

@@ -162,6 +162,17 @@ bool oracle_bitwise_pair_close(const oracle_tree *t, const oracle_model *m,
 /* The first f < n where a[f] and b[f] differ in some bit, or -1. */
 int64_t oracle_first_other_bits(const double *a, const double *b, int64_t n);
 
+/* cmocka check that a[f] and b[f] have the same bits for every f < n;
+ * else fails naming `what`, the first family and both values (a_how and
+ * b_how say how each was computed). Use in files including cmocka.h. */
+#define ORACLE_ASSERT_SAME_BITS(a, a_how, b, b_how, n, what)                 \
+    do {                                                                     \
+        int64_t f_ = oracle_first_other_bits((a), (b), (n));                 \
+        if (f_ >= 0)                                                         \
+            fail_msg("%s, family %lld: %.17g %s, %.17g %s", (what),         \
+                     (long long)f_, (a)[f_], (a_how), (b)[f_], (b_how));     \
+    } while (0)
+
 /* Test tree i: the small trees, then four random multifurcating ones
  * (4 to 10 tips, lengths in [0.001, 2]); NULL past the end. */
 persiste_tree *oracle_test_tree(int i, oracle_rng *rng);

@@ -150,16 +150,6 @@ static void loglik(const persiste_tree *tr, const persiste_data *data,
     free(l);
 }
 
-/* on and off the same, bit for bit; else fails naming the first family. */
-static void assert_same_bits(const double *on, const double *off,
-                             int64_t n_fam, const char *what)
-{
-    int64_t f = oracle_first_other_bits(on, off, n_fam);
-    if (f >= 0)
-        fail_msg("%s, family %lld: %.17g with tables, %.17g without", what,
-                 (long long)f, on[f], off[f]);
-}
-
 /* lnL on tr at every pair, condition and prior, with and without clade
  * tables: bitwise the same; at the ordinary pairs also the log-space
  * oracle's (at the bounds it loses P(observable) = 1 - P(all absent) to
@@ -193,7 +183,8 @@ static void check_bitwise(persiste_tree *tr, oracle_rng *rng, int unknown)
             char what[80];
             snprintf(what, sizeof what, "%d tips, pair %zu, condition %d",
                      n_tips, p, m.condition);
-            assert_same_bits(on, off, n_fam, what);
+            ORACLE_ASSERT_SAME_BITS(on, "with tables", off, "without",
+                                    n_fam, what);
             assert_true(oracle_bitwise_pair_close(&t, &m, st, n_fam, p, on));
         }
     }
@@ -241,7 +232,8 @@ static void test_clades_two_pairs(void **state)
                       ORACLE_FIXED_FREQ};
     loglik_rates(tr, data, n_fam, &m, g, l, 1, 1, on);
     loglik_rates(tr, data, n_fam, &m, g, l, 0, 1, off);
-    assert_same_bits(on, off, n_fam, "two pairs");
+    ORACLE_ASSERT_SAME_BITS(on, "with tables", off, "without",
+                            n_fam, "two pairs");
     oracle_tree t;
     oracle_tree_read(tr, &t);
     for (int64_t f = 0; f < n_fam; f += 97)

@@ -187,21 +187,15 @@ static void test_classes_found(void **state)
     }
 }
 
-/* loglik_batch at one pair for all families, on classes (mode 1) or
- * blocks (mode -1). */
-static void loglik(persiste_ctx *ctx, const persiste_tree *tr,
-                   const persiste_data *data, int64_t n_fam,
-                   const oracle_model *m, double lg, double ll, int mode,
-                   double *out)
+/* loglik_batch at per-family rates g, l, on classes (mode 1, or 2 with
+ * 32-bit ids) or blocks (mode -1). */
+static void loglik_rates(persiste_ctx *ctx, const persiste_tree *tr,
+                         const persiste_data *data, int64_t n_fam,
+                         const oracle_model *m, const double *g,
+                         const double *l, int mode, double *out)
 {
-    double *g = malloc(sizeof *g * (size_t)n_fam);
-    double *l = malloc(sizeof *l * (size_t)n_fam);
     persiste_model *model = oracle_lib_model(m, 0.0);
-    assert_true(g && l && model);
-    for (int64_t f = 0; f < n_fam; f++) {
-        g[f] = lg;
-        l[f] = ll;
-    }
+    assert_non_null(model);
     persiste__classes_mode(mode);
     int rc = persiste_loglik_batch(ctx, model, tr, data, n_fam, g, l, out);
     persiste__classes_mode(0);
@@ -209,17 +203,24 @@ static void loglik(persiste_ctx *ctx, const persiste_tree *tr,
         print_message("loglik_batch: %s\n", persiste_last_error());
     assert_int_equal(rc, PERSISTE_OK);
     persiste_model_destroy(model);
-    free(g);
-    free(l);
 }
 
-static void assert_same_bits(const double *a, const double *b, int64_t n_fam,
-                             const char *what)
+/* The same at one pair (lg, ll) for all families. */
+static void loglik(persiste_ctx *ctx, const persiste_tree *tr,
+                   const persiste_data *data, int64_t n_fam,
+                   const oracle_model *m, double lg, double ll, int mode,
+                   double *out)
 {
-    int64_t f = oracle_first_other_bits(a, b, n_fam);
-    if (f >= 0)
-        fail_msg("%s, family %lld: %.17g on classes, %.17g in blocks", what,
-                 (long long)f, a[f], b[f]);
+    double *g = malloc(sizeof *g * (size_t)n_fam);
+    double *l = malloc(sizeof *l * (size_t)n_fam);
+    assert_true(g && l);
+    for (int64_t f = 0; f < n_fam; f++) {
+        g[f] = lg;
+        l[f] = ll;
+    }
+    loglik_rates(ctx, tr, data, n_fam, m, g, l, mode, out);
+    free(g);
+    free(l);
 }
 
 /* lnL at every pair, condition and prior, on classes at 1 to 3 threads
@@ -255,7 +256,8 @@ static void check_bitwise(persiste_tree *tr, oracle_rng *rng, int unknown)
                 snprintf(what, sizeof what,
                          "%d tips, pair %zu, condition %d, ctx %d", nt, p,
                          m.condition, th);
-                assert_same_bits(on, off, n_fam, what);
+                ORACLE_ASSERT_SAME_BITS(on, "on classes", off, "in blocks",
+                                        n_fam, what);
             }
             assert_true(oracle_bitwise_pair_close(&t, &m, st, n_fam, p, on));
         }
@@ -275,21 +277,6 @@ static void test_classes_bitwise(void **state)
     static const int sizes[] = {2, 3, 5, 9, 17, 40, 130, 700};
     oracle_for_each_tree(88, sizes, sizeof sizes / sizeof sizes[0],
                          check_bitwise);
-}
-
-/* loglik_batch at per-family rates g, l, on classes (mode 1) or blocks. */
-static void loglik_rates(persiste_ctx *ctx, const persiste_tree *tr,
-                         const persiste_data *data, int64_t n_fam,
-                         const oracle_model *m, const double *g,
-                         const double *l, int mode, double *out)
-{
-    persiste_model *model = oracle_lib_model(m, 0.0);
-    assert_non_null(model);
-    persiste__classes_mode(mode);
-    int rc = persiste_loglik_batch(ctx, model, tr, data, n_fam, g, l, out);
-    persiste__classes_mode(0);
-    assert_int_equal(rc, PERSISTE_OK);
-    persiste_model_destroy(model);
 }
 
 /* Families at 2 to 5 rate pairs (of oracle_bitwise_pairs, the bounds
@@ -329,7 +316,8 @@ static void check_pairs(persiste_tree *tr, oracle_rng *rng, int unknown)
             char what[80];
             snprintf(what, sizeof what, "%d tips, %d pairs, %d threads", nt,
                      k, th + 1);
-            assert_same_bits(on, off, n_fam, what);
+            ORACLE_ASSERT_SAME_BITS(on, "on classes", off, "in blocks",
+                                    n_fam, what);
             assert_int_equal(persiste_ctx_n_impossible(ctx[th]), impossible);
         }
         for (int th = 0; th < 3; th++)
@@ -383,7 +371,8 @@ static void test_classes_cache(void **state)
         loglik(ctx, tr, data, n_fam, &m, -1.0, 0.5, -1, off);
         for (int call = 1; call <= PERSISTE_CLASSES_CALLS + 1; call++) {
             loglik(ctx, tr, data, n_fam, &m, -1.0, 0.5, 0, on);
-            assert_same_bits(on, off, n_fam, "default mode");
+            ORACLE_ASSERT_SAME_BITS(on, "on classes", off, "in blocks",
+                                    n_fam, "default mode");
             assert_int_equal(ctx->classes->data_serial, data->serial);
             assert_int_equal(ctx->classes->tree_serial, tr->serial);
             assert_int_equal(ctx->classes->group != NULL,
@@ -427,7 +416,8 @@ static void test_classes_declined(void **state)
     loglik(ctx, tr, data, n_fam, &m, 0.2, -0.3, -1, off);
     for (int call = 1; call <= PERSISTE_CLASSES_CALLS; call++)
         loglik(ctx, tr, data, n_fam, &m, 0.2, -0.3, 0, on);
-    assert_same_bits(on, off, n_fam, "declined");
+    ORACLE_ASSERT_SAME_BITS(on, "on classes", off, "in blocks",
+                            n_fam, "declined");
     assert_null(ctx->classes->group);
     assert_int_equal(ctx->classes->state, PERSISTE_CLASSES_DECLINED);
     assert_int_equal(ctx->classes->data_serial, data->serial);
