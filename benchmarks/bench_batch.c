@@ -10,7 +10,7 @@
  * BENCH_STAT=min reports the fastest call instead of the median;
  * BENCH_KERNEL=avx512|avx2|generic runs that kernel (the library otherwise
  * picks the fastest the CPU runs); BENCH_REPEATS=off keeps the likelihood
- * at global rates in blocks (no site repeats, lib/classes.c).
+ * at global rates in blocks (no site repeats, lib/eval/classes.c).
  * Prints a table of median times and the 2-thread speed-up. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>

@@ -262,7 +262,7 @@ static double bench_persiste(const persiste_tree *tree,
             check(persiste_ctx_set_param(b.ctx, PERSISTE_CTX_NTHREADS, th),
                   "ctx");
             /* lnL at global rates or two classes: a fit's first calls run
-             * in blocks, and one finds the site repeats (lib/classes.c);
+             * in blocks, and one finds the site repeats (lib/eval/classes.c);
              * their times, then the steady state that measure() times */
             enum { FIRST = 20 };
             double first[FIRST], first_max = 0;

@@ -304,7 +304,7 @@ def main():
     out += ["## Targets", "", targets(by_label, fma, reads), ""]
     out += ["## Site repeats (lnL at one rate pair for all families, or at two)", "",
             "A fit's first 15 calls at up to 4 pairs run in blocks; the 16th finds every node's "
-            "distinct subtree patterns (lib/classes.c) and later calls compute each once per pair, "
+            "distinct subtree patterns (lib/eval/classes.c) and later calls compute each once per pair, "
             "with the same bits. 'blocks': median of calls 2-15; 'repeats': the steady state (the "
             "main table's time); 'finding call': the slowest of the first 20 calls, the one that "
             "finds them. Where they would save little (or need more memory than 2x the data's "

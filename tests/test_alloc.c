@@ -161,7 +161,7 @@ static int step_gradient(workflow *w)
                                    w->ll, w->w, w->lnl2, w->dg, w->dl, w->db);
 }
 
-/* At one pair for all, on site repeats (lib/classes.c), which the first
+/* At one pair for all, on site repeats (lib/eval/classes.c), which the first
  * such call finds whatever they save. */
 static int step_loglik_pair(workflow *w)
 {

@@ -1,4 +1,4 @@
-/* Clade tables (lib/clades.c, lib/kernel/clades.h): the clades found
+/* Clade tables (lib/eval/clades.c, lib/eval/kernel/clades.h): the clades found
  * against a brute-force search over the parent array, and log-likelihoods
  * with the tables bitwise equal to those of the plain pruning, including
  * unknown cells and rates whose clade partials need rescaling. */

@@ -1,4 +1,4 @@
-/* Site repeats (lib/classes.c, lib/kernel/classes.h): each node's classes
+/* Site repeats (lib/eval/classes.c, lib/eval/kernel/classes.h): each node's classes
  * counted against a brute-force comparison of the tip states below it, and
  * log-likelihoods on classes bitwise equal to those of the blocks at any
  * thread count, including unknown cells, one-child nodes and rates that

@@ -46,7 +46,7 @@ static const double hostile[] = {
     -745.0, -750.0,  1e300, DBL_MAX, -DBL_MAX, INFINITY, -INFINITY, NAN};
 enum { N_HOSTILE = sizeof hostile / sizeof *hostile };
 
-/* KNOWN ISSUES of lib/kernel.c (reported to its owner; drop these when
+/* KNOWN ISSUES of lib/eval/kernel.c (reported to its owner; drop these when
  * fixed): log rates beyond about +-300, and branch lengths below about
  * 1e-300 or near DBL_MAX, give NaN or wrong values instead of results or
  * PERSISTE_E_DOMAIN; families made impossible by P(observable) = 0
@@ -307,7 +307,7 @@ static void compare_with_oracle(const eval *e)
 }
 
 /* Family f at family (f % k)'s rates, in blocks and then on site repeats
- * (lib/classes.c, built whatever they save; once per pair): the same
+ * (lib/eval/classes.c, built whatever they save; once per pair): the same
  * status, and the same bits, as the two are designed to give. */
 static void compare_pairs(eval *e, size_t k)
 {

@@ -1,6 +1,6 @@
 /* Clade tables (see PERSISTE_CLADE_TIPS in kernel.h): building them at a
  * rate pair, and looking a block's partials up in them.
- * Part of the block kernel: included by lib/kernel.c only, after walk.h. */
+ * Part of the block kernel: included by lib/eval/kernel.c only, after walk.h. */
 #ifndef PERSISTE_KERNEL_CLADES_H
 #define PERSISTE_KERNEL_CLADES_H
 

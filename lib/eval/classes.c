@@ -1,6 +1,6 @@
 /* Site repeats (see struct persiste__classes in kernel.h): every internal
  * node's classes over each group of a data set's patterns, found once for
- * a (tree, data, threads) and kept in the ctx; lib/kernel/classes.h
+ * a (tree, data, threads) and kept in the ctx; lib/eval/kernel/classes.h
  * computes their partials. */
 #include <stdint.h>
 #include <string.h>

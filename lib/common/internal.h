@@ -34,7 +34,7 @@ uint64_t persiste__serial(void);
 int persiste__mul_size(size_t a, size_t b, size_t *out);
 
 /* Resize the array *pp to n elements of elem bytes (kept as it was on
- * failure); returns a status (lib/scratch.c). */
+ * failure); returns a status (lib/eval/scratch.c). */
 int persiste__grow(void *pp, size_t n, size_t elem);
 
 /* ---- Tree -------------------------------------------------------------- */
@@ -91,7 +91,7 @@ struct persiste_data {
     char **dropped_taxon;
     int64_t n_dropped_families;
     char **dropped_family;
-    /* Distinct columns (lib/patterns.c): family f has pattern[f]; the
+    /* Distinct columns (lib/data/patterns.c): family f has pattern[f]; the
      * patterns' bits in the layout above; serial tells data apart. */
     uint64_t serial;
     int64_t n_patterns;
@@ -102,7 +102,7 @@ struct persiste_data {
 };
 
 /* Transposes a 64 x 64 bit matrix: bit b of a[k] becomes bit k of a[b]
- * (lib/patterns.c). */
+ * (lib/data/patterns.c). */
 void persiste__transpose64(uint64_t a[64]);
 
 /* Rows of families taken one at a time as a reader packs them (lib/
@@ -245,7 +245,7 @@ void persiste__pool_run_each(persiste__pool *pool, persiste__task_fn fn,
 void persiste__await_zero(atomic_int_fast64_t *x);
 
 /* A thread of its own, started with fn(arg); 1 if it runs. TSan builds
- * start it through pthreads (lib/pool.c says why). */
+ * start it through pthreads (lib/runtime/pool.c says why). */
 typedef struct {
     thrd_t id;
     int (*fn)(void *);
@@ -287,9 +287,9 @@ void persiste__ctx_run(persiste_ctx *ctx, int64_t n_tasks,
                        persiste__task_fn fn, void *arg);
 void persiste__ctx_run_each(persiste_ctx *ctx, persiste__task_fn fn,
                             void *arg);
-/* In lib/scratch.c; accepts NULL. */
+/* In lib/eval/scratch.c; accepts NULL. */
 void persiste__scratch_destroy(struct persiste__scratch *s);
-/* In lib/classes.c; accepts NULL. */
+/* In lib/eval/classes.c; accepts NULL. */
 void persiste__classes_destroy(struct persiste__classes *c);
 
 #endif

@@ -1,4 +1,4 @@
-/* Private to lib/source.c, lib/lines.c and lib/table.c: text files read as
+/* Private to lib/parse/source.c, lib/parse/lines.c and lib/parse/table.c: text files read as
  * a stream of bytes (plain or gzip) and as lines. */
 #ifndef PERSISTE_READER_H
 #define PERSISTE_READER_H
@@ -17,7 +17,7 @@ int64_t persiste__count_char(const char *p, const char *end, char c);
 int persiste__grow_text(char **buf, size_t *cap, size_t need,
                         const char *path);
 
-/* ---- Sources (lib/source.c): a file's bytes, inflated when it is gzip -- */
+/* ---- Sources (lib/parse/source.c): a file's bytes, inflated when it is gzip -- */
 
 /* 1 MB reads of the file (of its compressed bytes for gzip). */
 enum { PERSISTE__RAW_CHUNK = 1 << 20 };
@@ -45,7 +45,7 @@ int persiste__source_read(persiste__source *s, char *buf, size_t cap,
                           size_t *got);
 void persiste__source_close(persiste__source *s);
 
-/* ---- Lines (lib/lines.c): the text in chunks, inflated by a thread ----- */
+/* ---- Lines (lib/parse/lines.c): the text in chunks, inflated by a thread ----- */
 
 /* Chunks of 1 MB: each hand-over wakes the parser, and gzip input, whose
  * inflating sets the pace, was read 3.5% faster than with 256 kB. */

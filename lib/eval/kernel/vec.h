@@ -1,6 +1,6 @@
 /* Vectors of W lanes (GCC vector extensions): loads, selects, lane-wise
  * comparisons per instruction set, and power-of-two rescaling.
- * Part of the block kernel: included by lib/kernel.c only, which defines
+ * Part of the block kernel: included by lib/eval/kernel.c only, which defines
  * W, V, L, FOR_V and the row names first (and is compiled once per
  * instruction set). */
 #ifndef PERSISTE_KERNEL_VEC_H

@@ -1,7 +1,7 @@
 /* The post-order walks: tip masks, a child's factor, the pattern's pruning
  * with rescaling (and B for conditioning), and P(variable) with its
  * forward-mode tangents.
- * Part of the block kernel: included by lib/kernel.c only, which defines
+ * Part of the block kernel: included by lib/eval/kernel.c only, which defines
  * W, V, L, FOR_V and the row names first (and is compiled once per
  * instruction set). */
 #ifndef PERSISTE_KERNEL_WALK_H

@@ -2,7 +2,7 @@
  * gene_presence_absence.Rtab, generic CSV/TSV 0/1 matrices in either
  * orientation), plain or gzip-compressed.
  *
- * The text comes line by line (lib/lines.c, inflated by a thread of its
+ * The text comes line by line (lib/parse/lines.c, inflated by a thread of its
  * own) and is parsed in one pass; names are copied into one buffer, and
  * each row's cells are packed into bits as soon as it is parsed (while the
  * next chunk inflates), so no name or cell costs an allocation and no byte

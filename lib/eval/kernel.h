@@ -9,7 +9,7 @@
 
 #include "internal.h"
 
-/* Families per block, in lib/kernel.c (W: the kernel's vector width):
+/* Families per block, in lib/eval/kernel.c (W: the kernel's vector width):
  * four vectors, as much independent work per visit of a node as the
  * registers hold without spilling, but 8 lanes for gradients of lanes with
  * rates of their own, whose tables of every branch must stay in cache.
@@ -37,7 +37,7 @@ enum { PERSISTE_P00, PERSISTE_P01, PERSISTE_P10, PERSISTE_P11,
 #define PERSISTE_NP_LIK 4 /* rows a likelihood needs */
 #define PERSISTE_NP_LANE 3 /* rows a gradient keeps for lanes' own rates */
 
-/* Clade tables (lib/clades.c, lib/kernel/clades.h): a likelihood at one
+/* Clade tables (lib/eval/clades.c, lib/eval/kernel/clades.h): a likelihood at one
  * rate pair looks up the partial at the root of each largest subtree of at
  * most PERSISTE_CLADE_TIPS tips, indexed by its tips' bits, instead of
  * pruning its nodes: 2^k patterns of k tips, built once per pair and
@@ -74,7 +74,7 @@ static inline double persiste__conditioned(double ll, double log_cond)
     return isfinite(log_cond) ? ll - log_cond : -INFINITY;
 }
 
-/* Site repeats (lib/classes.c, lib/kernel/classes.h): a likelihood at one
+/* Site repeats (lib/eval/classes.c, lib/eval/kernel/classes.h): a likelihood at one
  * rate pair (or a few, one pass each) computes each distinct partial of a
  * node once. The classes of
  * an internal node are the distinct tuples of its children's classes over
@@ -113,7 +113,7 @@ struct persiste__class_group {
 enum persiste__classes_state {
     PERSISTE_CLASSES_UNBUILT,
     PERSISTE_CLASSES_BUILT,
-    PERSISTE_CLASSES_DECLINED /* over the limits (lib/classes.c) */
+    PERSISTE_CLASSES_DECLINED /* over the limits (lib/eval/classes.c) */
 };
 struct persiste__classes {
     uint64_t tree_serial, data_serial; /* the key (0: none) ... */
@@ -137,7 +137,7 @@ static inline int64_t persiste__class_padded(int64_t n)
  * PERSISTE_CLASSES_PAIRS; 0: a gradient or more pairs) should run on
  * classes, once per pair, which are then ready for `threads` threads
  * (found at the PERSISTE_CLASSES_CALLS-th such call for a (tree, data), or
- * declined: see lib/classes.c), 0 if not, or a negative status. */
+ * declined: see lib/eval/classes.c), 0 if not, or a negative status. */
 #define PERSISTE_CLASSES_CALLS 16
 #define PERSISTE_CLASSES_PAIRS 4
 int persiste__classes_prepare(struct persiste__classes **c,
@@ -250,7 +250,7 @@ void persiste__assign_oslots(const persiste_tree *tree, int32_t *oslot);
 
 /* Room in worker 0 for a tree's clades (at most one per two tips) and,
  * while they are found, two counts per node; then the job's clades into
- * it (lib/clades.c); then room for their tables in every worker. */
+ * it (lib/eval/clades.c); then room for their tables in every worker. */
 int persiste__scratch_clades(struct persiste__scratch *s, size_t n_nodes,
                              size_t n_tips);
 void persiste__assign_clades(struct persiste__scratch *s0,
@@ -295,7 +295,7 @@ persiste__block_fn persiste__kernel(enum persiste__kind kind, int *lanes);
  * the build lacks it or the CPU cannot run it. */
 int persiste__kernel_select(const char *isa);
 
-/* Grouping of a job's families into rows (lib/rows.c): returns 1 and points
+/* Grouping of a job's families into rows (lib/eval/rows.c): returns 1 and points
  * the job's rates, weights and bits at the rows when that saves work, 0 to
  * evaluate the families as they are, or a negative status. */
 struct persiste__rows;

@@ -1,7 +1,7 @@
 /* Transition tables: the block's lanes (rates, root prior), exp and the
  * P entries and their derivatives, for one rate pair or one a lane, and
  * where the walk reads them (pview, prows).
- * Part of the block kernel: included by lib/kernel.c only, which defines
+ * Part of the block kernel: included by lib/eval/kernel.c only, which defines
  * W, V, L, FOR_V and the row names first (and is compiled once per
  * instruction set). */
 #ifndef PERSISTE_KERNEL_TABLES_H

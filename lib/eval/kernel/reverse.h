@@ -1,6 +1,6 @@
 /* The reverse (pre-order) passes of the gradient kernels: outside vectors
  * and the terms of every branch, binary nodes sharing one denominator.
- * Part of the block kernel: included by lib/kernel.c only, which defines
+ * Part of the block kernel: included by lib/eval/kernel.c only, which defines
  * W, V, L, FOR_V and the row names first (and is compiled once per
  * instruction set). */
 #ifndef PERSISTE_KERNEL_REVERSE_H

@@ -1,4 +1,4 @@
-/* Lines of a text file (lib/reader.h): its text in chunks, inflated by a
+/* Lines of a text file (lib/parse/reader.h): its text in chunks, inflated by a
  * thread of its own.
  *
  * A producer fills a ring of RING chunks from the source while the caller

@@ -17,7 +17,7 @@
  * the same U, so the ratio of the two is exact whatever the scaling of U and
  * x_c: the reverse pass rescales freely and tracks no exponents.
  *
- * The parts, in lib/kernel/: vec.h (vectors and rescaling), tables.h
+ * The parts, in lib/eval/kernel/: vec.h (vectors and rescaling), tables.h
  * (transition tables), walk.h (the post-order passes), clades.h (small
  * clades' partials looked up by their tips' bits), reverse.h (the
  * gradients' pre-order passes), classes.h (site repeats' partials). This

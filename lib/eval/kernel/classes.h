@@ -3,7 +3,7 @@
  * by the walk's arithmetic (apply_p, products in the children's order, the
  * same rescale test and slow path), so every family gets the bits its
  * block would.
- * Part of the block kernel: included by lib/kernel.c only, after walk.h. */
+ * Part of the block kernel: included by lib/eval/kernel.c only, after walk.h. */
 #ifndef PERSISTE_KERNEL_CLASSES_H
 #define PERSISTE_KERNEL_CLASSES_H
 
