@@ -187,7 +187,7 @@ static dual tipset_variable(const tipset *s) {
 enum { M_LIK, M_ABSENT, M_NOT_ABSENT, M_PRESENT, M_VARIABLE, N_MASSES };
 
 /* Masses of the tips given their parents' states, summed over the tips'
- * true states: the observed pattern, and the constant patterns over all
+ * true states: the observed pattern, and the constant patterns over the known
  * tips with their complements. */
 static void tip_masses(int n_tips, const branch_p *const *pb, const int *pstate,
                        const uint8_t *obs, dual out[N_MASSES]) {
@@ -195,7 +195,10 @@ static void tip_masses(int n_tips, const branch_p *const *pb, const int *pstate,
     dual lik = dc(1);
     for (int c = 0; c < n_tips; c++) {
         const dual *row = pb[c]->p[pstate[c]];
-        tipset_add(&all, row[0], row[1]);
+        /* conditioning on the family's known cells: an unknown tip
+         * constrains nothing (its factor p0 + p1 is 1) */
+        if (obs[c] != PERSISTE_UNKNOWN)
+            tipset_add(&all, row[0], row[1]);
         lik = dmul(lik, obs[c] == PERSISTE_ABSENT    ? row[0]
                         : obs[c] == PERSISTE_PRESENT ? row[1]
                                                      : dadd(row[0], row[1]));
@@ -294,7 +297,9 @@ long double oracle_masses_loglik(int condition, const oracle_masses *v,
     ratio_of(condition, v, &num, &norm);
     if (dll)
         *dll = 0;
-    if (num == 0)
+    /* outside the conditioning event, or an event that cannot happen
+     * (e.g. VARIABLE with one known cell): impossible */
+    if (num == 0 || norm == 0)
         return -INFINITY;
     if (d && dll) {
         ratio_of(condition, d, &dnum, &dnorm);
@@ -362,7 +367,9 @@ static long double logspace_pass(const oracle_tree *t, const int32_t *order,
                                  int fixed, long double (*lp)[2]) {
     int32_t n = t->n_nodes;
     for (int32_t i = 0; i < n; i++) {
-        int s = internal[i] ? PERSISTE_UNKNOWN : fixed >= 0 ? fixed : obs[i];
+        int s = internal[i]                              ? PERSISTE_UNKNOWN
+                : fixed >= 0 && obs[i] != PERSISTE_UNKNOWN ? fixed
+                                                           : obs[i];
         lp[i][0] = s != PERSISTE_PRESENT ? 0 : -INFINITY;
         lp[i][1] = s != PERSISTE_ABSENT ? 0 : -INFINITY;
     }

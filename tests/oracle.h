@@ -53,7 +53,8 @@ typedef struct oracle_model {
 /* obs[node] (persiste_state) is read at the tips only. Masses of one family,
  * each summed over internal and tip states:
  *   lik           L = P(pattern)
- *   all_absent    P(all tips absent), all_present likewise
+ *   all_absent    P(all known tips absent), all_present likewise (the
+ *                 conditioning is on the family's known cells)
  *   not_absent    1 - P(all absent)                  (the PRESENT normaliser)
  *   variable      1 - P(all absent) - P(all present) (the VARIABLE one)
  * The complements are sums of non-negative terms (no cancellation). The

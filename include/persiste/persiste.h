@@ -197,17 +197,19 @@ PERSISTE_API int persiste_data_states(const persiste_data *data,
 /* ---- Model options ----------------------------------------------------- */
 typedef struct persiste_model persiste_model;
 
-/* Conditioning divides every family's likelihood by the probability that a
- * family is observable at all, computed over the true states of all tips
- * (it depends on the rates and the tree, not on the family's cells). A
- * family whose own pattern is unobservable (absent everywhere, or under
- * VARIABLE present everywhere) is not singled out: remove such families
- * from the data (PERSISTE_DATA_DROP_ABSENT_FAMILIES, or core genes). */
+/* Conditioning divides a family's likelihood by the probability of the
+ * event that makes a family observable, defined on the OBSERVED cells
+ * (through the observation error model, if set) and on the family's own
+ * known cells: its unknown cells are marginalised (as IQ-TREE's +ASC_MIS),
+ * so families that share a set of unknown tips share the divisor. A family
+ * whose own pattern lies outside the event is not singled out here: remove
+ * such families with persiste_data_observable (which reports them). */
 typedef enum persiste_condition {
     PERSISTE_CONDITION_NONE = 0,
-    /* present in at least one genome: L / (1 - P(all absent)) */
+    /* at least PERSISTE_MODEL_MIN_PRESENT (default 1) observed presences:
+     * with 1, L / (1 - P(all observed absent)) */
     PERSISTE_CONDITION_PRESENT = 1,
-    /* neither all absent nor all present */
+    /* neither all observed absent nor all observed present */
     PERSISTE_CONDITION_VARIABLE = 2
 } persiste_condition;
 
@@ -223,7 +225,12 @@ typedef enum persiste_model_param {
     PERSISTE_MODEL_ROOT_FREQ = 3,   /* double in [0,1]: pi1 when FIXED; 0.5 */
     /* double >= 0: every branch shorter than this is evaluated at this
      * length (its branch gradient is then 0); default 0 */
-    PERSISTE_MODEL_MIN_BRANCH_LENGTH = 4
+    PERSISTE_MODEL_MIN_BRANCH_LENGTH = 4,
+    /* int >= 1: under CONDITION_PRESENT, a family is observable with at
+     * least this many observed presences among its known cells (a dynamic
+     * programme on the count, truncated at k); 1 (the default) is
+     * PRESENT itself. Values above 1 need CONDITION_PRESENT. */
+    PERSISTE_MODEL_MIN_PRESENT = 5
 } persiste_model_param;
 
 PERSISTE_API int persiste_model_create(persiste_model **out);
@@ -236,6 +243,50 @@ PERSISTE_API int persiste_model_get_int(const persiste_model *model, int param,
                                         int64_t *value);
 PERSISTE_API int persiste_model_get_double(const persiste_model *model,
                                            int param, double *value);
+
+/* Observation error (a genome's draft assembly misses genes, annotation
+ * splits or merges them). Genome g has a_g = absent[g] = P(observed 0 |
+ * truly present) and b_g = present[g] = P(observed 1 | truly absent); a
+ * tip's partial over (absent, present) is: observed 1 -> (b_g, 1 - a_g),
+ * observed 0 -> (1 - b_g, a_g), unknown -> (1, 1). n = 1: one pair for
+ * every genome; n > 1: one pair per tip of the tree evaluated, in tree tip
+ * order (its n_tips must equal n); n = 0 removes the error model. Each
+ * a, b in [0, 1) with a + b < 1. The arrays are copied. */
+PERSISTE_API int persiste_model_set_error(persiste_model *model, int32_t n,
+                                          const double *absent,
+                                          const double *present);
+/* Rate categories across families: L_f = sum_k weight[k] * L_f(gain *
+ * gain_mult[k], loss * loss_mult[k]), each category with its own root prior
+ * (stationary: its own rates). loss_mult may be NULL (the same multipliers
+ * as gain). weight[k] > 0 summing to 1 (within 1e-9), multipliers > 0 and
+ * finite. Under conditioning, lnL_f = log sum_k w_k L_fk - log sum_k w_k
+ * P_k(observable). n = 0 removes the categories (as n = 1, multiplier 1).
+ * See persiste_gamma_categories for a discretised gamma. */
+PERSISTE_API int persiste_model_set_categories(persiste_model *model,
+                                               int32_t n,
+                                               const double *weight,
+                                               const double *gain_mult,
+                                               const double *loss_mult);
+/* Lineage multipliers: on the branch above node i the rates are gain *
+ * gain_mult[i] and loss * loss_mult[i] (the root's entry is unused and the
+ * root prior is not affected). n = the tree's n_nodes (node order of
+ * persiste_tree_label), or 0 to remove them. Multipliers > 0, finite. */
+PERSISTE_API int persiste_model_set_lineage(persiste_model *model, int32_t n,
+                                            const double *gain_mult,
+                                            const double *loss_mult);
+/* Sizes of the arrays last set (0 when unset): what = 1 error pairs, 2
+ * categories, 3 lineage multipliers; -1 for another value of what. */
+PERSISTE_API int32_t persiste_model_n_values(const persiste_model *model,
+                                             int what);
+
+/* Discretised gamma rates with shape alpha and mean 1 over n equal-
+ * probability categories (Yang 1994): rates[k] = the mean of slice k, n *
+ * [P(alpha+1, alpha q_k) - P(alpha+1, alpha q_(k-1))] with q_k the
+ * gamma(alpha, alpha) quantile of (k+1)/n, or, when median != 0, each
+ * slice's median rescaled so that the rates average 1. Weights are 1/n.
+ * alpha in [1e-3, 1e4] (finite, > 0), 1 <= n <= 64. */
+PERSISTE_API int persiste_gamma_categories(double alpha, int32_t n,
+                                           int median, double *rates);
 
 /* ---- Batch evaluation -------------------------------------------------- */
 /* Per-family log-likelihood (conditioning term included):
@@ -280,6 +331,63 @@ PERSISTE_API int persiste_gradient_batch(persiste_ctx *ctx,
                                          double *d_log_gain,
                                          double *d_log_loss,
                                          double *d_branch);
+
+/* The derivatives of the model's own parameters (what
+ * persiste_gradient_model_batch writes in d_model[]): the layout for a
+ * model on a tree. which = 0: the total size (the return value), else
+ * one of these (count returned, its start written to *offset, count 0
+ * when the model lacks the option). */
+typedef enum persiste_model_grad {
+    /* d/d log a_g and d/d log b_g of each error pair as set (1 or n_tips) */
+    PERSISTE_GRAD_ERROR_ABSENT = 1,
+    PERSISTE_GRAD_ERROR_PRESENT = 2,
+    /* d/d log gain_mult[k] and d/d log loss_mult[k] of each category
+     * (with loss_mult NULL, the shared multiplier's is their sum) */
+    PERSISTE_GRAD_CATEGORY_GAIN = 3,
+    PERSISTE_GRAD_CATEGORY_LOSS = 4,
+    /* d/d weight[k], the weights taken as free (not renormalised) */
+    PERSISTE_GRAD_CATEGORY_WEIGHT = 5,
+    /* d/d log gain_mult[i], d/d log loss_mult[i] of each node's branch */
+    PERSISTE_GRAD_LINEAGE_GAIN = 6,
+    PERSISTE_GRAD_LINEAGE_LOSS = 7
+} persiste_model_grad;
+PERSISTE_API int64_t persiste_model_grad_layout(const persiste_model *model,
+                                                const persiste_tree *tree,
+                                                int which, int64_t *offset);
+
+/* As persiste_gradient_batch, plus d_model[persiste_model_grad_layout(
+ * model, tree, 0, NULL)]: the derivatives of sum_f weight[f] * loglik[f]
+ * with respect to the model's parameters (impossible families left out).
+ * d_model may be NULL. */
+PERSISTE_API int persiste_gradient_model_batch(
+    persiste_ctx *ctx, const persiste_model *model, const persiste_tree *tree,
+    const persiste_data *data, int64_t n_families, const double *log_gain,
+    const double *log_loss, const double *weight, double *loglik,
+    double *d_log_gain, double *d_log_loss, double *d_branch,
+    double *d_model);
+
+/* A copy of data without the families whose observed cells lie outside the
+ * model's conditioning event (none under CONDITION_NONE): under PRESENT
+ * those with fewer than MIN_PRESENT observed presences, under VARIABLE
+ * those without both an observed absence and an observed presence. They
+ * are appended to the copy's dropped families (persiste_data_dropped_
+ * family), after any the data already had. */
+PERSISTE_API int persiste_data_observable(persiste_data **out,
+                                          const persiste_data *data,
+                                          const persiste_model *model);
+
+/* Simulation: states[f * n_tips + t] (persiste_state, tree tip order) of
+ * n_families families at exp(log_gain[f]), exp(log_loss[f]) under every
+ * model option: a category drawn by weight, the root from its prior, each
+ * branch's transition at its multipliers and (minimum) length, then the
+ * observation error. Under conditioning a family outside the event is
+ * drawn again (PERSISTE_E_DOMAIN after 10^6 rejections in a row). The
+ * same seed gives the same states on every machine and thread count. */
+PERSISTE_API int persiste_simulate(const persiste_model *model,
+                                   const persiste_tree *tree,
+                                   int64_t n_families, const double *log_gain,
+                                   const double *log_loss, uint64_t seed,
+                                   uint8_t *states);
 
 /* @cdef-end */
 

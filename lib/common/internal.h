@@ -209,7 +209,35 @@ struct persiste_model {
     int root_prior;    /* persiste_root_prior */
     double root_freq;  /* pi1 for PERSISTE_ROOT_FIXED */
     double min_branch_length;
+    int min_present;   /* k >= 1 observed presences under PRESENT */
+    /* Observation error: n_error 0 (none), 1 (global) or n_tips pairs. */
+    int32_t n_error;
+    double *error_absent, *error_present;   /* [n_error] a_g, b_g */
+    /* Rate categories: n_cat 0 (none) or K. */
+    int32_t n_cat;
+    int cat_shared;    /* loss multipliers were given as the gain ones */
+    double *cat_weight, *cat_gain, *cat_loss; /* [n_cat] */
+    /* Lineage multipliers per node's branch: n_lineage 0 or n_nodes. */
+    int32_t n_lineage;
+    double *lin_gain, *lin_loss;            /* [n_lineage] */
 };
+
+/* The model options that every tree must fit (error pairs per tip, lineage
+ * multipliers per node): PERSISTE_E_INVALID with a message if not. */
+int persiste__model_check_tree(const persiste_model *model,
+                               const persiste_tree *tree);
+/* 1 when the model is the plain two-state model that the fast paths
+ * (blocks, rows, clades, site repeats) evaluate: no error (or all 0), no
+ * categories (or one of multiplier 1), k = 1, multipliers all 1. */
+int persiste__model_is_plain(const persiste_model *model);
+/* The error pair of tip t: (0, 0) without the error model. */
+static inline void persiste__model_error(const persiste_model *m, int32_t t,
+                                         double *a, double *b)
+{
+    int32_t i = m->n_error == 1 ? 0 : t;
+    *a = m->n_error ? m->error_absent[i] : 0.0;
+    *b = m->n_error ? m->error_present[i] : 0.0;
+}
 
 /* ---- Worker pool (C11 threads) ----------------------------------------- */
 typedef struct persiste__pool persiste__pool;

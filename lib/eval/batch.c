@@ -6,6 +6,7 @@
 #include <stdatomic.h>
 #include <string.h>
 
+#include "general.h"
 #include "kernel.h"
 
 /* Families per chunk and chunks per reduction round: constants, never
@@ -315,9 +316,9 @@ int persiste_loglik_batch(persiste_ctx *ctx, const persiste_model *model,
                           int64_t n_families, const double *log_gain,
                           const double *log_loss, double *loglik)
 {
-    return persiste_gradient_batch(ctx, model, tree, data, n_families,
-                                   log_gain, log_loss, NULL, loglik, NULL,
-                                   NULL, NULL);
+    return persiste_gradient_model_batch(ctx, model, tree, data, n_families,
+                                         log_gain, log_loss, NULL, loglik,
+                                         NULL, NULL, NULL, NULL);
 }
 
 int persiste_gradient_batch(persiste_ctx *ctx, const persiste_model *model,
@@ -328,30 +329,32 @@ int persiste_gradient_batch(persiste_ctx *ctx, const persiste_model *model,
                             double *d_log_gain, double *d_log_loss,
                             double *d_branch)
 {
-    int one_pair;
-    int rc = check_args(ctx, model, tree, data, n_families, log_gain,
-                        log_loss, weight, loglik, &one_pair);
-    if (rc)
-        return rc;
-    if ((rc = persiste__ctx_enter(ctx)))
-        return rc;
-    persiste__pool_wake(ctx->pool); /* while this thread prepares the job */
+    return persiste_gradient_model_batch(ctx, model, tree, data, n_families,
+                                         log_gain, log_loss, weight, loglik,
+                                         d_log_gain, d_log_loss, d_branch,
+                                         NULL);
+}
+
+/* The plain model on the fast paths: site repeats, rows or blocks. */
+static int run_fast(persiste_ctx *ctx, const struct persiste__call *c)
+{
+    int rc;
     struct persiste__job job = {
-        .tree = tree,
-        .data = data,
-        .model = model,
-        .n_families = n_families,
-        .present = data->present,
-        .unknown = data->unknown,
-        .any_unknown = data->any_unknown,
-        .log_gain = log_gain,
-        .log_loss = log_loss,
-        .weight = weight,
-        .loglik = loglik,
-        .d_log_gain = d_log_gain,
-        .d_log_loss = d_log_loss,
-        .gradient = d_log_gain || d_log_loss || d_branch,
-        .one_pair = one_pair,
+        .tree = c->tree,
+        .data = c->data,
+        .model = c->model,
+        .n_families = c->n_families,
+        .present = c->data->present,
+        .unknown = c->data->unknown,
+        .any_unknown = c->data->any_unknown,
+        .log_gain = c->log_gain,
+        .log_loss = c->log_loss,
+        .weight = c->weight,
+        .loglik = c->loglik,
+        .d_log_gain = c->d_log_gain,
+        .d_log_loss = c->d_log_loss,
+        .gradient = c->d_log_gain || c->d_log_loss || c->d_branch,
+        .one_pair = c->one_pair,
     };
     persiste__block_fn eval_block = persiste__kernel(
         !job.gradient  ? PERSISTE_KIND_LIK
@@ -364,20 +367,52 @@ int persiste_gradient_batch(persiste_ctx *ctx, const persiste_model *model,
     int n_pairs = job.gradient ? 0
                   : job.one_pair
                       ? 1
-                      : find_pairs(log_gain, log_loss, n_families, first,
-                                   PERSISTE_CLASSES_PAIRS);
+                      : find_pairs(c->log_gain, c->log_loss, c->n_families,
+                                   first, PERSISTE_CLASSES_PAIRS);
     int classes = persiste__classes_prepare(&ctx->classes, &job, n_pairs,
                                             persiste__ctx_workers(ctx));
     rc = classes < 0 ? classes : reserve_scratch(ctx, &job, classes);
     if (rc == PERSISTE_OK && classes) { /* counts impossible families */
         run_classes(ctx, &job, eval_block, first, n_pairs);
     } else if (rc == PERSISTE_OK &&
-               (rc = run_rows(ctx, &job, eval_block, d_branch)) ==
+               (rc = run_rows(ctx, &job, eval_block, c->d_branch)) ==
                    PERSISTE_OK) {
         int64_t n_impossible = 0;
-        for (int64_t f = 0; f < n_families; f++)
-            n_impossible += isinf(loglik[f]) != 0;
+        for (int64_t f = 0; f < c->n_families; f++)
+            n_impossible += isinf(c->loglik[f]) != 0;
         ctx->n_impossible = n_impossible;
+    }
+    return rc;
+}
+
+int persiste_gradient_model_batch(
+    persiste_ctx *ctx, const persiste_model *model, const persiste_tree *tree,
+    const persiste_data *data, int64_t n_families, const double *log_gain,
+    const double *log_loss, const double *weight, double *loglik,
+    double *d_log_gain, double *d_log_loss, double *d_branch,
+    double *d_model)
+{
+    int one_pair;
+    int rc = check_args(ctx, model, tree, data, n_families, log_gain,
+                        log_loss, weight, loglik, &one_pair);
+    if (rc || (rc = persiste__model_check_tree(model, tree)))
+        return rc;
+    if ((rc = persiste__ctx_enter(ctx)))
+        return rc;
+    persiste__pool_wake(ctx->pool); /* while this thread prepares the job */
+    struct persiste__call call = {
+        .model = model, .tree = tree, .data = data,
+        .n_families = n_families, .log_gain = log_gain,
+        .log_loss = log_loss, .weight = weight, .one_pair = one_pair,
+        .loglik = loglik, .d_log_gain = d_log_gain,
+        .d_log_loss = d_log_loss, .d_branch = d_branch, .d_model = d_model};
+    if (persiste__plan(&call) == PERSISTE_PATH_GENERAL) {
+        rc = persiste__general_run(ctx, &call);
+    } else {
+        rc = run_fast(ctx, &call);
+        if (rc == PERSISTE_OK && d_model) /* the plain model's: none */
+            for (int64_t i = 0; i < persiste__model_grad_size(model); i++)
+                d_model[i] = 0.0;
     }
     persiste__ctx_leave(ctx);
     return rc;

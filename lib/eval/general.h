@@ -1,0 +1,37 @@
+/* The general path (lib/eval/general.c) and the planner (lib/eval/plan.c).
+ * Private to lib/eval. */
+#ifndef PERSISTE_GENERAL_H
+#define PERSISTE_GENERAL_H
+
+#include "internal.h"
+
+/* A batch call as the batch code checked it. Outputs may be NULL when not
+ * wanted (loglik never is). */
+struct persiste__call {
+    const persiste_model *model;
+    const persiste_tree *tree;
+    const persiste_data *data;
+    int64_t n_families;
+    const double *log_gain, *log_loss, *weight;
+    int one_pair; /* every family has the first family's rates (bitwise) */
+    double *loglik, *d_log_gain, *d_log_loss, *d_branch, *d_model;
+};
+
+/* Which path serves a call: the one place where a path declines a model
+ * option or a case. */
+enum persiste__path {
+    /* the plain model's fast paths (blocks, rows, clade tables, site
+     * repeats; batch.c chooses among them by cost) */
+    PERSISTE_PATH_FAST,
+    /* every model option, exact gradients of every parameter */
+    PERSISTE_PATH_GENERAL
+};
+enum persiste__path persiste__plan(const struct persiste__call *call);
+
+/* Size of d_model for a model on a tree (persiste_model_grad_layout). */
+int64_t persiste__model_grad_size(const persiste_model *model);
+
+/* Evaluates the call on the general path; sets ctx->n_impossible. */
+int persiste__general_run(persiste_ctx *ctx, const struct persiste__call *c);
+
+#endif
