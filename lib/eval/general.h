@@ -27,6 +27,8 @@ enum persiste__path {
     PERSISTE_PATH_GENERAL
 };
 enum persiste__path persiste__plan(const struct persiste__call *call);
+/* For tests: 1 sends every call to the general path from now on. */
+void persiste__plan_force_general(int on);
 
 /* Size of d_model for a model on a tree (persiste_model_grad_layout). */
 int64_t persiste__model_grad_size(const persiste_model *model);

@@ -6,9 +6,15 @@
  * new option is either taught to a fast path here, or declined here. */
 #include "general.h"
 
+static int force_general; /* test hook */
+
+void persiste__plan_force_general(int on) { force_general = on; }
+
 enum persiste__path persiste__plan(const struct persiste__call *c)
 {
     const persiste_model *m = c->model;
+    if (force_general)
+        return PERSISTE_PATH_GENERAL;
     /* error, categories, lineage multipliers, k > 1: the fast kernels
      * have tip bits and one rate pair per branch and family */
     if (!persiste__model_is_plain(m))
