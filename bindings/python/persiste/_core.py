@@ -295,6 +295,13 @@ class Data(_Handle):
         return [_str(lib.persiste_data_dropped_family(p, i))
                 for i in range(lib.persiste_data_n_dropped_families(p))]
 
+    def observable(self, model):
+        """A copy without the families whose observed cells lie outside the
+        model's conditioning event (listed in its dropped_families, after
+        the ones this data already dropped)."""
+        return type(self)(_create("persiste_data", lib.persiste_data_observable,
+                                  self.ptr, model.ptr))
+
     def states(self, family):
         """States of one family in tree tip order (uint8 array)."""
         out = np.empty(self.n_taxa, dtype=np.uint8)
@@ -319,13 +326,58 @@ def _choice(table, value, what):
     return table[value]
 
 
+def gamma_categories(alpha, n_categories, median=False):
+    """Discretised gamma rate multipliers with shape ``alpha`` and mean 1 over
+    ``n_categories`` equal-probability categories (Yang 1994): each the mean
+    of its slice (IQ-TREE's +G default), or its median rescaled to mean 1."""
+    out = np.empty(int(n_categories))
+    _check(lib.persiste_gamma_categories(float(alpha), int(n_categories),
+                                         1 if median else 0, _out(out)))
+    return out
+
+
+def _per_tip(value, tree, what):
+    """A scalar (global), or per genome: an array in tree tip order or a dict
+    {genome name: value} (genomes not named get 0)."""
+    if isinstance(value, dict):
+        if tree is None:
+            raise InvalidArgumentError(f"{what} by genome name needs the tree (Model(tree=...))")
+        where = {name: i for i, name in enumerate(tree.tip_names)}
+        out = np.zeros(tree.n_tips)
+        for name, v in value.items():
+            if name not in where:
+                raise NamesError(f"{what}: genome '{name}' is not a tip of the tree",
+                                 lib.PERSISTE_E_NAMES)
+            out[where[name]] = float(v)
+        return out
+    a = np.atleast_1d(np.asarray(value, dtype=np.float64))
+    if a.ndim != 1:
+        raise InvalidArgumentError(f"{what} must be a number, a vector or a dict")
+    return np.ascontiguousarray(a)
+
+
 class Model(_Handle):
-    """Model options: conditioning ('none', 'present', 'variable'), root prior
-    ('stationary', 'fixed' with root_freq, 'absent'), min_branch_length."""
+    """Model options.
+
+    - condition: 'none', 'present' (default; with ``min_present`` k: at least
+      k observed presences) or 'variable'; conditioning is on each family's
+      known cells and on the observed pattern (through the error model);
+    - root_prior: 'stationary', 'fixed' (with root_freq) or 'absent';
+    - min_branch_length;
+    - error_absent / error_present: a genome's probability of reporting a
+      present family absent (draft assemblies miss genes) and an absent one
+      present; one number, or per genome (an array in tree tip order or a
+      dict by genome name, with ``tree``);
+    - rate categories: ``gamma_alpha`` with ``n_categories`` (and
+      ``gamma_median``), or ``categories=(weights, gain_mult[, loss_mult])``;
+    - lineage: ``(gain_mult, loss_mult)`` per node (branch above each node).
+    """
     _destroy = lib.persiste_model_destroy
 
     def __init__(self, condition="present", root_prior="stationary", root_freq=0.5,
-                 min_branch_length=0.0):
+                 min_branch_length=0.0, *, min_present=1, error_absent=None,
+                 error_present=None, gamma_alpha=None, n_categories=None,
+                 gamma_median=False, categories=None, lineage=None, tree=None):
         super().__init__(_create("persiste_model", lib.persiste_model_create))
         p = self.ptr
         _check(lib.persiste_model_set_int(p, lib.PERSISTE_MODEL_CONDITION,
@@ -335,13 +387,155 @@ class Model(_Handle):
         _check(lib.persiste_model_set_double(p, lib.PERSISTE_MODEL_ROOT_FREQ, root_freq))
         _check(lib.persiste_model_set_double(p, lib.PERSISTE_MODEL_MIN_BRANCH_LENGTH,
                                              min_branch_length))
+        _check(lib.persiste_model_set_int(p, lib.PERSISTE_MODEL_MIN_PRESENT, int(min_present)))
         self.condition, self.root_prior = condition, root_prior
         self.root_freq, self.min_branch_length = root_freq, min_branch_length
+        self.min_present = int(min_present)
+        self.tree = tree
+        self.error_absent = self.error_present = None
+        if error_absent is not None or error_present is not None:
+            self.set_error(0.0 if error_absent is None else error_absent,
+                           0.0 if error_present is None else error_present)
+        self.gamma_alpha, self.gamma_median = None, bool(gamma_median)
+        self.category_weights = self.category_gain = self.category_loss = None
+        if gamma_alpha is not None:
+            self.set_gamma(gamma_alpha, n_categories or 4, gamma_median)
+        elif n_categories not in (None, 1):
+            raise InvalidArgumentError("n_categories needs gamma_alpha (or fit it)")
+        if categories is not None:
+            self.set_categories(*categories)
+        self.lineage = None
+        if lineage is not None:
+            self.set_lineage(*lineage)
+
+    @property
+    def n_categories(self):
+        return 1 if self.category_weights is None else len(self.category_weights)
+
+    def set_error(self, absent, present):
+        a = _per_tip(absent, self.tree, "error_absent")
+        b = _per_tip(present, self.tree, "error_present")
+        if a.shape != b.shape:
+            if a.size == 1:
+                a = np.full(b.shape, a[0])
+            elif b.size == 1:
+                b = np.full(a.shape, b[0])
+            else:
+                raise InvalidArgumentError("error_absent and error_present differ in length")
+        _check(lib.persiste_model_set_error(self.ptr, a.size, _in(a), _in(b)))
+        self.error_absent, self.error_present = a, b
+
+    def set_gamma(self, alpha, n_categories, median=False):
+        r = gamma_categories(alpha, n_categories, median)
+        self.set_categories(np.full(len(r), 1.0 / len(r)), r)
+        self.gamma_alpha, self.gamma_median = float(alpha), bool(median)
+
+    def set_categories(self, weights, gain_mult, loss_mult=None):
+        w = np.ascontiguousarray(weights, dtype=np.float64)
+        g = np.ascontiguousarray(gain_mult, dtype=np.float64)
+        l_ = None if loss_mult is None else np.ascontiguousarray(loss_mult, dtype=np.float64)
+        if g.shape != w.shape or (l_ is not None and l_.shape != w.shape):
+            raise InvalidArgumentError("category weights and multipliers differ in length")
+        _check(lib.persiste_model_set_categories(self.ptr, w.size, _in(w), _in(g),
+                                                 ffi.NULL if l_ is None else _in(l_)))
+        self.category_weights, self.category_gain = w, g
+        self.category_loss = g if l_ is None else l_
+        self.gamma_alpha = None
+
+    def set_lineage(self, gain_mult, loss_mult):
+        g = np.ascontiguousarray(gain_mult, dtype=np.float64)
+        l_ = np.ascontiguousarray(loss_mult, dtype=np.float64)
+        if g.shape != l_.shape:
+            raise InvalidArgumentError("lineage multipliers differ in length")
+        _check(lib.persiste_model_set_lineage(self.ptr, g.size, _in(g), _in(l_)))
+        self.lineage = (g, l_)
+
+    def grad_layout(self, tree):
+        """{name: slice} of the model gradient (Gradient.d_model)."""
+        names = {"error_absent": lib.PERSISTE_GRAD_ERROR_ABSENT,
+                 "error_present": lib.PERSISTE_GRAD_ERROR_PRESENT,
+                 "category_gain": lib.PERSISTE_GRAD_CATEGORY_GAIN,
+                 "category_loss": lib.PERSISTE_GRAD_CATEGORY_LOSS,
+                 "category_weight": lib.PERSISTE_GRAD_CATEGORY_WEIGHT,
+                 "lineage_gain": lib.PERSISTE_GRAD_LINEAGE_GAIN,
+                 "lineage_loss": lib.PERSISTE_GRAD_LINEAGE_LOSS}
+        off = ffi.new("int64_t *")
+        out = {}
+        for name, which in names.items():
+            n = lib.persiste_model_grad_layout(self.ptr, tree.ptr, which, off)
+            out[name] = slice(off[0], off[0] + n)
+        return out
+
+
+def clade_node(tree, spec):
+    """The node a lineage row names: a tip or internal label, or two tip
+    names joined by a comma (their most recent common ancestor)."""
+    labels = tree.labels
+    parts = [x.strip() for x in str(spec).split(",")]
+    if len(parts) == 1:
+        hits = [i for i, name in enumerate(labels) if name == parts[0]]
+        if not hits:
+            raise NamesError(f"node '{spec}' is neither a tip nor an internal label of the tree",
+                             lib.PERSISTE_E_NAMES)
+        if len(hits) > 1:
+            raise NamesError(f"node label '{spec}' names {len(hits)} nodes of the tree",
+                             lib.PERSISTE_E_NAMES)
+        return hits[0]
+    if len(parts) != 2:
+        raise InvalidArgumentError(f"node '{spec}': give a label, or two tip names "
+                                   f"joined by a comma")
+    tips = {name: i for i, name in enumerate(tree.tip_names)}
+    for t in parts:
+        if t not in tips:
+            raise NamesError(f"node '{spec}': '{t}' is not a tip of the tree",
+                             lib.PERSISTE_E_NAMES)
+    parent = tree.parents
+    path = set()
+    v = tips[parts[0]]
+    while v >= 0:
+        path.add(v)
+        v = parent[v]
+    v = tips[parts[1]]
+    while v not in path:
+        v = parent[v]
+    return int(v)
+
+
+def lineage_multipliers(tree, rows):
+    """Per-node (gain_mult, loss_mult) from rows (node, gain multiplier, loss
+    multiplier): each applies to the named node's branch and every branch
+    below it; later rows override earlier ones where their clades meet."""
+    parent = tree.parents
+    n = tree.n_nodes
+    gain, loss = np.ones(n), np.ones(n)
+    for node, g, l_ in rows:
+        v0 = clade_node(tree, node)
+        # parents come after their children: from the root down, a node is
+        # in the clade when it is v0 or its parent is
+        inside = np.zeros(n, dtype=bool)
+        for v in range(n - 1, -1, -1):
+            inside[v] = v == v0 or (parent[v] >= 0 and inside[parent[v]])
+        gain[inside], loss[inside] = float(g), float(l_)
+    return gain, loss
+
+
+def simulate(model, tree, n_families, gain, loss, seed=1):
+    """Presence/absence of n_families simulated families (uint8 array,
+    families x tips in tree tip order) at rates gain and loss (scalars or
+    per family), under every option of ``model``."""
+    n = int(n_families)
+    lg = _doubles(np.log(gain), n, "gain")
+    ll = _doubles(np.log(loss), n, "loss")
+    out = np.empty((n, tree.n_tips), dtype=np.uint8)
+    _check(lib.persiste_simulate(model.ptr, tree.ptr, n, _in(lg), _in(ll), int(seed),
+                                 ffi.from_buffer("uint8_t[]", out, require_writable=True)))
+    return out
 
 
 # ---- context and engine ---------------------------------------------------
 
-Gradient = namedtuple("Gradient", "loglik d_log_gain d_log_loss d_branch")
+Gradient = namedtuple("Gradient", "loglik d_log_gain d_log_loss d_branch d_model",
+                      defaults=(None,))
 
 
 class Context(_Handle):
@@ -375,19 +569,25 @@ class Context(_Handle):
             impossible = lib.persiste_ctx_n_impossible(self.ptr)
         return out, impossible
 
-    def gradient(self, model, tree, data, log_gain, log_loss, weight=None, branch=False):
+    def gradient(self, model, tree, data, log_gain, log_loss, weight=None, branch=False,
+                 model_grad=False):
         """Per-family log-likelihood and its derivatives with respect to
         log_gain[f] and log_loss[f]; with branch=True also d(sum_f weight[f]
-        loglik[f]) / d(branch length) per node."""
+        loglik[f]) / d(branch length) per node; with model_grad=True also
+        d_model, that sum's derivatives in the model's own parameters (see
+        Model.grad_layout)."""
         n, lg, ll = self._args(tree, data, log_gain, log_loss)
         w = ffi.NULL if weight is None else _in(_doubles(weight, n, "weight"))
+        n_model = lib.persiste_model_grad_layout(model.ptr, tree.ptr, 0, ffi.NULL)
         out = Gradient(np.empty(n), np.empty(n), np.empty(n),
-                       np.empty(tree.n_nodes) if branch else None)
+                       np.empty(tree.n_nodes) if branch else None,
+                       np.empty(max(n_model, 0)) if model_grad else None)
         with self.lock:
-            _check(lib.persiste_gradient_batch(
+            _check(lib.persiste_gradient_model_batch(
                 self.ptr, model.ptr, tree.ptr, data.ptr, n, _in(lg), _in(ll), w,
                 _out(out.loglik), _out(out.d_log_gain), _out(out.d_log_loss),
-                _out(out.d_branch) if branch else ffi.NULL))
+                _out(out.d_branch) if branch else ffi.NULL,
+                _out(out.d_model) if model_grad and n_model > 0 else ffi.NULL))
         return out
 
 
@@ -429,10 +629,10 @@ class Engine:
         self.n_evaluations += 1
         return self.context.loglik(self.model, self.tree, self.data, log_gain, log_loss)[0]
 
-    def gradient(self, log_gain, log_loss, weight=None, branch=False):
+    def gradient(self, log_gain, log_loss, weight=None, branch=False, model_grad=False):
         self.n_evaluations += 1
         return self.context.gradient(self.model, self.tree, self.data,
-                                     log_gain, log_loss, weight, branch)
+                                     log_gain, log_loss, weight, branch, model_grad)
 
     def fit(self, design=None, **kw):
         """Maximum-likelihood fit (see persiste.fit)."""

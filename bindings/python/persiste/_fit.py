@@ -61,6 +61,92 @@ class Design:
         return np.concatenate([self.X.T @ d_log_gain, self.Z.T @ d_log_loss])
 
 
+class ModelParameters:
+    """The model's own parameters that a fit estimates besides the rates:
+    observation error (``error``: None, 'global' or 'per-genome'; on the
+    logit scale) and the gamma shape (``alpha``: True to estimate it, on
+    the log scale, with the model's categories). ``values`` hold the
+    current transformed values; ``apply`` writes them into the model and
+    ``chain`` turns the library's model gradient into theirs."""
+
+    BOUND_LOGIT = (-20.0, 0.0)      # a, b in (2e-9, 1/2]: a + b < 1
+    BOUND_LOG_ALPHA = (np.log(2e-3), np.log(5e3))
+
+    def __init__(self, engine, error=None, alpha=False):
+        if error not in (None, "global", "per-genome"):
+            raise InvalidArgumentError("error must be None, 'global' or 'per-genome'")
+        model, tree = engine.model, engine.tree
+        self.engine, self.error, self.alpha = engine, error, bool(alpha)
+        self.n_cat = model.n_categories
+        if alpha and self.n_cat < 2:
+            raise InvalidArgumentError("estimating alpha needs at least 2 gamma categories")
+        names, values, bounds = [], [], []
+        if error:
+            n = 1 if error == "global" else tree.n_tips
+            a0 = model.error_absent if model.error_absent is not None else np.full(n, 0.01)
+            b0 = model.error_present if model.error_present is not None else np.full(n, 0.01)
+            a0 = np.broadcast_to(np.clip(a0, 1e-6, 0.49), (n,)) if np.size(a0) in (1, n) \
+                else np.full(n, 0.01)
+            b0 = np.broadcast_to(np.clip(b0, 1e-6, 0.49), (n,)) if np.size(b0) in (1, n) \
+                else np.full(n, 0.01)
+            if n == 1:
+                names += ["logit_error_absent", "logit_error_present"]
+            else:
+                tips = tree.tip_names
+                names += [f"logit_error_absent:{t}" for t in tips]
+                names += [f"logit_error_present:{t}" for t in tips]
+            values += list(np.log(a0 / (1 - a0))) + list(np.log(b0 / (1 - b0)))
+            bounds += [self.BOUND_LOGIT] * (2 * n)
+            self.n_error = n
+        else:
+            self.n_error = 0
+        if self.alpha:
+            names.append("log_alpha")
+            values.append(np.log(model.gamma_alpha or 1.0))
+            bounds.append(self.BOUND_LOG_ALPHA)
+        self.names, self.start, self.bounds = names, np.array(values, dtype=float), bounds
+        self.layout = None
+        if names:   # the layout of the model gradient once the options are set
+            self.apply(self.start)
+            self.layout = model.grad_layout(tree)
+
+    @property
+    def n(self):
+        return len(self.names)
+
+    def apply(self, theta):
+        model = self.engine.model
+        if self.error:
+            ne = self.n_error
+            a = 1 / (1 + np.exp(-theta[:ne]))
+            b = 1 / (1 + np.exp(-theta[ne:2 * ne]))
+            model.set_error(a, b)
+        if self.alpha:
+            model.set_gamma(np.exp(theta[-1]), self.n_cat, model.gamma_median)
+
+    def chain(self, theta, d_model):
+        """d lnL / d theta from the library's model gradient."""
+        out = []
+        if self.error:
+            ne = self.n_error
+            a = 1 / (1 + np.exp(-theta[:ne]))
+            b = 1 / (1 + np.exp(-theta[ne:2 * ne]))
+            # d/dlogit a = d/dlog a * (1 - a)
+            out += list(d_model[self.layout["error_absent"]] * (1 - a))
+            out += list(d_model[self.layout["error_present"]] * (1 - b))
+        if self.alpha:
+            # d log r_k / d log alpha by central differences of the
+            # discretisation itself (a smooth function of alpha alone)
+            from ._core import gamma_categories
+            la, h = theta[-1], 1e-5
+            med = self.engine.model.gamma_median
+            dr = (np.log(gamma_categories(np.exp(la + h), self.n_cat, med))
+                  - np.log(gamma_categories(np.exp(la - h), self.n_cat, med))) / (2 * h)
+            d_r = d_model[self.layout["category_gain"]] + d_model[self.layout["category_loss"]]
+            out.append(float(d_r @ dr))
+        return np.array(out, dtype=float)
+
+
 @dataclass
 class FitResult:
     names: list
@@ -75,6 +161,8 @@ class FitResult:
     n_taxa: int
     impossible: list          # names of families with zero likelihood
     design: Design = field(repr=False)
+    model_names: list = field(default_factory=list)  # of the model parameters
+    model_info: dict = field(default_factory=dict)   # the model's settings
 
     def __getitem__(self, name):
         return self.coef[self.names.index(name)]
@@ -112,7 +200,27 @@ class FitResult:
         coefficients."""
         return {n: tuple(float(v) for v in np.exp([b, b - Z95 * s, b + Z95 * s]))
                 for n, b, s in zip(self.names, self.coef, self.se)
-                if n not in ("log_gain", "log_loss")}
+                if n not in ("log_gain", "log_loss") and n not in self.model_names}
+
+    def _model_value(self, name):
+        if name in self.names:
+            i = self.names.index(name)
+            return float(self.coef[i]), float(self.se[i])
+        return None, None
+
+    def model_dict(self):
+        """The model's settings and estimates (JSON keys of the CLI)."""
+        info = dict(self.model_info)
+        for key in ("error_absent", "error_present"):
+            v, se = self._model_value(f"logit_{key}")
+            if v is not None:
+                info[key] = float(1 / (1 + np.exp(-v)))
+            info[f"se_logit_{key}"] = se
+        v, se = self._model_value("log_alpha")
+        if v is not None:
+            info["alpha"] = float(np.exp(v))
+        info["se_log_alpha"] = se
+        return info
 
     def to_dict(self):
         return {"loglik": self.loglik, "gain": self.gain, "loss": self.loss, "pi1": self.pi1,
@@ -124,7 +232,7 @@ class FitResult:
                 "aic": self.aic, "n_parameters": self.n_parameters,
                 "n_fitted": self.n_fitted, "n_taxa": self.n_taxa,
                 "n_evaluations": self.n_evaluations, "converged": self.converged,
-                "message": self.message}
+                "message": self.message, **self.model_dict()}
 
 
 def _start(engine, design):
@@ -158,23 +266,51 @@ def _hessian(grad, coef, h=1e-4):
     return (H + H.T) / 2
 
 
-def fit(engine, design=None, start=None, progress=None, bound=50.0):
+def _model_info(engine):
+    m = engine.model
+    tips = engine.tree.tip_names
+
+    def error(x):
+        if x is None:
+            return 0.0
+        return float(x[0]) if len(x) == 1 else {t: float(v) for t, v in zip(tips, x)}
+    return {"error_absent": error(m.error_absent), "error_present": error(m.error_present),
+            "alpha": m.gamma_alpha, "n_categories": m.n_categories,
+            "min_present": m.min_present}
+
+
+def fit(engine, design=None, start=None, progress=None, bound=50.0, fit_error=None,
+        fit_alpha=False):
     """Maximum-likelihood fit of a Design (default: one global gain and loss
     rate) by L-BFGS-B on log rates with the library's exact gradient, one
     Newton step from the finite-difference Hessian of that gradient, and
     standard errors from the observed information. Families with zero
     likelihood at the start are left out and listed in ``impossible``.
-    ``progress(iteration, loglik)`` is called once per iteration."""
+    ``progress(iteration, loglik)`` is called once per iteration.
+    ``fit_error`` ('global' or 'per-genome') also estimates the observation
+    error rates, ``fit_alpha`` the gamma shape of the model's categories;
+    ``start`` may then include their values (logit, log) after the
+    coefficients. Per-genome error rates get no standard errors (the
+    Hessian covers the coefficients and the global parameters)."""
     design = design or Design(engine.n_families)
+    mp = ModelParameters(engine, fit_error, fit_alpha)
+    p_d = design.n_parameters
+    if start is not None and len(start) == p_d + mp.n:
+        mp.apply(np.asarray(start[p_d:], dtype=float))
+    elif mp.n:
+        mp.apply(mp.start)
     if design.n_families != engine.n_families:
         raise InvalidArgumentError(f"design is for {design.n_families} families, "
                                    f"data has {engine.n_families}")
     evals0 = engine.n_evaluations
     if start is None:
         coef0, possible = _start(engine, design)
+        coef0 = np.concatenate([coef0, mp.start])
     else:
         coef0 = np.asarray(start, dtype=np.float64)
-        possible = np.isfinite(engine.loglik(*design.rates(coef0)))
+        if len(coef0) == p_d:
+            coef0 = np.concatenate([coef0, mp.start])
+        possible = np.isfinite(engine.loglik(*design.rates(coef0[:p_d])))
     n_possible = int(possible.sum())
     if n_possible == 0:
         raise InvalidArgumentError("every family is impossible under the model")
@@ -186,10 +322,15 @@ def fit(engine, design=None, start=None, progress=None, bound=50.0):
     def evaluate(coef):
         if last.get("coef") is not None and np.array_equal(last["coef"], coef):
             return last["ll"], last["grad"]
-        g = engine.gradient(*design.rates(coef))
+        if mp.n:
+            mp.apply(coef[p_d:])
+        g = engine.gradient(*design.rates(coef[:p_d]), weight=w if mp.n else None,
+                            model_grad=mp.n > 0)
         ll = np.where(possible, g.loglik, 0.0).sum()
-        last.update(coef=np.array(coef), ll=ll, grad=design.chain(g.d_log_gain * w,
-                                                                  g.d_log_loss * w))
+        grad = design.chain(g.d_log_gain * w, g.d_log_loss * w)
+        if mp.n:
+            grad = np.concatenate([grad, mp.chain(coef[p_d:], g.d_model)])
+        last.update(coef=np.array(coef), ll=ll, grad=grad)
         return ll, last["grad"]
 
     def objective(coef):
@@ -206,33 +347,54 @@ def fit(engine, design=None, start=None, progress=None, bound=50.0):
             progress(iteration[0], evaluate(coef)[0])
 
     res = optimize.minimize(objective, coef0, jac=True, method="L-BFGS-B",
-                            bounds=[(-bound, bound)] * len(coef0), callback=callback,
+                            bounds=[(-bound, bound)] * p_d + mp.bounds, callback=callback,
                             options={"ftol": 1e-15, "gtol": 1e-10, "maxiter": 1000})
     coef = res.x
     ll, grad = evaluate(coef)
-    H = _hessian(lambda c: evaluate(c)[1], coef)
+    # the Hessian over the coefficients and the global model parameters;
+    # per-genome error rates are held at their estimates
+    n_h = p_d if mp.error == "per-genome" else len(coef)
+    if n_h < len(coef):
+        def grad_h(c):
+            return evaluate(np.concatenate([c, coef[n_h:]]))[1][:n_h]
+        H = _hessian(grad_h, coef[:n_h])
+        full_grad = grad
+        grad = grad[:n_h]
+    else:
+        H = _hessian(lambda c: evaluate(c)[1], coef)
     try:
         np.linalg.cholesky(-H)                   # observed information > 0
         cov = np.linalg.inv(-H)
     except np.linalg.LinAlgError:
         cov = None
     if cov is not None:                          # one Newton step, if it helps
-        ll_new, grad_new = evaluate(coef + cov @ grad)
-        if ll_new >= ll:
-            coef, ll, grad = coef + cov @ grad, ll_new, grad_new
+        step = np.zeros(len(coef))
+        step[:n_h] = cov @ grad
+        lo = np.array([b[0] for b in [(-bound, bound)] * p_d + mp.bounds])
+        hi = np.array([b[1] for b in [(-bound, bound)] * p_d + mp.bounds])
+        if np.all((coef + step >= lo) & (coef + step <= hi)):
+            ll_new, grad_new = evaluate(coef + step)
+            if ll_new >= ll:
+                coef, ll, grad = coef + step, ll_new, grad_new[:n_h]
         se, decrement = np.sqrt(np.diag(cov)), float(grad @ cov @ grad)
     else:
         cov = np.full_like(H, np.nan)
-        se, decrement = np.full(len(coef), np.nan), np.inf
+        se, decrement = np.full(n_h, np.nan), np.inf
+    if n_h < len(coef):
+        se = np.concatenate([se, np.full(len(coef) - n_h, np.nan)])
+        decrement += float(np.abs(full_grad[n_h:]).max() > 1e-3 * max(1.0, abs(ll)))
+    if mp.n:
+        evaluate(coef)                           # the model holds the estimates
     converged = bool(np.isfinite(ll) and decrement < 1e-6)
     left_out = np.flatnonzero(~possible)
     names = engine.data.family_names if left_out.size else []
-    return FitResult(list(design.names), coef, se, cov, float(ll), converged,
+    return FitResult(list(design.names) + mp.names, coef, se, cov, float(ll), converged,
                      str(res.message) if converged else
                      f"not converged ({res.message}; observed information "
                      f"{'not ' if np.isnan(se).any() else ''}positive definite)",
                      engine.n_evaluations - evals0, n_possible, engine.n_taxa,
-                     [names[i] for i in left_out], design)
+                     [names[i] for i in left_out], design, list(mp.names),
+                     _model_info(engine))
 
 
 @dataclass
@@ -276,7 +438,8 @@ def lrt(null, alt):
     return TestResult(null, alt, stat, df, float(p), one_sided is not None)
 
 
-def retention_test(engine, families, alternative="less", null=None, progress=None):
+def retention_test(engine, families, alternative="less", null=None, progress=None,
+                   fit_error=None, fit_alpha=False):
     """Do the listed families (names, indices or a mask) have a different loss
     rate from the rest? alternative 'less' (retained: one-sided, the default),
     'greater' or 'two-sided'. The fitted loss multiplier is
@@ -290,6 +453,8 @@ def retention_test(engine, families, alternative="less", null=None, progress=Non
     sign = signs[alternative]
     design = Design(engine.n_families, loss={"set": mask},
                     one_sided=None if sign is None else ("loss:set", sign))
-    null = null or fit(engine, progress=progress)
-    start = np.array([null["log_gain"], null["log_loss"], 0.0])
-    return lrt(null, fit(engine, design, start=start, progress=progress))
+    opts = dict(progress=progress, fit_error=fit_error, fit_alpha=fit_alpha)
+    null = null or fit(engine, **opts)
+    start = np.concatenate([[null["log_gain"], null["log_loss"], 0.0],
+                            null.coef[len(null.design.names):]])
+    return lrt(null, fit(engine, design, start=start, **opts))

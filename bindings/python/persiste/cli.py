@@ -7,7 +7,8 @@ import time
 
 import numpy as np
 
-from ._core import Data, Engine, PersisteError, Tree, lib, version
+from ._core import (Data, Engine, Model, PersisteError, Tree, lib, lineage_multipliers,
+                    simulate, version)
 from ._fit import retention_test
 
 SHOW = 20  # names listed in the readable report before "... and N more"
@@ -57,6 +58,52 @@ def nonnegative(text):
     return _number(text, True)
 
 
+def probability(text):
+    value = _number(text, True)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"must be a probability below 1, not {text!r}")
+    return value
+
+
+def count(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, not {text!r}")
+    return value
+
+
+def model_options(p):
+    """The model's options, shared by loglik, fit, test and simulate."""
+    g = p.add_argument_group("model options")
+    g.add_argument("--error-absent", type=probability, metavar="A",
+                   help="probability that a genome reports a present family absent "
+                        "(draft assemblies miss genes); one value for every genome")
+    g.add_argument("--error-present", type=probability, metavar="B",
+                   help="probability that a genome reports an absent family present "
+                        "(contamination, annotation errors)")
+    g.add_argument("--error-file", metavar="TSV",
+                   help="per-genome error rates: lines genome<TAB>a<TAB>b "
+                        "(genomes not listed: 0)")
+    g.add_argument("--gamma-alpha", type=positive, metavar="X",
+                   help="families evolve at different speeds: gamma-distributed rate "
+                        "multipliers of shape X (mean 1)")
+    g.add_argument("--categories", type=count, metavar="K",
+                   help="gamma categories (default 4 with --gamma-alpha; fit and test "
+                        "estimate alpha when --gamma-alpha is not given)")
+    g.add_argument("--gamma-median", action="store_true",
+                   help="each category's median rate (rescaled to mean 1) instead of its mean")
+    g.add_argument("--min-present", type=count, metavar="K",
+                   help="condition on at least K observed presences (with --condition present)")
+    g.add_argument("--lineage-file", metavar="TSV",
+                   help="lineage multipliers: lines node<TAB>gain_multiplier<TAB>"
+                        "loss_multiplier; node is a tip or internal label, or two tips "
+                        "joined by a comma (their common ancestor); it applies to that "
+                        "branch and every branch below it")
+
+
 def build_parser():
     common = Parser(add_help=False)
     common.add_argument("--tree", required=True, help="rooted Newick tree")
@@ -71,6 +118,7 @@ def build_parser():
                         help="tree tips missing from the table are unknown in every family")
     common.add_argument("--min-branch-length", type=nonnegative, default=0.0, metavar="X",
                         help="evaluate shorter branches at length X (tree units)")
+    model_options(common)
     common.add_argument("--threads", type=int, default=1, help="worker threads (0: all cores)")
     common.add_argument("--json", action="store_true", help="one JSON object on stdout")
     common.add_argument("--progress", choices=["auto", "always", "never"], default="auto",
@@ -83,15 +131,113 @@ def build_parser():
     s.add_argument("--loss", type=positive, required=True, help="loss rate (1 -> 0)")
     s.add_argument("--per-family", metavar="OUT.tsv",
                    help="write family, loglik, d_log_gain, d_log_loss per family")
-    sub.add_parser("fit", parents=[common], help="maximum-likelihood gain and loss rates")
+    s = sub.add_parser("fit", parents=[common], help="maximum-likelihood gain and loss rates")
+    fit_options(s)
     s = sub.add_parser("test", parents=[common],
                        help="retention test: do the listed families have a lower loss rate?")
+    fit_options(s)
     s.add_argument("--families", required=True, metavar="FILE",
                    help="family names, one per line ('#' starts a comment)")
     s.add_argument("--alternative", choices=["less", "greater", "two-sided"], default="less",
                    help="loss multiplier of the listed families < 1 (retained, default), "
                         "> 1, or either")
+    s = sub.add_parser("simulate", help="simulate a presence/absence table (Roary .Rtab)")
+    s.add_argument("--tree", required=True, help="rooted Newick tree")
+    s.add_argument("--gain", type=positive, required=True, help="gain rate (0 -> 1)")
+    s.add_argument("--loss", type=positive, required=True, help="loss rate (1 -> 0)")
+    s.add_argument("--families", type=count, required=True, metavar="N",
+                   help="number of families")
+    s.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    s.add_argument("--out", required=True, metavar="PAM.Rtab",
+                   help="output table (refuses to overwrite an existing file)")
+    s.add_argument("--condition", choices=["none", "present", "variable"], default="present",
+                   help="keep only families observable under this conditioning "
+                        "(rejection; default present)")
+    s.add_argument("--root-prior", choices=["stationary", "fixed", "absent"],
+                   default="stationary", help="root state: stationary (default), "
+                   "fixed (--root-freq) or absent")
+    s.add_argument("--root-freq", type=nonnegative, default=0.5,
+                   help="P(root present) with --root-prior fixed")
+    s.add_argument("--min-branch-length", type=nonnegative, default=0.0, metavar="X")
+    model_options(s)
+    s.add_argument("--json", action="store_true", help="one JSON object on stdout")
     return p
+
+
+def fit_options(s):
+    s.add_argument("--fit-error", nargs="?", const="global", choices=["global", "per-genome"],
+                   help="also estimate the error rates: one global pair (default) or one "
+                        "pair per genome")
+
+
+def read_pairs(path, flag, n_values, convert):
+    """Lines name<TAB>value... of a small TSV ('#' comments); errors name
+    the file, line and column."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"{flag} {path}: cannot read: {e}") from None
+    rows = []
+    for number, line in enumerate(lines, 1):
+        text = line.split("#", 1)[0].rstrip("\r")
+        if not text.strip():
+            continue
+        cells = text.split("\t")
+        if len(cells) != 1 + n_values:
+            raise UsageError(f"{flag} {path}, line {number}: expected {1 + n_values} "
+                             f"tab-separated columns, found {len(cells)}")
+        values = []
+        for col, cell in enumerate(cells[1:], 2):
+            try:
+                values.append(convert(cell.strip()))
+            except (argparse.ArgumentTypeError, ValueError) as e:
+                raise UsageError(f"{flag} {path}, line {number}, column {col}: {e}") from None
+        rows.append((cells[0].strip(), *values))
+    return rows
+
+
+def make_model(args, tree, estimate_alpha=False):
+    """The Model of the command's options."""
+    if args.min_present and args.min_present > 1 and args.condition != "present":
+        raise UsageError("--min-present needs --condition present")
+    if args.error_file and (args.error_absent is not None or args.error_present is not None):
+        raise UsageError("give either --error-file or --error-absent/--error-present")
+    kw = dict(condition=args.condition, min_branch_length=args.min_branch_length,
+              min_present=args.min_present or 1, tree=tree)
+    if getattr(args, "root_prior", None):
+        kw.update(root_prior=args.root_prior, root_freq=args.root_freq)
+    if args.error_file:
+        rows = read_pairs(args.error_file, "--error-file", 2, probability)
+        known = set(tree.tip_names)
+        for name, *_ in rows:
+            if name not in known:
+                raise UsageError(f"--error-file {args.error_file}: genome '{name}' is not "
+                                 f"a tip of the tree")
+        kw["error_absent"] = {r[0]: r[1] for r in rows}
+        kw["error_present"] = {r[0]: r[2] for r in rows}
+    elif args.error_absent is not None or args.error_present is not None:
+        kw["error_absent"] = args.error_absent or 0.0
+        kw["error_present"] = args.error_present or 0.0
+    if args.gamma_alpha is not None:
+        kw.update(gamma_alpha=args.gamma_alpha, n_categories=args.categories or 4,
+                  gamma_median=args.gamma_median)
+    elif args.categories and args.categories > 1:
+        if not estimate_alpha:
+            raise UsageError("--categories K needs --gamma-alpha X here (fit and test "
+                             "estimate alpha)")
+        kw.update(gamma_alpha=1.0, n_categories=args.categories,
+                  gamma_median=args.gamma_median)
+    if args.lineage_file:
+        rows = read_pairs(args.lineage_file, "--lineage-file", 2, positive)
+        try:
+            kw["lineage"] = lineage_multipliers(tree, [r for r in rows])
+        except PersisteError as e:
+            raise UsageError(f"--lineage-file {args.lineage_file}: {e.message}") from None
+    try:
+        return Model(**kw)
+    except PersisteError as e:
+        raise UsageError(e.message) from None
 
 
 def read_family_list(path, data):
@@ -141,13 +287,24 @@ def load(args):
     try:
         data = Data.read(tree, args.pam, drop_extra_taxa=args.drop_extra_taxa,
                          missing_as_unknown=args.missing_as_unknown,
-                         drop_absent_families=args.condition != "none")
+                         drop_absent_families=False)
     except PersisteError as e:
         raise input_error(args.pam, e) from None
+    estimate_alpha = args.command in ("fit", "test")
+    model = make_model(args, tree, estimate_alpha)
+    # families outside the conditioning event (all absent, also all present
+    # under variable, fewer than k presences) are removed and reported
+    n_before = len(data.dropped_families)
+    kept = data.observable(model)
+    excluded = kept.dropped_families[n_before:]
+    data.close()
+    data = kept
+    args.excluded = excluded
+    args.fit_alpha = estimate_alpha and args.gamma_alpha is None and \
+        (args.categories or 1) > 1
     if data.n_families == 0:
         raise UsageError(f"{args.pam}: no family left to analyse")
-    return tree, data, Engine(tree, data, condition=args.condition,
-                              min_branch_length=args.min_branch_length, n_threads=args.threads)
+    return tree, data, Engine(tree, data, model=model, n_threads=args.threads)
 
 
 def remedies(args):
@@ -166,7 +323,41 @@ def summary(args, tree, data, impossible):
             "dropped_families": data.dropped_families,
             "min_branch_length": args.min_branch_length,
             "n_impossible": len(impossible), "impossible_families": impossible,
-            "remedies": remedies(args) if impossible else []}
+            "remedies": remedies(args) if impossible else [],
+            "n_excluded": len(args.excluded), "excluded": list(args.excluded)}
+
+
+def model_line(info):
+    """The model options in the report's model line."""
+    out = []
+    m = info.get("model", {})
+    if m.get("min_present", 1) > 1:
+        out.append(f"at least {m['min_present']} presences")
+    for key, what in (("error_absent", "false absence"), ("error_present", "false presence")):
+        v = m.get(key)
+        if isinstance(v, dict):
+            out.append(f"{what} per genome")
+        elif v:
+            out.append(f"{what} {v:.4g}")
+    if m.get("n_categories", 1) > 1:
+        alpha = m.get("alpha")
+        out.append(f"{m['n_categories']} gamma categories"
+                   + (f" (alpha {alpha:.4g})" if alpha else ""))
+    if m.get("lineage"):
+        out.append("lineage multipliers")
+    return "".join(", " + x for x in out)
+
+
+def model_settings(m, tree):
+    tips = tree.tip_names
+
+    def error(x):
+        if x is None:
+            return 0.0
+        return float(x[0]) if len(x) == 1 else {t: float(v) for t, v in zip(tips, x)}
+    return {"error_absent": error(m.error_absent), "error_present": error(m.error_present),
+            "alpha": m.gamma_alpha, "n_categories": m.n_categories,
+            "min_present": m.min_present, "lineage": m.lineage is not None}
 
 
 def names_line(names):
@@ -181,13 +372,14 @@ def report_header(title, info):
              f"{info['n_taxa']} genomes analysed",
              f"  model     condition '{info['condition']}', stationary root"
              + (f", min branch length {info['min_branch_length']:g}"
-                if info["min_branch_length"] else "")]
+                if info["min_branch_length"] else "") + model_line(info)]
     if info["dropped_taxa"]:
         lines.append(f"  dropped   {len(info['dropped_taxa'])} table genome(s) not in the tree: "
                      + names_line(info["dropped_taxa"]))
-    if info["n_dropped_families"]:
-        lines.append(f"  dropped   {info['n_dropped_families']} families absent from every "
-                     f"kept genome (never observable under conditioning)")
+    if info["n_excluded"]:
+        lines.append(f"  excluded  {info['n_excluded']} families outside the conditioning "
+                     f"event ('{info['condition']}'; never observable): "
+                     + names_line(info["excluded"]))
     if info["n_impossible"]:
         lines += [f"  IMPOSSIBLE {info['n_impossible']} families have zero likelihood under the "
                   f"model (e.g. a zero-length branch between genomes that differ); they are "
@@ -225,36 +417,76 @@ def cmd_loglik(args, tree, data, engine):
         except OSError as e:
             raise UsageError(f"--per-family {args.per_family}: {e.strerror}") from None
     info = summary(args, tree, data, impossible)
+    info["model"] = model_settings(engine.model, tree)
     total = float(g.loglik.sum())
+    possible = np.isfinite(g.loglik)
     out = dict(info, loglik=total, gain=args.gain, loss=args.loss,
+               **{k: v for k, v in info["model"].items() if k != "lineage"},
+               se_logit_error_absent=None, se_logit_error_present=None, se_log_alpha=None,
                pi1=args.gain / (args.gain + args.loss),
-               d_log_gain=float(g.d_log_gain.sum()), d_log_loss=float(g.d_log_loss.sum()))
+               d_log_gain=float(g.d_log_gain[possible].sum()),
+               d_log_loss=float(g.d_log_loss[possible].sum()),
+               loglik_possible=float(g.loglik[possible].sum()))
     lines = report_header("log-likelihood", info) + [
         f"  rates     gain {args.gain:g}, loss {args.loss:g}, pi1 {out['pi1']:.6g}",
-        f"  lnL       {total:.10f}" + ("  (-inf: impossible families)" if impossible else ""),
+        f"  lnL       {total:.10f}" + (
+            f"  (-inf: impossible families; {out['loglik_possible']:.10f} over the "
+            f"{int(possible.sum())} possible ones)" if impossible else ""),
         f"  gradient  d lnL/d log gain {out['d_log_gain']:.6g}, "
-        f"d lnL/d log loss {out['d_log_loss']:.6g}"]
+        f"d lnL/d log loss {out['d_log_loss']:.6g}"
+        + (f" (over the {int(possible.sum())} possible families)" if impossible else "")]
     return out, lines
 
 
+def model_fit_lines(fit):
+    """Report lines of the model parameters a fit estimated."""
+    lines = []
+    for key, label in (("error_absent", "false absence a"),
+                       ("error_present", "false presence b")):
+        i = [j for j, n in enumerate(fit.names) if n.startswith(f"logit_{key}")]
+        if len(i) == 1:
+            v, se = fit.coef[i[0]], fit.se[i[0]]
+            lines.append(f"    {label:<17}{1 / (1 + np.exp(-v)):.6g}  (logit {v:.5f} +/- "
+                         f"{se:.5f})")
+        elif i:
+            a = 1 / (1 + np.exp(-fit.coef[i]))
+            lines.append(f"    {label:<17}per genome: median {np.median(a):.4g}, "
+                         f"range {a.min():.4g} .. {a.max():.4g}")
+    if "log_alpha" in fit.names:
+        j = fit.names.index("log_alpha")
+        lines.append(f"    gamma alpha      {np.exp(fit.coef[j]):.6g}  (log {fit.coef[j]:.5f} "
+                     f"+/- {fit.se[j]:.5f})")
+    return lines
+
+
+def fit_kwargs(args):
+    return dict(fit_error=args.fit_error, fit_alpha=args.fit_alpha)
+
+
 def cmd_fit(args, tree, data, engine):
-    fit = engine.fit(progress=Progress(args.progress, "fit"))
+    fit = engine.fit(progress=Progress(args.progress, "fit"), **fit_kwargs(args))
     info = summary(args, tree, data, fit.impossible)
+    info["model"] = dict(model_settings(engine.model, tree), **{
+        k: v for k, v in fit.model_dict().items() if not k.startswith("se_")})
     out = dict(info, **fit.to_dict())
     lines = report_header("maximum-likelihood fit (one gain and one loss rate)", info)
     lines += fit_lines(fit, f"fit on {fit.n_fitted} families (rates per unit branch length)")
+    lines[-1:-1] = model_fit_lines(fit)
     return out, lines
 
 
 def cmd_test(args, tree, data, engine):
     names, skipped = read_family_list(args.families, data)
     res = retention_test(engine, names, alternative=args.alternative,
-                         progress=Progress(args.progress, "test"))
+                         progress=Progress(args.progress, "test"), **fit_kwargs(args))
     null, alt = res.null, res.alt
     mult, lo, hi = alt.effects()["loss:set"]
     info = summary(args, tree, data, null.impossible)
+    info["model"] = dict(model_settings(engine.model, tree), **{
+        k: v for k, v in null.model_dict().items() if not k.startswith("se_")})
     out = dict(info, loglik=null.loglik, gain=null.gain, loss=null.loss, pi1=null.pi1,
                se_log_gain=null.se_log_gain, se_log_loss=null.se_log_loss,
+               **null.model_dict(),
                n_listed=len(names), listed_absent_skipped=skipped,
                loss_multiplier={"estimate": mult, "ci95": [lo, hi]},
                alternative=args.alternative, **res.to_dict())
@@ -284,15 +516,45 @@ def cmd_test(args, tree, data, engine):
     return out, lines
 
 
+def cmd_simulate(args):
+    """Writes a Roary-style .Rtab of simulated families (never overwrites)."""
+    try:
+        tree = Tree.read(args.tree)
+    except PersisteError as e:
+        raise input_error(args.tree, e) from None
+    model = make_model(args, tree)
+    states = simulate(model, tree, args.families, args.gain, args.loss, args.seed)
+    width = len(str(args.families))
+    try:
+        with open(args.out, "x", encoding="utf-8") as f:
+            f.write("Gene\t" + "\t".join(tree.tip_names) + "\n")
+            for i, row in enumerate(states):
+                f.write(f"family_{i + 1:0{width}d}\t" + "\t".join(map(str, row)) + "\n")
+    except FileExistsError:
+        raise UsageError(f"--out {args.out}: the file exists (not overwritten)") from None
+    except OSError as e:
+        raise UsageError(f"--out {args.out}: {e.strerror}") from None
+    out = {"out": args.out, "n_families": args.families, "n_tips": tree.n_tips,
+           "gain": args.gain, "loss": args.loss, "seed": args.seed,
+           "condition": args.condition, **model_settings(model, tree)}
+    lines = [f"persiste {version()}: simulated {args.families} families x {tree.n_tips} "
+             f"genomes (gain {args.gain:g}, loss {args.loss:g}, seed {args.seed}) "
+             f"-> {args.out}"]
+    return out, lines
+
+
 COMMANDS = {"loglik": cmd_loglik, "fit": cmd_fit, "test": cmd_test}
 
 
 def main(argv=None):
     try:
         args = build_parser().parse_args(argv)
-        tree, data, engine = load(args)
-        with engine:
-            out, lines = COMMANDS[args.command](args, tree, data, engine)
+        if args.command == "simulate":
+            out, lines = cmd_simulate(args)
+        else:
+            tree, data, engine = load(args)
+            with engine:
+                out, lines = COMMANDS[args.command](args, tree, data, engine)
     except UsageError as e:
         print(f"persiste: error: {e}", file=sys.stderr)
         return 2
