@@ -15,13 +15,13 @@ from ._core import (BusyError, Context, Data, DomainError, Engine, FileError, Gr
                     InvalidArgumentError, Model, NamesError, NoMemoryError, ParseError,
                     PersisteError, SizeOverflowError, StateError, Tree, clade_node,
                     gamma_categories, lineage_multipliers, simulate, version)
-from ._fit import (Design, FitResult, ModelParameters, TestResult, fit, lrt,
-                   retention_test)
+from ._fit import (Design, FitResult, ModelParameters, TestResult, fit, lineage_test,
+                   lrt, retention_test)
 
 __version__ = "0.1.0"
 __all__ = ["BusyError", "Context", "Data", "Design", "DomainError", "Engine", "FileError",
            "FitResult", "Gradient", "InvalidArgumentError", "Model", "NamesError",
            "NoMemoryError", "ParseError", "PersisteError", "SizeOverflowError", "StateError",
            "TestResult", "Tree", "clade_node", "fit", "gamma_categories",
-           "lineage_multipliers", "lrt", "ModelParameters", "retention_test", "simulate",
+           "lineage_multipliers", "lineage_test", "lrt", "ModelParameters", "retention_test", "simulate",
            "version"]

@@ -72,11 +72,24 @@ class ModelParameters:
     BOUND_LOGIT = (-20.0, 0.0)      # a, b in (2e-9, 1/2]: a + b < 1
     BOUND_LOG_ALPHA = (np.log(2e-3), np.log(5e3))
 
-    def __init__(self, engine, error=None, alpha=False):
+    def __init__(self, engine, error=None, alpha=False, lineage=None):
         if error not in (None, "global", "per-genome"):
             raise InvalidArgumentError("error must be None, 'global' or 'per-genome'")
         model, tree = engine.model, engine.tree
         self.engine, self.error, self.alpha = engine, error, bool(alpha)
+        # lineage terms: {name: (node mask, 'gain' | 'loss' | 'both')}, each
+        # one log multiplier on the branches of its mask (on top of the
+        # model's own lineage multipliers, if any)
+        self.lineage = dict(lineage or {})
+        for name, (mask, which) in self.lineage.items():
+            if which not in ("gain", "loss", "both"):
+                raise InvalidArgumentError(f"lineage term {name!r}: rate must be 'gain', "
+                                           f"'loss' or 'both', not {which!r}")
+            if np.shape(mask) != (tree.n_nodes,):
+                raise InvalidArgumentError(f"lineage term {name!r}: the mask needs one "
+                                           f"entry per node ({tree.n_nodes})")
+        base = model.lineage or (np.ones(tree.n_nodes), np.ones(tree.n_nodes))
+        self.lineage_base = (np.array(base[0]), np.array(base[1]))
         self.n_cat = model.n_categories
         if alpha and self.n_cat < 2:
             raise InvalidArgumentError("estimating alpha needs at least 2 gamma categories")
@@ -104,6 +117,10 @@ class ModelParameters:
             names.append("log_alpha")
             values.append(np.log(model.gamma_alpha or 1.0))
             bounds.append(self.BOUND_LOG_ALPHA)
+        for name in self.lineage:
+            names.append(f"lineage:{name}")
+            values.append(0.0)
+            bounds.append((-20.0, 20.0))
         self.names, self.start, self.bounds = names, np.array(values, dtype=float), bounds
         self.layout = None
         if names:   # the layout of the model gradient once the options are set
@@ -122,7 +139,23 @@ class ModelParameters:
             b = 1 / (1 + np.exp(-theta[ne:2 * ne]))
             model.set_error(a, b)
         if self.alpha:
-            model.set_gamma(np.exp(theta[-1]), self.n_cat, model.gamma_median)
+            model.set_gamma(np.exp(theta[self.alpha_at]), self.n_cat, model.gamma_median)
+        if self.lineage:
+            g, l_ = self.lineage_base[0].copy(), self.lineage_base[1].copy()
+            for (mask, which), b in zip(self.lineage.values(), theta[self.lineage_at:]):
+                if which in ("gain", "both"):
+                    g[mask] *= np.exp(b)
+                if which in ("loss", "both"):
+                    l_[mask] *= np.exp(b)
+            model.set_lineage(g, l_)
+
+    @property
+    def alpha_at(self):
+        return 2 * self.n_error
+
+    @property
+    def lineage_at(self):
+        return 2 * self.n_error + int(self.alpha)
 
     def chain(self, theta, d_model):
         """d lnL / d theta from the library's model gradient."""
@@ -138,12 +171,19 @@ class ModelParameters:
             # d log r_k / d log alpha by central differences of the
             # discretisation itself (a smooth function of alpha alone)
             from ._core import gamma_categories
-            la, h = theta[-1], 1e-5
+            la, h = theta[self.alpha_at], 1e-5
             med = self.engine.model.gamma_median
             dr = (np.log(gamma_categories(np.exp(la + h), self.n_cat, med))
                   - np.log(gamma_categories(np.exp(la - h), self.n_cat, med))) / (2 * h)
             d_r = d_model[self.layout["category_gain"]] + d_model[self.layout["category_loss"]]
             out.append(float(d_r @ dr))
+        for mask, which in self.lineage.values():
+            d = 0.0
+            if which in ("gain", "both"):
+                d += d_model[self.layout["lineage_gain"]][mask].sum()
+            if which in ("loss", "both"):
+                d += d_model[self.layout["lineage_loss"]][mask].sum()
+            out.append(float(d))
         return np.array(out, dtype=float)
 
 
@@ -280,7 +320,7 @@ def _model_info(engine):
 
 
 def fit(engine, design=None, start=None, progress=None, bound=50.0, fit_error=None,
-        fit_alpha=False):
+        fit_alpha=False, fit_lineage=None):
     """Maximum-likelihood fit of a Design (default: one global gain and loss
     rate) by L-BFGS-B on log rates with the library's exact gradient, one
     Newton step from the finite-difference Hessian of that gradient, and
@@ -291,9 +331,12 @@ def fit(engine, design=None, start=None, progress=None, bound=50.0, fit_error=No
     error rates, ``fit_alpha`` the gamma shape of the model's categories;
     ``start`` may then include their values (logit, log) after the
     coefficients. Per-genome error rates get no standard errors (the
-    Hessian covers the coefficients and the global parameters)."""
+    Hessian covers the coefficients and the global parameters).
+    ``fit_lineage`` {name: (node mask, 'gain' | 'loss' | 'both')} estimates
+    one rate multiplier per term on the branches of its mask (a clade that
+    sheds genes), named 'lineage:<name>' in the result (log scale)."""
     design = design or Design(engine.n_families)
-    mp = ModelParameters(engine, fit_error, fit_alpha)
+    mp = ModelParameters(engine, fit_error, fit_alpha, fit_lineage)
     p_d = design.n_parameters
     if start is not None and len(start) == p_d + mp.n:
         mp.apply(np.asarray(start[p_d:], dtype=float))
@@ -439,7 +482,7 @@ def lrt(null, alt):
 
 
 def retention_test(engine, families, alternative="less", null=None, progress=None,
-                   fit_error=None, fit_alpha=False):
+                   fit_error=None, fit_alpha=False, fit_lineage=None):
     """Do the listed families (names, indices or a mask) have a different loss
     rate from the rest? alternative 'less' (retained: one-sided, the default),
     'greater' or 'two-sided'. The fitted loss multiplier is
@@ -453,8 +496,33 @@ def retention_test(engine, families, alternative="less", null=None, progress=Non
     sign = signs[alternative]
     design = Design(engine.n_families, loss={"set": mask},
                     one_sided=None if sign is None else ("loss:set", sign))
-    opts = dict(progress=progress, fit_error=fit_error, fit_alpha=fit_alpha)
+    opts = dict(progress=progress, fit_error=fit_error, fit_alpha=fit_alpha,
+                fit_lineage=fit_lineage)
     null = null or fit(engine, **opts)
     start = np.concatenate([[null["log_gain"], null["log_loss"], 0.0],
                             null.coef[len(null.design.names):]])
     return lrt(null, fit(engine, design, start=start, **opts))
+
+
+def lineage_test(engine, clade, rate="loss", null=None, progress=None, fit_error=None,
+                 fit_alpha=False):
+    """Does a clade (a node mask over the tree, e.g. from
+    persiste.lineage_multipliers or clade_node) gain or lose genes at another
+    rate than the rest of the tree? A likelihood-ratio test of one lineage
+    multiplier on the clade's branches (``rate`` 'gain', 'loss' or 'both';
+    chi-square, 1 df). The estimate is ``result.alt['lineage:clade']``
+    (log scale)."""
+    mask = np.asarray(clade, dtype=bool)
+    opts = dict(progress=progress, fit_error=fit_error, fit_alpha=fit_alpha)
+    null = null or fit(engine, **opts)
+    start = np.concatenate([null.coef, [0.0]])
+    model = engine.model
+    before = model.lineage
+    try:
+        alt = fit(engine, start=start, fit_lineage={"clade": (mask, rate)}, **opts)
+    finally:   # the fit leaves its multipliers in the model: put back the model's own
+        if before is None:
+            model.set_lineage(np.ones(engine.tree.n_nodes), np.ones(engine.tree.n_nodes))
+        else:
+            model.set_lineage(*before)
+    return lrt(null, alt)

@@ -71,16 +71,22 @@ def pruning(parent, length, states, gain, loss, root="stationary", root_freq=0.5
 
 def loglik(parent, length, states, gain, loss, condition="present", **root):
     """Per-family log-likelihood divided by P(observable), as the reference
-    programs do: 'none'; 'present', 1 - P(all tips absent); 'variable',
-    1 - P(all absent) - P(all present)."""
+    programs do: 'none'; 'present', 1 - P(all known tips absent); 'variable',
+    1 - P(all absent) - P(all present), over each family's known cells (its
+    unknown cells stay unknown, as IQ-TREE's +ASC_MIS); -inf where no known
+    cell can make the family observable."""
     ll = pruning(parent, length, states, gain, loss, **root)
     if condition == "none":
         return ll
 
     def p_all(state):
-        return np.exp(pruning(parent, length, np.full_like(states, state), gain, loss, **root))
+        const = np.where(states == 2, 2, state).astype(states.dtype)
+        return np.exp(pruning(parent, length, const, gain, loss, **root))
+    known = (states != 2).sum(axis=1)
     p_observable = 1 - p_all(0) - (p_all(1) if condition == "variable" else 0)
-    return ll - np.log(p_observable)
+    p_observable = np.where(known >= (2 if condition == "variable" else 1), p_observable, 0)
+    with np.errstate(divide="ignore"):
+        return np.where(p_observable > 0, ll - np.log(p_observable), -np.inf)
 
 
 def simulate(parent, length, gain, loss, n_families, rng, condition="present"):
