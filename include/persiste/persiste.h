@@ -380,9 +380,13 @@ PERSISTE_API int persiste_data_observable(persiste_data **out,
  * n_families families at exp(log_gain[f]), exp(log_loss[f]) under every
  * model option: a category drawn by weight, the root from its prior, each
  * branch's transition at its multipliers and (minimum) length, then the
- * observation error. Under conditioning a family outside the event is
- * drawn again (PERSISTE_E_DOMAIN after 10^6 rejections in a row). The
- * same seed gives the same states on every machine and thread count. */
+ * observation error. Under conditioning (a new model conditions on
+ * PRESENT: set CONDITION_NONE to keep families absent everywhere) a family
+ * outside the event is drawn again; after 10^6 rejections in a row the
+ * call fails with PERSISTE_E_DOMAIN naming the family, and the families
+ * before it have been written. Each family has its own random stream from
+ * (seed, family): the same seed gives the same states whatever the number
+ * of families after it (with the same libm, on every machine). */
 PERSISTE_API int persiste_simulate(const persiste_model *model,
                                    const persiste_tree *tree,
                                    int64_t n_families, const double *log_gain,
