@@ -120,8 +120,11 @@ dimnames(pam) <- list(paste0("fam", seq_len(nrow(pam))), tips)
 lam <- 0.7
 mu <- 1.3
 oracle <- apply(pam, 1, fitmk_loglik, lam = lam, mu = mu)
-p_absent <- exp(fitmk_loglik(rep(0, 8), lam, mu))
-p_present <- exp(fitmk_loglik(rep(1, 8), lam, mu))
+# Conditioning is on each family's known cells: its unknown cells stay
+# unknown in the all-absent (all-present) pattern of the divisor.
+p_all <- function(x, v) exp(fitmk_loglik(ifelse(is.na(x), NA, v), lam, mu))
+p_absent <- apply(pam, 1, p_all, v = 0)
+p_present <- apply(pam, 1, p_all, v = 1)
 oracle_cond <- list(none = oracle, present = oracle - log1p(-p_absent),
                     variable = oracle - log1p(-p_absent - p_present))
 for (cond in conditions) {
@@ -199,6 +202,422 @@ check_error("missing table file",
             c("none.Rtab", "input/output error"))
 check_error("cell values other than 0, 1, NA",
             persiste_loglik(tree, pam * 2, 1, 1), "0 (absent), 1 (present)")
+
+## 4. Model options -----------------------------------------------------
+# Every option against an independent value: the likelihood written out by
+# hand on two tips, fitMk with the error model's tip partials, plain calls
+# at scaled rates (gamma) or on a Newick with scaled branch lengths
+# (lineage multipliers), and counts of the table (excluded families).
+
+# The tree of section 2 as Newick text with two internal labels; the branch
+# lengths in order of appearance.
+lab_newick <- function(len) do.call(sprintf, c(list(paste0(
+  "(((t1:%.17g,t2:%.17g):%.17g,(t3:%.17g,t4:%.17g,t5:%.17g)cl:%.17g):%.17g,",
+  "((t6:%.17g,t7:%.17g)c67:%.17g,t8:%.17g):%.17g);")), as.list(len)))
+lab_len <- c(0.3, 0.15, 0.4, 0.05, 0.6, 0.2, 0.25, 0.1, 0.7, 0.001, 0.35,
+             1.2, 0.5)
+lab <- lab_newick(lab_len)
+names(lab_len) <- c("t1", "t2", "t1t2", "t3", "t4", "t5", "cl", "left", "t6",
+                    "t7", "c67", "t8", "right")
+check("labelled Newick = section 2's tree",
+      persiste_loglik(lab, pam, lam, mu, "present"),
+      persiste_loglik(tree, pam, lam, mu, "present"), 1e-13)
+
+# 4a. Neutral settings give the plain model, bit for bit.
+root_to_cl <- data.frame(node = c("t1,t8", "cl"), gain = 1, loss = 1)
+for (cond in conditions) {
+  plain <- persiste_loglik(lab, pam, lam, mu, cond, by_family = TRUE)
+  neutral <- list(
+    "error 0, 0" = persiste_loglik(lab, pam, lam, mu, cond, by_family = TRUE,
+                                   error_absent = 0, error_present = 0),
+    "per-genome error 0" = persiste_loglik(
+      lab, pam, lam, mu, cond, by_family = TRUE,
+      error_absent = c(t3 = 0), error_present = c(t1 = 0, t8 = 0)),
+    "1 gamma category" = persiste_loglik(lab, pam, lam, mu, cond,
+                                         by_family = TRUE, gamma_alpha = 0.3,
+                                         categories = 1),
+    "lineage multipliers 1" = persiste_loglik(lab, pam, lam, mu, cond,
+                                              by_family = TRUE,
+                                              lineage = root_to_cl),
+    "min_present 1" = persiste_loglik(lab, pam, lam, mu, cond,
+                                      by_family = TRUE, min_present = 1))
+  check(paste0("neutral options = plain (bitwise), ", cond, ": ",
+               paste(names(neutral), collapse = ", ")),
+        as.numeric(!vapply(neutral, identical, TRUE, plain)),
+        rep(0, length(neutral)), 0, rel = FALSE)
+}
+check("harris2022, error 0 0, 1 category, multiplier 1 = plain (bitwise)",
+      as.numeric(!identical(
+        persiste_loglik(h_tree, h_pam, 0.14, 0.35, error_absent = 0,
+                        error_present = 0, gamma_alpha = 2, categories = 1,
+                        lineage = list(node = "Arabidopsis", gain = 1,
+                                       loss = 1)),
+        persiste_loglik(h_tree, h_pam, 0.14, 0.35))), 0, 0, rel = FALSE)
+
+# 4b. Two tips written out by hand: (A:0.3, B:0.7), gain lam2, loss mu2,
+# the stationary root at the base rates, tip partials over (absent,
+# present): observed 1 -> (b, 1 - a), observed 0 -> (1 - b, a), unknown ->
+# (1, 1); each branch at its own multipliers (gain, loss).
+lam2 <- 0.6
+mu2 <- 1.1
+p_branch <- function(t, g, l) {
+  e <- exp(-(g + l) * t)
+  rbind(c(l + g * e, g * (1 - e)), c(l * (1 - e), g + l * e)) / (g + l)
+}
+tip_partial <- function(x, a, b)
+  if (is.na(x)) c(1, 1) else if (x == 1) c(b, 1 - a) else c(1 - b, a)
+two_tip <- function(x, a = c(0, 0), b = c(0, 0),
+                    mult = list(c(1, 1), c(1, 1))) {
+  root <- c(mu2, lam2) / (lam2 + mu2)
+  below <- function(i, t)
+    p_branch(t, lam2 * mult[[i]][1], mu2 * mult[[i]][2]) %*%
+      tip_partial(x[i], a[i], b[i])
+  sum(root * below(1, 0.3) * below(2, 0.7))
+}
+# PRESENT divides by 1 - P(all known cells observed absent), VARIABLE by
+# 1 - P(all observed absent) - P(all observed present).
+two_tip_lnl <- function(x, cond, ...) {
+  fill <- function(v) ifelse(is.na(x), NA, v)
+  log(two_tip(x, ...)) - switch(
+    cond, none = 0, present = log1p(-two_tip(fill(0), ...)),
+    variable = log1p(-two_tip(fill(0), ...) - two_tip(fill(1), ...)))
+}
+two <- "(A:0.3,B:0.7);"
+two_pam <- rbind(c(1, 1), c(1, 0), c(0, 1), c(1, NA), c(NA, 1))
+dimnames(two_pam) <- list(paste0("f", 1:5), c("A", "B"))
+# Under VARIABLE a family with one known cell is outside the event
+# (P(observable) = 0): only the first three families are compared there.
+hand <- function(cond, ...) {
+  rows <- if (cond == "variable") 1:3 else 1:5
+  apply(two_pam[rows, ], 1, two_tip_lnl, cond = cond, ...)
+}
+lib2 <- function(cond, ...) {
+  ll <- persiste_loglik(two, two_pam, lam2, mu2, cond, by_family = TRUE, ...)
+  if (cond == "variable") ll[1:3] else ll
+}
+for (cond in conditions) {
+  check(paste("two tips by hand, global error pair (0.05, 0.01),", cond),
+        lib2(cond, error_absent = 0.05, error_present = 0.01),
+        hand(cond, a = c(0.05, 0.05), b = c(0.01, 0.01)), 1e-14, rel = FALSE)
+  check(paste("two tips by hand, error per genome,", cond),
+        lib2(cond, error_absent = c(B = 0.03, A = 0.1),
+             error_present = c(A = 0.02)),
+        hand(cond, a = c(0.1, 0.03), b = c(0.02, 0)), 1e-14, rel = FALSE)
+  check(paste("two tips by hand, lineage on A (gain x2.5, loss x0.4),", cond),
+        lib2(cond, lineage = data.frame(node = "A", gain = 2.5, loss = 0.4)),
+        hand(cond, mult = list(c(2.5, 0.4), c(1, 1))), 1e-14, rel = FALSE)
+  check(paste("two tips by hand, later row overrides (root x3, A),", cond),
+        lib2(cond, lineage = list(node = c("A,B", "A"), gain = c(3, 2.5),
+                                  loss = c(3, 0.4)),
+             error_absent = c(A = 0.1), error_present = 0.02),
+        hand(cond, a = c(0.1, 0), b = c(0.02, 0.02),
+             mult = list(c(2.5, 0.4), c(3, 3))), 1e-14, rel = FALSE)
+  check(paste("two tips by hand, earlier row overridden (A, root x3),", cond),
+        lib2(cond, lineage = list(node = c("A", "A,B"), gain = c(2.5, 3),
+                                  loss = c(0.4, 3))),
+        hand(cond, mult = list(c(3, 3), c(3, 3))), 1e-14, rel = FALSE)
+}
+
+# 4c. Observation error on eight tips: fitMk with the error model's tip
+# partials; conditioning through the same partials on the known cells.
+fitmk_err <- function(x, a, b) {
+  Q <- matrix(c(-lam, lam, mu, -mu), 2, 2, byrow = TRUE,
+              dimnames = list(c("0", "1"), c("0", "1")))
+  p <- cbind("0" = ifelse(is.na(x), 1, ifelse(x == 1, b, 1 - b)),
+             "1" = ifelse(is.na(x), 1, ifelse(x == 1, 1 - a, a)))
+  rownames(p) <- tips
+  phytools::fitMk(tree, p, fixedQ = Q, pi = c(mu, lam) / (lam + mu))$logLik
+}
+# P(fewer than k observed presences among x's known cells).
+p_below <- function(x, k, a, b) {
+  known <- which(!is.na(x))
+  sets <- unlist(lapply(0:(k - 1), function(j)
+    if (j == 0) list(integer(0)) else combn(known, j, simplify = FALSE)),
+    recursive = FALSE)
+  sum(vapply(sets, function(s) {
+    y <- ifelse(is.na(x), NA, 0)
+    y[s] <- 1
+    exp(fitmk_err(y, a, b))
+  }, 0))
+}
+set.seed(7)
+fams <- pam[c(2, 77, 200, 256, 257:260, sample(3:255, 16)), ]
+ea <- c(t1 = 0.1, t4 = 0.2, t7 = 0.05)
+ep <- c(t2 = 0.03, t4 = 0.01, t8 = 0.1)
+a8 <- setNames(rep(0, 8), tips)
+b8 <- a8
+a8[names(ea)] <- ea
+b8[names(ep)] <- ep
+err_lnl <- apply(fams, 1, fitmk_err, a = a8, b = b8)
+err_p0 <- apply(fams, 1, function(x)
+  exp(fitmk_err(ifelse(is.na(x), NA, 0), a8, b8)))
+err_p1 <- apply(fams, 1, function(x)
+  exp(fitmk_err(ifelse(is.na(x), NA, 1), a8, b8)))
+err_oracle <- list(none = err_lnl, present = err_lnl - log1p(-err_p0),
+                   variable = err_lnl - log1p(-err_p0 - err_p1))
+for (cond in conditions)
+  check(paste("error per genome vs fitMk with error partials,", cond),
+        persiste_loglik(lab, fams, lam, mu, cond, by_family = TRUE,
+                        error_absent = ea, error_present = ep),
+        err_oracle[[cond]], 1e-12)
+
+# 4d. min_present: PRESENT with k divides by P(at least k observed
+# presences among the known cells), here with a global error pair too.
+for (k in 2:3) {
+  many <- fams[rowSums(fams == 1, na.rm = TRUE) >= k, ]
+  a_k <- rep(0.1, 8)
+  b_k <- rep(0.02, 8)
+  below <- apply(many, 1, p_below, k = k, a = a_k, b = b_k)
+  check(sprintf("min_present %d vs fitMk sums over the counts below %d", k,
+                k),
+        persiste_loglik(lab, many, lam, mu, "present", by_family = TRUE,
+                        min_present = k, error_absent = 0.1,
+                        error_present = 0.02),
+        apply(many, 1, fitmk_err, a = a_k, b = b_k) - log1p(-below), 1e-12)
+}
+
+# 4e. Gamma categories: the rates from R's own qgamma/pgamma (Yang 1994),
+# and each family's likelihood the mean over categories of plain calls at
+# the rates scaled by each category's rate.
+yang_rates <- function(alpha, k, median = FALSE) {
+  if (median) {
+    r <- qgamma((2 * seq_len(k) - 1) / (2 * k), alpha, alpha)
+    return(r / mean(r))
+  }
+  q <- qgamma(seq_len(k - 1) / k, alpha, alpha)
+  k * diff(c(0, pgamma(alpha * q, alpha + 1), 1))
+}
+# (At large alpha the library's quantiles stop ~1e-9 short of R's qgamma,
+# which agrees with uniroot on pgamma to 1e-16; the rates then differ by
+# up to ~1e-7 at alpha 50 with 64 categories: a wider tolerance there.)
+for (g in list(c(0.3, 4, 0, 1e-12), c(1.7, 6, 0, 1e-12), c(0.8, 3, 1, 1e-12),
+               c(0.01, 8, 0, 1e-12), c(50, 5, 1, 1e-8),
+               c(50, 64, 0, 1e-6))) {
+  check(sprintf("gamma rates (alpha %g, %d categories%s) vs qgamma/pgamma",
+                g[1], g[2], if (g[3]) ", median" else ""),
+        persiste_gamma_rates(g[1], g[2], g[3] == 1),
+        yang_rates(g[1], g[2], g[3] == 1), g[4])
+}
+zeros <- ifelse(is.na(fams), NA, 0)
+rownames(zeros) <- rownames(fams)
+for (g in list(list(0.6, 4, FALSE), list(2, 3, TRUE))) {
+  r <- yang_rates(g[[1]], g[[2]], g[[3]])
+  lik <- sapply(r, function(x) exp(persiste_loglik(
+    lab, fams, lam * x, mu * x, "none", by_family = TRUE)))
+  p0 <- sapply(r, function(x) exp(persiste_loglik(
+    lab, zeros, lam * x, mu * x, "none", by_family = TRUE,
+    drop_absent = FALSE)))
+  oracle <- list(none = log(rowMeans(lik)),
+                 present = log(rowMeans(lik)) - log(rowMeans(1 - p0)))
+  for (cond in names(oracle))
+    check(sprintf("gamma alpha %g, %d categories%s = mean of plain calls, %s",
+                  g[[1]], g[[2]], if (g[[3]]) " (median)" else "", cond),
+          persiste_loglik(lab, fams, lam, mu, cond, by_family = TRUE,
+                          gamma_alpha = g[[1]], categories = g[[2]],
+                          gamma_median = g[[3]]),
+          oracle[[cond]], 1e-12)
+}
+
+# 4f. Lineage multipliers equal to both rates scale the branch lengths of
+# the clade: the same Newick with those lengths multiplied.
+scaled <- function(by) {
+  len <- lab_len
+  for (b in names(by)) len[b] <- len[b] * by[[b]]
+  lab_newick(len)
+}
+for (cond in conditions) {
+  check(paste("lineage x1.7 on the root's clade = all lengths x1.7,", cond),
+        persiste_loglik(lab, pam, lam, mu, cond, by_family = TRUE,
+                        lineage = data.frame(node = "t2,t8", gain = 1.7,
+                                             loss = 1.7)),
+        persiste_loglik(lab_newick(lab_len * 1.7), pam, lam, mu, cond,
+                        by_family = TRUE), 1e-12)
+  rows <- data.frame(node = c("cl", "t6,t7", "t7", "t1"),
+                     gain = c(2, 0.5, 3, 0.25), loss = c(2, 0.5, 3, 0.25))
+  check(paste("lineage rows cl x2, (t6,t7) x0.5, t7 x3, t1 x0.25 =",
+              "scaled Newick,", cond),
+        persiste_loglik(lab, pam, lam, mu, cond, by_family = TRUE,
+                        lineage = rows),
+        persiste_loglik(scaled(c(cl = 2, t3 = 2, t4 = 2, t5 = 2, c67 = 0.5,
+                                 t6 = 0.5, t7 = 3, t1 = 0.25)),
+                        pam, lam, mu, cond, by_family = TRUE), 1e-12)
+  rows$node[2] <- "c67"
+  check(paste("lineage node 'c67' (label) = 't6,t7' (common ancestor),",
+              cond),
+        persiste_loglik(lab, pam, lam, mu, cond, by_family = TRUE,
+                        lineage = rows),
+        persiste_loglik(scaled(c(cl = 2, t3 = 2, t4 = 2, t5 = 2, c67 = 0.5,
+                                 t6 = 0.5, t7 = 3, t1 = 0.25)),
+                        pam, lam, mu, cond, by_family = TRUE), 1e-12)
+}
+
+# 4g. Derivatives of the model's parameters against central differences of
+# persiste_loglik (total, condition present, every option at once).
+opts <- list(error_absent = c(t1 = 0.1, t4 = 0.2), error_present =
+               c(t4 = 0.03, t8 = 0.1), gamma_alpha = 0.8, categories = 4,
+             lineage = data.frame(node = c("cl", "t6,t7"), gain = c(2, 0.5),
+                                  loss = c(0.7, 1.5)))
+total <- function(o, gain = lam, loss = mu)
+  do.call(persiste_loglik, c(list(lab, fams, gain, loss, "present"), o))
+g <- do.call(persiste_gradient, c(list(lab, fams, lam, mu, "present"), opts))
+h_step <- 1e-5
+fd_opt <- function(set) {
+  up <- opts
+  down <- opts
+  up <- set(up, exp(h_step))
+  down <- set(down, exp(-h_step))
+  (total(up) - total(down)) / (2 * h_step)
+}
+got <- c(g$d_log_gain, g$d_log_loss, g$d_log_error_absent[c("t1", "t4")],
+         g$d_log_error_present[c("t4", "t8")], g$d_log_gamma_alpha,
+         g$d_log_lineage_gain, g$d_log_lineage_loss)
+want <- c(
+  (total(opts, lam * exp(h_step)) - total(opts, lam * exp(-h_step))) /
+    (2 * h_step),
+  (total(opts, lam, mu * exp(h_step)) - total(opts, lam, mu * exp(-h_step))) /
+    (2 * h_step),
+  fd_opt(function(o, f) { o$error_absent["t1"] <- o$error_absent["t1"] * f; o }),
+  fd_opt(function(o, f) { o$error_absent["t4"] <- o$error_absent["t4"] * f; o }),
+  fd_opt(function(o, f) { o$error_present["t4"] <- o$error_present["t4"] * f
+                          o }),
+  fd_opt(function(o, f) { o$error_present["t8"] <- o$error_present["t8"] * f
+                          o }),
+  fd_opt(function(o, f) { o$gamma_alpha <- o$gamma_alpha * f; o }),
+  fd_opt(function(o, f) { o$lineage$gain[1] <- o$lineage$gain[1] * f; o }),
+  fd_opt(function(o, f) { o$lineage$gain[2] <- o$lineage$gain[2] * f; o }),
+  fd_opt(function(o, f) { o$lineage$loss[1] <- o$lineage$loss[1] * f; o }),
+  fd_opt(function(o, f) { o$lineage$loss[2] <- o$lineage$loss[2] * f; o }))
+check("d/dlog of rates, error pairs, gamma alpha, lineage rows vs central differences",
+      got, want, 1e-6)
+check("gradient names: genomes and lineage rows",
+      as.numeric(!identical(c(names(g$d_log_error_absent),
+                              names(g$d_log_lineage_gain)),
+                            c(tips, "cl", "t6,t7"))), 0, 0, rel = FALSE)
+check("every option, 1 thread = 2 threads (bitwise)",
+      as.numeric(!identical(
+        do.call(persiste_loglik, c(list(lab, pam, lam, mu, by_family = TRUE,
+                                        threads = 1), opts)),
+        do.call(persiste_loglik, c(list(lab, pam, lam, mu, by_family = TRUE,
+                                        threads = 2), opts)))),
+      0, 0, rel = FALSE)
+
+# 4h. The fit: families outside the event are excluded and named (counted
+# from the table), the options held fixed, and scale invariance: a
+# multiplier m on both rates of every branch gives the plain fit's rates
+# divided by m.
+n_pres <- rowSums(pam == 1, na.rm = TRUE)
+n_abs <- rowSums(pam == 0, na.rm = TRUE)
+f3 <- persiste_fit(lab, pam, min_present = 3)
+check("fit, min_present 3: excluded = families with 1 or 2 presences",
+      as.numeric(!identical(f3$excluded,
+                            rownames(pam)[n_pres >= 1 & n_pres < 3])),
+      0, 0, rel = FALSE)
+check("fit, min_present 3: n_families = those with 3 or more",
+      f3$n_families, sum(n_pres >= 3), 0, rel = FALSE)
+check("fit, min_present 3: lnL = persiste_loglik at the estimates",
+      f3$loglik, persiste_loglik(lab, pam, f3$gain, f3$loss,
+                                 min_present = 3, drop_unobservable = TRUE),
+      1e-13)
+fv <- persiste_fit(lab, pam, "variable")
+check("fit, variable: excluded = families without both 0 and 1",
+      as.numeric(!identical(fv$excluded,
+                            rownames(pam)[n_pres >= 1 & n_abs == 0])),
+      0, 0, rel = FALSE)
+check("fit, present: nothing excluded",
+      length(persiste_fit(lab, pam)$excluded), 0, 0, rel = FALSE)
+d <- persiste_dims(lab, pam, condition = "variable", drop_unobservable = TRUE)
+check("persiste_dims, variable: the same excluded families",
+      as.numeric(!identical(d$excluded, fv$excluded)), 0, 0, rel = FALSE)
+f0 <- persiste_fit(lab, pam)
+fm <- persiste_fit(lab, pam, lineage = data.frame(node = "t1,t8", gain = 2.5,
+                                                  loss = 2.5))
+check("fit with every branch x2.5: rates = plain fit / 2.5",
+      c(fm$gain, fm$loss), c(f0$gain, f0$loss) / 2.5, 1e-5)
+check("fit with every branch x2.5: same lnL", fm$loglik, f0$loglik, 1e-12)
+fe <- persiste_fit(lab, pam, error_absent = ea, error_present = ep)
+check("fit with fixed per-genome error: lnL = persiste_loglik there",
+      fe$loglik, persiste_loglik(lab, pam, fe$gain, fe$loss,
+                                 error_absent = ea, error_present = ep),
+      1e-13)
+check("fit with fixed per-genome error: gradient ~ 0", fe$gradient,
+      c(0, 0), 1e-4, rel = FALSE)
+
+# Estimating error_absent and gamma alpha on harris2022: the estimate is a
+# local maximum (every coordinate moved either way lowers lnL).
+fh <- persiste_fit(h_tree, h_pam, error_absent = 0.02, gamma_alpha = 1,
+                   estimate = c("error_absent", "gamma_alpha"))
+cat(sprintf(paste("     harris2022 fit: gain %.6f, loss %.6f, error_absent",
+                  "%.6f, alpha %.6f, lnL %.4f (%s)\n"),
+            fh$gain, fh$loss, fh$error_absent, fh$gamma_alpha, fh$loglik,
+            fh$message))
+at_h <- function(x) persiste_loglik(
+  h_tree, h_pam, exp(x[1]), exp(x[2]), error_absent = plogis(x[3]),
+  gamma_alpha = exp(x[4]), drop_unobservable = TRUE)
+x_hat <- c(log(fh$gain), log(fh$loss), qlogis(fh$error_absent),
+           log(fh$gamma_alpha))
+check("harris2022 fit with error and gamma: lnL = persiste_loglik there",
+      fh$loglik, at_h(x_hat), 1e-13)
+moved <- unlist(lapply(1:4, function(i) lapply(c(-1e-3, 1e-3), function(s)
+  at_h(replace(x_hat, i, x_hat[i] + s)))))
+check("harris2022 fit with error and gamma: a local maximum (8 moves)",
+      as.numeric(moved > fh$loglik), rep(0, 8), 0, rel = FALSE)
+
+# 4i. Bad options: R errors naming the genome, node or the library's rule.
+check_error("error rate for a genome not in the tree",
+            persiste_loglik(lab, pam, 1, 1,
+                            error_absent = c(t1 = 0.1, nope = 0.2)),
+            c("error_absent", "not in the tree", "nope"))
+check_error("negative error rate (library message, genome named)",
+            persiste_loglik(lab, pam, 1, 1, error_absent = c(t4 = -0.1)),
+            c("error pair 3 (genome t4)", "absent -0.1",
+              "expected each in [0, 1) with a sum below 1"))
+check_error("error pair with a + b >= 1 (library message)",
+            persiste_loglik(lab, pam, 1, 1, error_absent = 0.6,
+                            error_present = 0.4),
+            c("error pair 0", "absent 0.6, present 0.4", "sum below 1"))
+check_error("error rates as an unnamed vector",
+            persiste_loglik(lab, pam, 1, 1, error_absent = c(0.1, 0.2)),
+            c("error_absent", "named by genome"))
+check_error("lineage node not in the tree",
+            persiste_loglik(lab, pam, 1, 1,
+                            lineage = data.frame(node = "nope", gain = 2,
+                                                 loss = 2)),
+            c("lineage", "'nope'", "neither a tip nor an internal label"))
+check_error("lineage common ancestor of an unknown tip",
+            persiste_loglik(lab, pam, 1, 1,
+                            lineage = data.frame(node = "t1, t9", gain = 2,
+                                                 loss = 2)),
+            c("lineage", "'t9' is not a tip"))
+check_error("lineage multiplier 0",
+            persiste_loglik(lab, pam, 1, 1,
+                            lineage = data.frame(node = c("t1", "cl"),
+                                                 gain = c(2, 0), loss = 1)),
+            c("lineage: row 2 (node 'cl')", "> 0"))
+check_error("min_present 2 without conditioning (library message)",
+            persiste_loglik(lab, pam, 1, 1, "none", min_present = 2),
+            c("min_present 2 needs conditioning on presence",
+              "condition = \"present\""))
+check_error("min_present above the number of tips (library message)",
+            persiste_loglik(lab, pam, 1, 1, min_present = 9),
+            c("min_present 9 exceeds the tree's 8 tips"))
+check_error("gamma alpha 0 (library message)",
+            persiste_loglik(lab, pam, 1, 1, gamma_alpha = 0),
+            c("gamma: alpha = 0", "[1e-3, 1e4]"))
+check_error("65 gamma categories (library message)",
+            persiste_loglik(lab, pam, 1, 1, gamma_alpha = 1,
+                            categories = 65), c("gamma", "65"))
+check_error("estimate of an unknown option",
+            persiste_fit(lab, pam, estimate = "loss_mult"),
+            c("estimate", "error_absent"))
+# Outputs are sized from an earlier read: a different count is an error,
+# not an overrun.
+inputs <- .persiste_inputs(lab, pam, FALSE, TRUE, FALSE)
+m <- .persiste_model(inputs)
+check_error("outputs sized for another table",
+            .persiste_eval(inputs, m, list(n_families = 3L,
+                                           families = letters[1:3]),
+                           1, 1, FALSE, 1L),
+            c("the data has 259 families where R expected 3"))
 
 if (failures > 0L) {
   cat(failures, "check(s) failed\n")
