@@ -101,7 +101,7 @@ def main():
         parent, length, names = nm.random_tree(g, rng, mean_length=0.05)
         tree = persiste.Tree.from_newick(nm.newick(parent, length, names))
         states = persiste.simulate(persiste.Model(), tree, f, 1.0, 2.0, seed=3)
-        data = persiste.Data.from_matrix(tree, states)
+        data = persiste.Data.from_matrix(tree, states, taxon_names="tree")
         bench(f"simulated {g} x {f}", tree, data, args.threads, args.repeats,
               0.0, np.log(2.0))
 

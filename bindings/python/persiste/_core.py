@@ -235,7 +235,31 @@ class Data(_Handle):
                     drop_extra_taxa=False, drop_absent_families=False,
                     missing_as_unknown=False):
         """states[f, t]: 0 absent, 1 present, 2 (or NaN) unknown, for family f
-        and taxon t; taxon_names default to the tree's tip names in order."""
+        and taxon t, bound to the tree's tips by ``taxon_names`` (the
+        columns' genome names; ``taxon_names="tree"`` states that the columns
+        are the tree's tips in order). A pandas DataFrame binds by its labels:
+        genomes in the columns and families in the index, or the transpose
+        (whichever side names the tree's tips). An unlabelled array without
+        taxon_names is refused: columns in an assumed order would silently
+        pair genomes with the wrong tips."""
+        if hasattr(states, "columns") and hasattr(states, "index") and \
+                hasattr(states, "to_numpy"):
+            tips = set(tree.tip_names)
+            cols = [str(c) for c in states.columns]
+            rows = [str(r) for r in states.index]
+            if taxon_names is None:
+                if sum(r in tips for r in rows) > sum(c in tips for c in cols):
+                    states, cols, rows = states.T, rows, cols
+                taxon_names = cols
+            if family_names is None:
+                family_names = rows
+            states = states.to_numpy()
+        elif taxon_names is None:
+            raise InvalidArgumentError(
+                "states has no genome labels: pass taxon_names (the columns' genome "
+                "names), or taxon_names='tree' if the columns are the tree's tips in order")
+        if isinstance(taxon_names, str) and taxon_names == "tree":
+            taxon_names = tree.tip_names
         a = np.asarray(states)
         if a.ndim != 2:
             raise InvalidArgumentError(f"states must be 2-D (families x taxa), not {a.ndim}-D")
@@ -251,7 +275,7 @@ class Data(_Handle):
         else:
             buf = np.ascontiguousarray(a)
             strides = (n_taxa, 1)
-        names = tree.tip_names if taxon_names is None else list(taxon_names)
+        names = list(taxon_names)
         if len(names) != n_taxa:
             raise InvalidArgumentError(f"{len(names)} taxon names for {n_taxa} columns")
         keep_t, ctaxa = _c_strings(names)

@@ -2,11 +2,12 @@
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import optimize, stats
 
 from ._core import InvalidArgumentError
 
-Z95 = stats.norm.ppf(0.975)
+# scipy is imported where a fit or a test needs it: `import persiste` and
+# `persiste --version` stay fast.
+Z95 = 1.959963984540054   # the normal distribution's 0.975 quantile
 
 
 class Design:
@@ -389,6 +390,7 @@ def fit(engine, design=None, start=None, progress=None, bound=50.0, fit_error=No
         if progress:
             progress(iteration[0], evaluate(coef)[0])
 
+    from scipy import optimize
     res = optimize.minimize(objective, coef0, jac=True, method="L-BFGS-B",
                             bounds=[(-bound, bound)] * p_d + mp.bounds, callback=callback,
                             options={"ftol": 1e-15, "gtol": 1e-10, "maxiter": 1000})
@@ -467,6 +469,7 @@ def lrt(null, alt):
     df = alt.n_parameters - null.n_parameters
     if df < 1:
         raise InvalidArgumentError("the alternative must have more parameters than the null")
+    from scipy import stats
     stat = max(0.0, 2.0 * (alt.loglik - null.loglik))
     one_sided = alt.design.one_sided
     if one_sided is not None:

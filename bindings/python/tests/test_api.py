@@ -180,7 +180,7 @@ def test_efm_reference(efm, condition):
 def test_impossible_families_and_min_branch_length():
     tree = persiste.Tree.from_newick("((a:0,b:0):1,c:2);")
     X = np.array([[1, 0, 1], [1, 1, 0], [0, 1, 1]])
-    data = persiste.Data.from_matrix(tree, X)
+    data = persiste.Data.from_matrix(tree, X, "tree")
     with persiste.Engine(tree, data) as engine:
         assert list(engine.impossible_families()) == [0, 2]
         assert engine.context.loglik(engine.model, tree, data, 0.0, 0.0)[1] == 2
@@ -256,7 +256,7 @@ def raises(exc, code, fragment, fn, *args, **kw):
 
 def test_c_errors_become_exceptions(tmp_path):
     tree = persiste.Tree.from_newick("((a:1,b:1):1,c:2);")
-    data = persiste.Data.from_matrix(tree, np.array([[1, 0, 1]]))
+    data = persiste.Data.from_matrix(tree, np.array([[1, 0, 1]]), "tree")
     raises(persiste.ParseError, -3, "column", persiste.Tree.from_newick, "((a:1,b:1);")
     e = raises(persiste.FileError, -4, "missing.nwk", persiste.Tree.read, tmp_path / "missing.nwk")
     assert isinstance(e, OSError)
@@ -278,17 +278,22 @@ def test_c_errors_become_exceptions(tmp_path):
 
 def test_python_side_errors():
     tree = persiste.Tree.from_newick("((a:1,b:1):1,c:2);")
-    data = persiste.Data.from_matrix(tree, np.array([[1, 0, 1], [0, 1, 1]]), family_names=["f", "g"])
+    data = persiste.Data.from_matrix(tree, np.array([[1, 0, 1], [0, 1, 1]]), "tree",
+                                     family_names=["f", "g"])
     engine = persiste.Engine(tree, data)
     invalid = persiste.InvalidArgumentError
     raises(invalid, -2, "shape", engine.loglik, np.zeros(3), 0.0)
     raises(invalid, -2, "condition", persiste.Model, condition="sometimes")
     raises(invalid, -2, "root_prior", persiste.Model, root_prior="uniform")
-    raises(invalid, -2, "states", persiste.Data.from_matrix, tree, np.array([[1, 3, 0]]))
-    raises(invalid, -2, "2-D", persiste.Data.from_matrix, tree, np.array([1, 0, 1]))
-    raises(invalid, -2, "taxon names", persiste.Data.from_matrix, tree, np.array([[1, 0]]))
+    raises(invalid, -2, "states", persiste.Data.from_matrix, tree, np.array([[1, 3, 0]]),
+           "tree")
+    raises(invalid, -2, "2-D", persiste.Data.from_matrix, tree, np.array([1, 0, 1]), "tree")
+    raises(invalid, -2, "taxon names", persiste.Data.from_matrix, tree, np.array([[1, 0]]),
+           "tree")
+    raises(invalid, -2, "no genome labels", persiste.Data.from_matrix, tree,
+           np.array([[1, 0, 1]]))
     raises(invalid, -2, "family names", persiste.Data.from_matrix, tree,
-           np.array([[1, 0, 1]]), family_names=["f", "g"])
+           np.array([[1, 0, 1]]), "tree", family_names=["f", "g"])
     raises(invalid, -2, "taxa_in", persiste.Data.read, tree, "x.Rtab", taxa_in="diagonal")
     raises(invalid, -2, "differ in length", persiste.Tree.from_parents, [1, -1], [1.0], ["a", ""])
     raises(invalid, -2, "Model or model options", persiste.Engine, tree, data,

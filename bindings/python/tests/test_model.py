@@ -46,7 +46,7 @@ def test_error_two_tips_closed_form():
     """L(obs) = sum_root pi sum_true P(root->true) e(obs|true), written out."""
     tree = persiste.Tree.from_newick("(A:0.3,B:0.8);")
     states = np.array([[a, b] for a in (0, 1, 2) for b in (0, 1, 2)], dtype=np.uint8)
-    data = persiste.Data.from_matrix(tree, states)
+    data = persiste.Data.from_matrix(tree, states, taxon_names="tree")
     lam, mu, ea, eb = 0.7, 1.3, np.array([0.1, 0.05]), np.array([0.02, 0.2])
 
     def p(t):
@@ -97,10 +97,10 @@ def test_lineage_everywhere_is_a_longer_tree(rng):
     longer = tree_from(parent, length * 2.5, names)
     states = rng.integers(0, 3, size=(40, 15)).astype(np.uint8)
     for cond in ("none", "present", "variable"):
-        a = persiste.Engine(tree, persiste.Data.from_matrix(tree, states),
+        a = persiste.Engine(tree, persiste.Data.from_matrix(tree, states, taxon_names="tree"),
                             model=persiste.Model(cond, lineage=(np.full(tree.n_nodes, 2.5),
                                                                 np.full(tree.n_nodes, 2.5))))
-        b = persiste.Engine(longer, persiste.Data.from_matrix(longer, states), condition=cond)
+        b = persiste.Engine(longer, persiste.Data.from_matrix(longer, states, taxon_names="tree"), condition=cond)
         np.testing.assert_allclose(a.loglik(-1.0, -0.5), b.loglik(-1.0, -0.5), rtol=1e-11)
 
 
@@ -108,7 +108,7 @@ def test_neutral_options_are_the_plain_model(rng):
     parent, length, names = nm.random_tree(30, rng)
     tree = tree_from(parent, length, names)
     states = rng.integers(0, 2, size=(200, 30)).astype(np.uint8)
-    data = persiste.Data.from_matrix(tree, states)
+    data = persiste.Data.from_matrix(tree, states, taxon_names="tree")
     n = tree.n_nodes
     neutral = persiste.Model(error_absent=0.0, error_present=0.0,
                              categories=([1.0], [1.0]), lineage=(np.ones(n), np.ones(n)),
@@ -146,7 +146,7 @@ def _ancestors(tree, v):
 def test_observable_excludes_by_name():
     tree = persiste.Tree.from_newick("((A:1,B:1):1,C:1);")
     states = np.array([[0, 0, 0], [1, 1, 1], [1, 0, 0], [1, 1, 2], [2, 2, 0]], dtype=np.uint8)
-    data = persiste.Data.from_matrix(tree, states, family_names=list("abcde"))
+    data = persiste.Data.from_matrix(tree, states, "tree", family_names=list("abcde"))
     kept = data.observable(persiste.Model("variable"))
     assert kept.family_names == ["c"] and kept.dropped_families == list("abde")
     kept = data.observable(persiste.Model("present", min_present=2))
@@ -175,7 +175,7 @@ def test_fit_recovers_error_rates(rng):
     a, b = 0.08, 0.03
     sim = persiste.Model("present", error_absent=a, error_present=b)
     states = persiste.simulate(sim, tree, 4000, 0.6, 0.9, seed=11)
-    data = persiste.Data.from_matrix(tree, states)
+    data = persiste.Data.from_matrix(tree, states, taxon_names="tree")
     with persiste.Engine(tree, data, model=persiste.Model("present")) as e:
         f = e.fit(fit_error="global")
     for name, truth in (("logit_error_absent", a), ("logit_error_present", b)):
@@ -190,7 +190,7 @@ def test_fit_recovers_alpha(rng):
     tree = tree_from(parent, length, names)
     sim = persiste.Model("present", gamma_alpha=0.6, n_categories=4)
     states = persiste.simulate(sim, tree, 4000, 0.8, 1.2, seed=5)
-    data = persiste.Data.from_matrix(tree, states)
+    data = persiste.Data.from_matrix(tree, states, taxon_names="tree")
     model = persiste.Model("present", gamma_alpha=1.0, n_categories=4)
     with persiste.Engine(tree, data, model=model, n_threads=2) as e:
         f = e.fit(fit_alpha=True)
@@ -211,7 +211,7 @@ def test_lineage_test_recovers_a_clade_multiplier(rng):
     lm = np.where(mask, 3.0, 1.0)
     states = persiste.simulate(persiste.Model("present", lineage=(g, lm)), tree, 3000,
                                0.5, 0.7, seed=3)
-    data = persiste.Data.from_matrix(tree, states)
+    data = persiste.Data.from_matrix(tree, states, taxon_names="tree")
     with persiste.Engine(tree, data) as e:
         res = persiste.lineage_test(e, mask, "loss")
         assert e.model.lineage is None or np.all(e.model.lineage[1] == 1)
@@ -322,3 +322,28 @@ def test_cli_test_under_error_and_gamma():
             "--error-absent", 0.01, "--error-present", 0.01, "--json", "--threads", 2)
     d = json.loads(p.stdout)
     assert d["error_absent"] == 0.01 and d["p_value"] >= 0 and np.isfinite(d["delta_loglik"])
+
+
+# ---- labelled tables (pandas) -----------------------------------------------
+
+def test_dataframe_binds_by_labels(rng):
+    pd = pytest.importorskip("pandas")
+    tree = persiste.Tree.from_newick("((A:0.3,B:0.2):0.4,(C:0.5,D:0.1):0.2);")
+    X = rng.integers(0, 2, size=(30, 4)).astype(np.uint8)
+    families = [f"fam{i}" for i in range(30)]
+    df = pd.DataFrame(X, index=families, columns=["A", "B", "C", "D"])
+    want = persiste.Engine(tree, persiste.Data.from_matrix(tree, X, ["A", "B", "C", "D"]))
+    want = want.loglik(-0.5, -0.3)
+    swapped = df[["B", "A", "D", "C"]]               # genome columns in another order
+    for table in (df, swapped, swapped.T):           # and genomes in the rows
+        data = persiste.Data.from_matrix(tree, table)
+        assert data.family_names == families
+        with persiste.Engine(tree, data) as e:
+            np.testing.assert_array_equal(e.loglik(-0.5, -0.3), want)
+
+
+def test_unlabelled_array_is_refused():
+    tree = persiste.Tree.from_newick("(A:1,B:1);")
+    with pytest.raises(persiste.InvalidArgumentError, match="taxon_names"):
+        persiste.Data.from_matrix(tree, np.array([[1, 0]]))
+    assert persiste.Data.from_matrix(tree, np.array([[1, 0]]), "tree").n_families == 1
