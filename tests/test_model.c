@@ -639,6 +639,26 @@ static void test_observable(void **state)
         persiste_data_destroy(kept);
         persiste_model_destroy(m);
     }
+    /* persiste_data_select: the listed families in the listed order */
+    persiste_data *sel;
+    const int64_t pick[] = {3, 0, 6};
+    assert_int_equal(persiste_data_select(&sel, data, 3, pick), 0);
+    assert_int_equal(persiste_data_n_families(sel), 3);
+    assert_int_equal(persiste_data_n_dropped_families(sel), 5);
+    for (int i = 0; i < 3; i++) {
+        uint8_t s[4];
+        assert_string_equal(persiste_data_family_name(sel, i),
+                            names[pick[i]]);
+        assert_int_equal(persiste_data_states(sel, i, s), 0);
+        assert_memory_equal(s, st + 4 * pick[i], 4);
+    }
+    persiste_data_destroy(sel);
+    const int64_t twice[] = {1, 1}, outside[] = {8};
+    assert_int_equal(persiste_data_select(&sel, data, 2, twice),
+                     PERSISTE_E_INVALID);
+    assert_non_null(strstr(persiste_last_error(), "listed twice"));
+    assert_int_equal(persiste_data_select(&sel, data, 1, outside),
+                     PERSISTE_E_INVALID);
     persiste_data_destroy(data);
     persiste_tree_destroy(tr);
 }

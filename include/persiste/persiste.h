@@ -376,6 +376,14 @@ PERSISTE_API int persiste_data_observable(persiste_data **out,
                                           const persiste_data *data,
                                           const persiste_model *model);
 
+/* A copy of data with only the families families[0 .. n) (indices into
+ * data, in that order, each at most once); the others are appended to its
+ * dropped families. For fits where a set of families has a model of its
+ * own (e.g. a lineage effect on one gene set). */
+PERSISTE_API int persiste_data_select(persiste_data **out,
+                                      const persiste_data *data, int64_t n,
+                                      const int64_t *families);
+
 /* Simulation: states[f * n_tips + t] (persiste_state, tree tip order) of
  * n_families families at exp(log_gain[f]), exp(log_loss[f]) under every
  * model option: a category drawn by weight, the root from its prior, each

@@ -1,7 +1,8 @@
-/* persiste_data_observable: a copy of the data without the families whose
- * observed cells lie outside the model's conditioning event (they would
- * have likelihood 0 given the event), reported as dropped. It sits beside
- * the evaluation because the event is the one general.c conditions on. */
+/* Copies of data with some of its families: persiste_data_observable
+ * (without the families whose observed cells lie outside the model's
+ * conditioning event: they would have likelihood 0 given the event; it
+ * sits beside the evaluation because the event is the one general.c
+ * conditions on) and persiste_data_select (the families listed). */
 #include <string.h>
 
 #include "internal.h"
@@ -38,6 +39,12 @@ static int copy_names(char **dst, char *const *src, int64_t n)
     return PERSISTE_OK;
 }
 
+/* A copy of data with the families order[0 .. keep) in that order; every
+ * other family goes to the dropped ones, in data's order (ok[f]: kept). */
+static int copy_families(persiste_data **out, const persiste_data *data,
+                         const int64_t *order, int64_t keep,
+                         const unsigned char *ok);
+
 int persiste_data_observable(persiste_data **out, const persiste_data *data,
                              const persiste_model *model)
 {
@@ -47,16 +54,66 @@ int persiste_data_observable(persiste_data **out, const persiste_data *data,
                                "be NULL");
     *out = NULL;
     int64_t nf = data->n_families, keep = 0;
-    int32_t nt = data->n_tips;
     unsigned char *ok = persiste__malloc((size_t)nf + 1);
+    int64_t *order = persiste__malloc(((size_t)nf + 1) * sizeof *order);
+    int rc;
+    if (!ok || !order) {
+        rc = persiste__error(PERSISTE_E_NOMEM, "observable: out of memory");
+    } else {
+        for (int64_t f = 0; f < nf; f++)
+            if ((ok[f] = (unsigned char)observable(data, model, f)))
+                order[keep++] = f;
+        rc = copy_families(out, data, order, keep, ok);
+    }
+    persiste__free(ok);
+    persiste__free(order);
+    return rc;
+}
+
+int persiste_data_select(persiste_data **out, const persiste_data *data,
+                         int64_t n, const int64_t *families)
+{
+    if (!out || !data || n < 0 || (n > 0 && !families))
+        return persiste__error(PERSISTE_E_INVALID,
+                               "select: out, data and families must not be "
+                               "NULL, n >= 0");
+    *out = NULL;
+    int64_t nf = data->n_families;
+    unsigned char *ok = persiste__calloc((size_t)nf + 1, 1);
+    if (!ok)
+        return persiste__error(PERSISTE_E_NOMEM, "select: out of memory");
+    int rc = PERSISTE_OK;
+    for (int64_t i = 0; i < n && rc == PERSISTE_OK; i++) {
+        int64_t f = families[i];
+        if (f < 0 || f >= nf)
+            rc = persiste__error(PERSISTE_E_INVALID,
+                                 "select: families[%lld] is %lld, outside "
+                                 "0..%lld",
+                                 (long long)i, (long long)f,
+                                 (long long)nf - 1);
+        else if (ok[f])
+            rc = persiste__error(PERSISTE_E_INVALID,
+                                 "select: family %lld ('%s') is listed twice",
+                                 (long long)f, data->family_name[f]);
+        else
+            ok[f] = 1;
+    }
+    if (rc == PERSISTE_OK)
+        rc = copy_families(out, data, families, n, ok);
+    persiste__free(ok);
+    return rc;
+}
+
+static int copy_families(persiste_data **out, const persiste_data *data,
+                         const int64_t *order, int64_t keep,
+                         const unsigned char *ok)
+{
+    int64_t nf = data->n_families;
+    int32_t nt = data->n_tips;
     persiste_data *d = persiste__calloc(1, sizeof *d);
     int rc = PERSISTE_OK;
-    if (!ok || !d) {
-        rc = persiste__error(PERSISTE_E_NOMEM, "observable: out of memory");
-        goto fail;
-    }
-    for (int64_t f = 0; f < nf; f++)
-        keep += ok[f] = (unsigned char)observable(data, model, f);
+    if (!d)
+        return persiste__error(PERSISTE_E_NOMEM, "data: out of memory");
     int64_t drop = nf - keep;
     d->n_tips = nt;
     d->fingerprint = data->fingerprint;
@@ -74,7 +131,7 @@ int persiste_data_observable(persiste_data **out, const persiste_data *data,
         persiste__calloc((size_t)d->n_dropped_families + 1, sizeof(char *));
     if (!d->present || !d->unknown || !d->family_name || !d->dropped_taxon ||
         !d->dropped_family) {
-        rc = persiste__error(PERSISTE_E_NOMEM, "observable: out of memory");
+        rc = persiste__error(PERSISTE_E_NOMEM, "data: out of memory");
         goto fail;
     }
     if ((rc = copy_names(d->dropped_taxon, data->dropped_taxon,
@@ -82,14 +139,13 @@ int persiste_data_observable(persiste_data **out, const persiste_data *data,
         (rc = copy_names(d->dropped_family, data->dropped_family,
                          data->n_dropped_families)))
         goto fail;
-    int64_t k = 0, j = data->n_dropped_families;
-    for (int64_t f = 0; f < nf; f++) {
-        if (!ok[f]) {
-            if ((rc = copy_names(d->dropped_family + j++,
-                                 data->family_name + f, 1)))
-                goto fail;
-            continue;
-        }
+    int64_t j = data->n_dropped_families;
+    for (int64_t f = 0; f < nf; f++)
+        if (!ok[f] && (rc = copy_names(d->dropped_family + j++,
+                                       data->family_name + f, 1)))
+            goto fail;
+    for (int64_t k = 0; k < keep; k++) {
+        int64_t f = order[k];
         if ((rc = copy_names(d->family_name + k, data->family_name + f, 1)))
             goto fail;
         size_t from = (size_t)(f >> 6) * (size_t)nt;
@@ -101,7 +157,6 @@ int persiste_data_observable(persiste_data **out, const persiste_data *data,
             d->unknown[to + t] |= ((data->unknown[from + t] >> sf) & 1)
                                   << sk;
         }
-        k++;
     }
     /* kept families observed nowhere (possible under NONE only) */
     for (int64_t f = 0; f < keep; f++) {
@@ -110,13 +165,11 @@ int persiste_data_observable(persiste_data **out, const persiste_data *data,
             any = (d->present[(size_t)(f >> 6) * nt + t] >> (f & 63)) & 1;
         d->n_all_absent += !any;
     }
-    if ((rc = persiste__data_patterns(d, NULL, NULL, NULL, "observable")))
+    if ((rc = persiste__data_patterns(d, NULL, NULL, NULL, "data")))
         goto fail;
-    persiste__free(ok);
     *out = d;
     return PERSISTE_OK;
 fail:
-    persiste__free(ok);
     persiste_data_destroy(d);
     return rc;
 }
