@@ -326,6 +326,12 @@ class Data(_Handle):
         return type(self)(_create("persiste_data", lib.persiste_data_observable,
                                   self.ptr, model.ptr))
 
+    def select(self, families):
+        """A copy with only the given families (indices, in that order)."""
+        idx = np.ascontiguousarray(families, dtype=np.int64)
+        return type(self)(_create("persiste_data", lib.persiste_data_select, self.ptr,
+                                  idx.size, ffi.from_buffer("int64_t[]", idx)))
+
     def states(self, family):
         """States of one family in tree tip order (uint8 array)."""
         out = np.empty(self.n_taxa, dtype=np.uint8)
@@ -431,6 +437,19 @@ class Model(_Handle):
         self.lineage = None
         if lineage is not None:
             self.set_lineage(*lineage)
+
+    def copy(self):
+        """A new Model with the same settings."""
+        m = Model(self.condition, self.root_prior, self.root_freq, self.min_branch_length,
+                  min_present=self.min_present, tree=self.tree)
+        if self.error_absent is not None:
+            m.set_error(self.error_absent, self.error_present)
+        if self.category_weights is not None:
+            m.set_categories(self.category_weights, self.category_gain, self.category_loss)
+            m.gamma_alpha, m.gamma_median = self.gamma_alpha, self.gamma_median
+        if self.lineage is not None:
+            m.set_lineage(*self.lineage)
+        return m
 
     @property
     def n_categories(self):

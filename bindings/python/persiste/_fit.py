@@ -25,10 +25,14 @@ class Design:
     Examples (n families): retention bias ``Design(n, loss={"set": mask})``;
     gain bias ``Design(n, gain={"set": mask})``; one loss multiplier per
     pathway against a reference group ``Design(n, loss={g: labels == g for g in
-    groups[1:]})``; a continuous covariate ``Design(n, loss={"gc": gc})``.
+    groups[1:]})``; a continuous covariate ``Design(n, loss={"gc": gc})``;
+    a clade that loses the genes of a set faster
+    ``Design(n, lineage={"clade": (node_mask, "loss", family_mask)})``
+    (without the family mask, every family's rate on the clade).
     """
 
-    def __init__(self, n_families, gain=None, loss=None, offset=None, one_sided=None):
+    def __init__(self, n_families, gain=None, loss=None, offset=None, one_sided=None,
+                 lineage=None):
         def matrix(covariates):
             cols = [np.ones(n_families)]
             for name, v in (covariates or {}).items():
@@ -44,6 +48,10 @@ class Design:
             np.broadcast_to(np.asarray(offset, dtype=np.float64), (n_families,))
         self.names = (["log_gain"] + [f"gain:{k}" for k in gain or {}]
                       + ["log_loss"] + [f"loss:{k}" for k in loss or {}])
+        # lineage terms {name: (node mask, 'gain' | 'loss' | 'both'[, family
+        # set])}: estimated by the fit as the model parameter
+        # 'lineage:<name>' (see ModelParameters)
+        self.lineage = dict(lineage or {})
         if one_sided is not None and one_sided[0] not in self.names:
             raise InvalidArgumentError(f"one_sided names unknown coefficient {one_sided[0]!r}")
         self.one_sided = one_sided
@@ -78,19 +86,26 @@ class ModelParameters:
             raise InvalidArgumentError("error must be None, 'global' or 'per-genome'")
         model, tree = engine.model, engine.tree
         self.engine, self.error, self.alpha = engine, error, bool(alpha)
-        # lineage terms: {name: (node mask, 'gain' | 'loss' | 'both')}, each
-        # one log multiplier on the branches of its mask (on top of the
-        # model's own lineage multipliers, if any)
-        self.lineage = dict(lineage or {})
-        for name, (mask, which) in self.lineage.items():
+        # lineage terms: {name: (node mask, 'gain' | 'loss' | 'both'[,
+        # family mask])}, each one log multiplier on the branches of its
+        # mask (on top of the model's own lineage multipliers, if any), for
+        # every family or only those of its family mask
+        self.lineage = {}
+        for name, term in dict(lineage or {}).items():
+            mask, which = term[0], term[1]
+            fam = term[2] if len(term) > 2 else None
             if which not in ("gain", "loss", "both"):
                 raise InvalidArgumentError(f"lineage term {name!r}: rate must be 'gain', "
                                            f"'loss' or 'both', not {which!r}")
             if np.shape(mask) != (tree.n_nodes,):
                 raise InvalidArgumentError(f"lineage term {name!r}: the mask needs one "
                                            f"entry per node ({tree.n_nodes})")
+            if fam is not None:
+                fam = engine.family_index(fam)
+            self.lineage[name] = (np.asarray(mask, dtype=bool), which, fam)
         base = model.lineage or (np.ones(tree.n_nodes), np.ones(tree.n_nodes))
         self.lineage_base = (np.array(base[0]), np.array(base[1]))
+        self._make_groups()
         self.n_cat = model.n_categories
         if alpha and self.n_cat < 2:
             raise InvalidArgumentError("estimating alpha needs at least 2 gamma categories")
@@ -126,29 +141,78 @@ class ModelParameters:
         self.layout = None
         if names:   # the layout of the model gradient once the options are set
             self.apply(self.start)
-            self.layout = model.grad_layout(tree)
+            self.layout = self.targets[0][0].grad_layout(tree)
+
+    def _make_groups(self):
+        """Families with the same lineage terms form a group, evaluated with
+        a model of its own on its own data (persiste_data_select): one group,
+        the engine itself, unless a term has a family set."""
+        engine = self.engine
+        terms = list(self.lineage.values())
+        self.groups = None
+        self.targets = [(engine.model, np.ones(len(terms), dtype=bool))]
+        if all(t[2] is None for t in terms):
+            return
+        from ._core import Engine
+        member = np.column_stack([np.ones(engine.n_families, dtype=bool) if t[2] is None
+                                  else t[2] for t in terms])
+        rows, inverse = np.unique(member, axis=0, return_inverse=True)
+        self.groups, self.targets = [], []
+        for g, row in enumerate(rows):
+            idx = np.flatnonzero(inverse.reshape(-1) == g)
+            model = engine.model.copy()
+            sub = Engine(engine.tree, engine.data.select(idx), model=model,
+                         context=engine.context)
+            self.groups.append((idx, sub))
+            self.targets.append((model, row))
+
+    def close(self):
+        for _, sub in self.groups or []:
+            sub.data.close()
+            sub.close()
+            sub.model.close()
 
     @property
     def n(self):
         return len(self.names)
 
     def apply(self, theta):
-        model = self.engine.model
-        if self.error:
-            ne = self.n_error
-            a = 1 / (1 + np.exp(-theta[:ne]))
-            b = 1 / (1 + np.exp(-theta[ne:2 * ne]))
-            model.set_error(a, b)
-        if self.alpha:
-            model.set_gamma(np.exp(theta[self.alpha_at]), self.n_cat, model.gamma_median)
-        if self.lineage:
-            g, l_ = self.lineage_base[0].copy(), self.lineage_base[1].copy()
-            for (mask, which), b in zip(self.lineage.values(), theta[self.lineage_at:]):
-                if which in ("gain", "both"):
-                    g[mask] *= np.exp(b)
-                if which in ("loss", "both"):
-                    l_[mask] *= np.exp(b)
-            model.set_lineage(g, l_)
+        for model, members in self.targets:
+            if self.error:
+                ne = self.n_error
+                a = 1 / (1 + np.exp(-theta[:ne]))
+                b = 1 / (1 + np.exp(-theta[ne:2 * ne]))
+                model.set_error(a, b)
+            if self.alpha:
+                model.set_gamma(np.exp(theta[self.alpha_at]), self.n_cat, model.gamma_median)
+            if self.lineage:
+                g, l_ = self.lineage_base[0].copy(), self.lineage_base[1].copy()
+                for (mask, which, _), b, on in zip(self.lineage.values(),
+                                                   theta[self.lineage_at:], members):
+                    if on and which in ("gain", "both"):
+                        g[mask] *= np.exp(b)
+                    if on and which in ("loss", "both"):
+                        l_[mask] *= np.exp(b)
+                model.set_lineage(g, l_)
+
+    def gradient(self, log_gain, log_loss, weight):
+        """The engine's gradient, group by group when the terms have family
+        sets: (loglik, d_log_gain, d_log_loss, [d_model per target])."""
+        model_grad = self.n > 0
+        if self.groups is None:
+            g = self.engine.gradient(log_gain, log_loss, weight=weight if model_grad else None,
+                                     model_grad=model_grad)
+            return g.loglik, g.d_log_gain, g.d_log_loss, [g.d_model]
+        n = self.engine.n_families
+        lg, ll = np.broadcast_to(log_gain, (n,)), np.broadcast_to(log_loss, (n,))
+        out = np.empty((3, n))
+        d_models = []
+        self.engine.n_evaluations += 1
+        for idx, sub in self.groups:
+            g = sub.gradient(lg[idx], ll[idx], weight=weight[idx], model_grad=model_grad)
+            out[0, idx], out[1, idx], out[2, idx] = g.loglik, g.d_log_gain, g.d_log_loss
+            d_models.append(g.d_model)
+        return out[0], out[1], out[2], d_models
 
     @property
     def alpha_at(self):
@@ -158,8 +222,13 @@ class ModelParameters:
     def lineage_at(self):
         return 2 * self.n_error + int(self.alpha)
 
-    def chain(self, theta, d_model):
-        """d lnL / d theta from the library's model gradient."""
+    def chain(self, theta, d_models):
+        """d lnL / d theta from the library's model gradients (one per
+        target: the sum over the groups)."""
+        members = [m for _, m in self.targets]
+        return sum(self._chain(theta, d, m) for d, m in zip(d_models, members))
+
+    def _chain(self, theta, d_model, members):
         out = []
         if self.error:
             ne = self.n_error
@@ -178,11 +247,13 @@ class ModelParameters:
                   - np.log(gamma_categories(np.exp(la - h), self.n_cat, med))) / (2 * h)
             d_r = d_model[self.layout["category_gain"]] + d_model[self.layout["category_loss"]]
             out.append(float(d_r @ dr))
-        for mask, which in self.lineage.values():
+        for (mask, which, _), on in zip(self.lineage.values(), members):
             d = 0.0
-            if which in ("gain", "both"):
+            if not on:
+                pass
+            elif which in ("gain", "both"):
                 d += d_model[self.layout["lineage_gain"]][mask].sum()
-            if which in ("loss", "both"):
+            if on and which in ("loss", "both"):
                 d += d_model[self.layout["lineage_loss"]][mask].sum()
             out.append(float(d))
         return np.array(out, dtype=float)
@@ -337,7 +408,8 @@ def fit(engine, design=None, start=None, progress=None, bound=50.0, fit_error=No
     one rate multiplier per term on the branches of its mask (a clade that
     sheds genes), named 'lineage:<name>' in the result (log scale)."""
     design = design or Design(engine.n_families)
-    mp = ModelParameters(engine, fit_error, fit_alpha, fit_lineage)
+    mp = ModelParameters(engine, fit_error, fit_alpha,
+                         {**design.lineage, **(fit_lineage or {})})
     p_d = design.n_parameters
     if start is not None and len(start) == p_d + mp.n:
         mp.apply(np.asarray(start[p_d:], dtype=float))
@@ -368,12 +440,11 @@ def fit(engine, design=None, start=None, progress=None, bound=50.0, fit_error=No
             return last["ll"], last["grad"]
         if mp.n:
             mp.apply(coef[p_d:])
-        g = engine.gradient(*design.rates(coef[:p_d]), weight=w if mp.n else None,
-                            model_grad=mp.n > 0)
-        ll = np.where(possible, g.loglik, 0.0).sum()
-        grad = design.chain(g.d_log_gain * w, g.d_log_loss * w)
+        loglik, d_gain, d_loss, d_models = mp.gradient(*design.rates(coef[:p_d]), w)
+        ll = np.where(possible, loglik, 0.0).sum()
+        grad = design.chain(d_gain * w, d_loss * w)
         if mp.n:
-            grad = np.concatenate([grad, mp.chain(coef[p_d:], g.d_model)])
+            grad = np.concatenate([grad, mp.chain(coef[p_d:], d_models)])
         last.update(coef=np.array(coef), ll=ll, grad=grad)
         return ll, last["grad"]
 
@@ -433,6 +504,7 @@ def fit(engine, design=None, start=None, progress=None, bound=50.0, fit_error=No
     converged = bool(np.isfinite(ll) and decrement < 1e-6)
     left_out = np.flatnonzero(~possible)
     names = engine.data.family_names if left_out.size else []
+    mp.close()
     return FitResult(list(design.names) + mp.names, coef, se, cov, float(ll), converged,
                      str(res.message) if converged else
                      f"not converged ({res.message}; observed information "
@@ -507,14 +579,16 @@ def retention_test(engine, families, alternative="less", null=None, progress=Non
     return lrt(null, fit(engine, design, start=start, **opts))
 
 
-def lineage_test(engine, clade, rate="loss", null=None, progress=None, fit_error=None,
-                 fit_alpha=False):
+def lineage_test(engine, clade, rate="loss", families=None, null=None, progress=None,
+                 fit_error=None, fit_alpha=False):
     """Does a clade (a node mask over the tree, e.g. from
     persiste.lineage_multipliers or clade_node) gain or lose genes at another
     rate than the rest of the tree? A likelihood-ratio test of one lineage
     multiplier on the clade's branches (``rate`` 'gain', 'loss' or 'both';
     chi-square, 1 df). The estimate is ``result.alt['lineage:clade']``
-    (log scale)."""
+    (log scale). With ``families`` (names, indices or a mask) the
+    multiplier applies to those families only: "is this gene set lost
+    faster in that clade?"."""
     mask = np.asarray(clade, dtype=bool)
     opts = dict(progress=progress, fit_error=fit_error, fit_alpha=fit_alpha)
     null = null or fit(engine, **opts)
@@ -522,7 +596,8 @@ def lineage_test(engine, clade, rate="loss", null=None, progress=None, fit_error
     model = engine.model
     before = model.lineage
     try:
-        alt = fit(engine, start=start, fit_lineage={"clade": (mask, rate)}, **opts)
+        term = (mask, rate) if families is None else (mask, rate, families)
+        alt = fit(engine, start=start, fit_lineage={"clade": term}, **opts)
     finally:   # the fit leaves its multipliers in the model: put back the model's own
         if before is None:
             model.set_lineage(np.ones(engine.tree.n_nodes), np.ones(engine.tree.n_nodes))

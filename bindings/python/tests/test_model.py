@@ -347,3 +347,29 @@ def test_unlabelled_array_is_refused():
     with pytest.raises(persiste.InvalidArgumentError, match="taxon_names"):
         persiste.Data.from_matrix(tree, np.array([[1, 0]]))
     assert persiste.Data.from_matrix(tree, np.array([[1, 0]]), "tree").n_families == 1
+
+
+def test_gene_set_lost_faster_in_a_clade(rng):
+    """A lineage term with a family set: only those families lose genes
+    faster on the clade; the fit recovers the multiplier and the others'
+    rates are untouched (their own fit matches)."""
+    parent, length, names = nm.random_tree(50, rng, mean_length=0.3)
+    tree = tree_from(parent, length, names)
+    root_kids = np.flatnonzero(tree.parents == tree.n_nodes - 1)
+    clade = root_kids[np.argmax(root_kids)]
+    mask = np.zeros(tree.n_nodes, dtype=bool)
+    for v in range(tree.n_nodes - 1, -1, -1):
+        mask[v] = v == clade or (tree.parents[v] >= 0 and mask[tree.parents[v]])
+    one = np.ones(tree.n_nodes)
+    in_set = persiste.simulate(persiste.Model(lineage=(one, np.where(mask, 4.0, 1.0))),
+                               tree, 1500, 0.5, 0.7, seed=21)
+    rest = persiste.simulate(persiste.Model(), tree, 2500, 0.5, 0.7, seed=22)
+    states = np.vstack([in_set, rest])
+    data = persiste.Data.from_matrix(tree, states, "tree")
+    fam = np.arange(4000) < 1500
+    with persiste.Engine(tree, data) as e:
+        res = persiste.lineage_test(e, mask, "loss", families=fam)
+    i = res.alt.names.index("lineage:clade")
+    _fit_recovers(res.alt.coef[i], res.alt.se[i], np.log(4.0), "gene-set clade multiplier")
+    _fit_recovers(res.alt["log_loss"], res.alt.se_log_loss, np.log(0.7), "log_loss")
+    assert res.p_value < 1e-10 and res.df == 1
