@@ -196,23 +196,45 @@ static void *resizer_main(void *arg)
     return NULL;
 }
 
+/* Reads the thread count while the resizer changes it: each read is the
+ * old or the new count, or PERSISTE_E_BUSY; never a read of a pool being
+ * freed (which TSan and ASan report). */
+static void *reader_main(void *arg)
+{
+    shared *s = arg;
+    while (!atomic_load(&s->stop)) {
+        int64_t n = 0;
+        int rc = persiste_ctx_get_param(s->ctx, PERSISTE_CTX_NTHREADS, &n);
+        if (!(rc == PERSISTE_E_BUSY || (rc == PERSISTE_OK && n >= 1 &&
+                                        n <= 2)))
+            atomic_fetch_add(&s->wrong, 1);
+        sched_yield();
+    }
+    return NULL;
+}
+
 static void test_shared_context(void **state)
 {
     (void)state;
     for (int resize = 0; resize < 2; resize++) {
         shared s = {.ctx = oracle_ctx(2)};
         assert_non_null(s.ctx);
-        pthread_t t[3];
+        pthread_t t[4];
         for (int i = 0; i < 2; i++)
             assert_int_equal(pthread_create(&t[i], NULL, caller_main, &s), 0);
-        if (resize)
+        if (resize) {
             assert_int_equal(pthread_create(&t[2], NULL, resizer_main, &s),
                              0);
+            assert_int_equal(pthread_create(&t[3], NULL, reader_main, &s),
+                             0);
+        }
         for (int i = 0; i < 2; i++)
             pthread_join(t[i], NULL);
         atomic_store(&s.stop, 1);
-        if (resize)
+        if (resize) {
             pthread_join(t[2], NULL);
+            pthread_join(t[3], NULL);
+        }
         print_message("one context, two callers%s: %ld ran, %ld busy\n",
                       resize ? " and a resizer" : "", atomic_load(&s.ran),
                       atomic_load(&s.busy));

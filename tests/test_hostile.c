@@ -306,7 +306,9 @@ static void test_arrays(void **state)
         const char *fragment;
     } m[] = {
         {"families x taxa overflow", st, INT64_MAX, 3, 3, 1, names, 0,
-         PERSISTE_E_OVERFLOW, "address beyond memory"},
+         PERSISTE_E_OVERFLOW, "at most 2^53"},
+        {"words of families overflow", st, INT64_MAX - 10, 3, 0, 0, names,
+         0, PERSISTE_E_OVERFLOW, "at most 2^53"},
         {"strides overflow", st, 1 << 20, 3, INT64_MAX / 4, 1, names, 0,
          PERSISTE_E_OVERFLOW, "address beyond memory"},
         {"most negative stride", st, 2, 3, INT64_MIN, 1, names, 0,

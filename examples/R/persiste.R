@@ -250,11 +250,7 @@ persiste_gamma_rates <- function(alpha, categories = 4L, median = FALSE) {
     if (is.null(tr)) tr <<- .persiste_tree(inputs)
     tr
   }
-  if (!is.character(condition) || length(condition) != 1L ||
-      !(condition %in% names(.persiste_conditions)))
-    stop("condition: one of \"", paste(names(.persiste_conditions),
-                                       collapse = "\", \""), "\"",
-         call. = FALSE)
+  condition <- match.arg(condition, names(.persiste_conditions))
   m <- list(condition = .persiste_conditions[[condition]],
             min_present = .persiste_count(min_present, "min_present"),
             error = .persiste_error(error_absent, error_present, tree),
@@ -265,11 +261,19 @@ persiste_gamma_rates <- function(alpha, categories = 4L, median = FALSE) {
     m$gamma <- list(alpha = .persiste_number(gamma_alpha, "gamma_alpha"),
                     k = .persiste_count(categories, "categories"),
                     median = isTRUE(gamma_median))
-    m$gamma$rates <- persiste_gamma_rates(m$gamma$alpha, m$gamma$k,
-                                          m$gamma$median)
+    m$gamma$rates <- .persiste_category_rates(m$gamma)
   }
   m
 }
+
+# The rates as category multipliers: at small alpha the lowest rates
+# underflow to 0 (or come near it), which persiste_model_set_categories
+# rejects (multipliers must be > 0) or where the library's derivatives
+# turn NaN (a rate times the multiplier below DBL_MIN). They are raised to
+# 1e-250, which keeps exp(-100) * 1e-250 normal; such a category's
+# families practically never change either way.
+.persiste_category_rates <- function(g)
+  pmax(persiste_gamma_rates(g$alpha, g$k, g$median), 1e-250)
 
 # MODEL_ARGS of persiste_r.c.
 .persiste_model_args <- function(m) {
@@ -291,23 +295,21 @@ persiste_gamma_rates <- function(alpha, categories = 4L, median = FALSE) {
 
 # d log(rate_k) / d log(alpha) of the gamma categories: the library has no
 # derivative of its rates, so a five-point central difference in log alpha
-# (a one-sided three-point one within two steps of [1e-3, 1e4]). The step
-# is wide because the library's quantiles stop ~1e-9 (relative) short at
-# large alpha. A category whose rate underflows to 0 contributes 0.
+# of the multipliers actually used (a one-sided three-point one within two
+# steps of [1e-3, 1e4]), accurate to ~1e-12 where the rates are.
 .persiste_dlog_rates <- function(g) {
   if (g$k == 1L) return(0)
   h <- 1e-3
   la <- log(g$alpha)
   r <- function(d) log(if (d == 0) g$rates else
-    persiste_gamma_rates(exp(la + d), g$k, g$median))
-  d <- if (la - 2 * h >= log(1e-3) && la + 2 * h <= log(1e4)) {
+    .persiste_category_rates(list(alpha = exp(la + d), k = g$k,
+                                  median = g$median)))
+  if (la - 2 * h >= log(1e-3) && la + 2 * h <= log(1e4)) {
     (8 * (r(h) - r(-h)) - (r(2 * h) - r(-2 * h))) / (12 * h)
   } else {
     s <- if (la - 2 * h < log(1e-3)) 1 else -1
     s * (-3 * r(0) + 4 * r(s * h) - r(2 * s * h)) / (2 * h)
   }
-  d[!is.finite(d)] <- 0
-  d
 }
 
 # The derivatives of the total with respect to the model's parameters, from
@@ -535,8 +537,7 @@ persiste_fit <- function(tree, pam, condition = "present",
     if (est_b) m$error$present[] <- expit(x[[i <- i + 1L]])
     if (est_alpha) {
       m$gamma$alpha <- exp(x[[i <- i + 1L]])
-      m$gamma$rates <- persiste_gamma_rates(m$gamma$alpha, m$gamma$k,
-                                            m$gamma$median)
+      m$gamma$rates <- .persiste_category_rates(m$gamma)
     }
     m
   }

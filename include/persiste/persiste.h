@@ -258,8 +258,9 @@ PERSISTE_API int persiste_model_set_error(persiste_model *model, int32_t n,
 /* Rate categories across families: L_f = sum_k weight[k] * L_f(gain *
  * gain_mult[k], loss * loss_mult[k]), each category with its own root prior
  * (stationary: its own rates). loss_mult may be NULL (the same multipliers
- * as gain). weight[k] > 0 summing to 1 (within 1e-9), multipliers > 0 and
- * finite. Under conditioning, lnL_f = log sum_k w_k L_fk - log sum_k w_k
+ * as gain). weight[k] > 0 summing to 1 (within 1e-9), multipliers >= 0
+ * and finite (a category of multiplier 0 never changes; its root prior is
+ * the limit, the base rates' stationary share when both are 0). Under conditioning, lnL_f = log sum_k w_k L_fk - log sum_k w_k
  * P_k(observable). n = 0 removes the categories (as n = 1, multiplier 1).
  * See persiste_gamma_categories for a discretised gamma. */
 PERSISTE_API int persiste_model_set_categories(persiste_model *model,

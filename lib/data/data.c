@@ -705,6 +705,15 @@ static int check_args(persiste_data **out, const persiste_tree *tree,
                                "positive",
                                where, (long long)n_families,
                                (long long)n_taxa);
+    /* a cap far above any table (and any memory), so that the sizes'
+     * arithmetic ((n + 63) / 64, n * strides) cannot overflow */
+    const int64_t cap = (int64_t)1 << 53;
+    if (n_families > cap || n_taxa > cap)
+        return persiste__error(PERSISTE_E_OVERFLOW,
+                               "%s: %lld families x %lld taxa: each must be "
+                               "at most 2^53",
+                               where, (long long)n_families,
+                               (long long)n_taxa);
     if (flags & ~(uint32_t)ALL_FLAGS)
         return persiste__error(PERSISTE_E_INVALID,
                                "%s: unknown flag bits 0x%x", where,

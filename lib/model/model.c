@@ -167,15 +167,17 @@ static int replace(double **dst, const double *src, int32_t n)
     return PERSISTE_OK;
 }
 
-/* Each x[i] finite and > 0 (what: the array's name in the message). */
-static int check_positive(const double *x, int32_t n, const char *what)
+/* Each x[i] finite and > 0, or >= 0 where zero_ok (what: the array's name
+ * in the message). */
+static int check_positive(const double *x, int32_t n, const char *what,
+                          int zero_ok)
 {
     for (int32_t i = 0; i < n; i++)
-        if (!(x[i] > 0.0 && isfinite(x[i])))
+        if (!((x[i] > 0.0 || (zero_ok && x[i] == 0.0)) && isfinite(x[i])))
             return persiste__error(PERSISTE_E_DOMAIN,
                                    "model: %s[%d] is %g: expected a finite "
-                                   "number > 0",
-                                   what, (int)i, x[i]);
+                                   "number %s 0",
+                                   what, (int)i, x[i], zero_ok ? ">=" : ">");
     return PERSISTE_OK;
 }
 
@@ -220,9 +222,11 @@ int persiste_model_set_categories(persiste_model *model, int32_t n,
                                "model: categories need a model, 0 <= n <= "
                                "1024, weights and gain multipliers");
     int rc;
-    if ((rc = check_positive(weight, n, "weight")) ||
-        (rc = check_positive(gain_mult, n, "gain_mult")) ||
-        (loss_mult && (rc = check_positive(loss_mult, n, "loss_mult"))))
+    /* a category's multipliers may be 0: the gamma's slowest slices are 0
+     * in double at tiny alpha (families that never change) */
+    if ((rc = check_positive(weight, n, "weight", 0)) ||
+        (rc = check_positive(gain_mult, n, "gain_mult", 1)) ||
+        (loss_mult && (rc = check_positive(loss_mult, n, "loss_mult", 1))))
         return rc;
     double sum = 0.0;
     for (int32_t i = 0; i < n; i++)
@@ -260,8 +264,8 @@ int persiste_model_set_lineage(persiste_model *model, int32_t n,
                                "model: lineage multipliers need a model, "
                                "n >= 0 and both arrays");
     int rc;
-    if ((rc = check_positive(gain_mult, n, "gain_mult")) ||
-        (rc = check_positive(loss_mult, n, "loss_mult")))
+    if ((rc = check_positive(gain_mult, n, "gain_mult", 0)) ||
+        (rc = check_positive(loss_mult, n, "loss_mult", 0)))
         return rc;
     double *g = NULL, *l = NULL;
     if ((rc = replace(&g, gain_mult, n)) || (rc = replace(&l, loss_mult, n))) {

@@ -118,21 +118,33 @@ typedef struct {
 static int32_t draw(const sim *s, double lambda, double mu, rng *r)
 {
     const persiste_model *m = s->m;
+    int32_t k = 0;
     if (m->n_cat > 0) {
-        int32_t k = 0;
         if (m->n_cat > 1) {
             /* weights sum to 1 within 1e-9: scaled by their sum exactly */
             double u = rng_uniform(r) * s->cum[m->n_cat - 1];
             while (k < m->n_cat - 1 && u >= s->cum[k])
                 k++;
         }
-        lambda *= m->cat_gain[k];
-        mu *= m->cat_loss[k];
+    }
+    /* the category's stationary share from the log ratio of its rates: a
+     * category's multipliers may be 0 (or its rates underflow), where the
+     * share is the limit along equal multipliers, the base rates' */
+    double pi1 = share(lambda, mu);
+    if (m->n_cat > 0) {
+        double g = m->cat_gain[k], l = m->cat_loss[k];
+        if (g != l)
+            pi1 = g == 0.0   ? 0.0
+                  : l == 0.0 ? 1.0
+                             : 1.0 / (1.0 + exp(log(mu) - log(lambda) +
+                                                log(l) - log(g)));
+        lambda *= g;
+        mu *= l;
     }
     uint8_t *node = s->node;
     int32_t root = s->n_nodes - 1;
     if (m->root_prior == PERSISTE_ROOT_STATIONARY)
-        node[root] = rng_uniform(r) < share(lambda, mu);
+        node[root] = rng_uniform(r) < pi1;
     else if (m->root_prior == PERSISTE_ROOT_FIXED)
         node[root] = rng_uniform(r) < m->root_freq;
     else

@@ -146,7 +146,17 @@ int persiste_ctx_get_param(const persiste_ctx *ctx, int param,
     if (param != PERSISTE_CTX_NTHREADS)
         return persiste__error(PERSISTE_E_INVALID,
                                "ctx: unknown parameter %d", param);
-    *value = persiste__ctx_workers(ctx);
+    /* The busy guard as for every entry point: a concurrent set_param
+     * replaces the pool this reads. Entering writes only the atomic busy
+     * field (and, after a fork, the pool: the same object, not its
+     * settings), so the const of the interface still holds for the
+     * caller. */
+    persiste_ctx *c = (persiste_ctx *)ctx;
+    int rc = persiste__ctx_enter(c);
+    if (rc != PERSISTE_OK)
+        return rc;
+    *value = persiste__ctx_workers(c);
+    persiste__ctx_leave(c);
     return PERSISTE_OK;
 }
 

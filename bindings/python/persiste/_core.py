@@ -1,6 +1,7 @@
 """Handles of the C library: errors, Tree, Data, Model, Context, Engine."""
 import os
 import threading
+import weakref
 from collections import namedtuple
 
 import numpy as np
@@ -110,12 +111,19 @@ def _out(a):
     return ffi.from_buffer("double[]", a, require_writable=True)
 
 
+# Handles in use by a C call on some thread: close() refuses them (a
+# BusyError) instead of freeing memory that call is reading. One lock for
+# all handles: it is held only to count, never during a call.
+_USE_LOCK = threading.Lock()
+
+
 class _Handle:
     """An owned C handle: freed by close(), by ``with``, or by the GC."""
     _destroy = None
 
     def __init__(self, ptr):
         self._ptr = ffi.gc(ptr, type(self)._destroy)
+        self._users = 0
 
     @property
     def ptr(self):
@@ -124,15 +132,42 @@ class _Handle:
         return self._ptr
 
     def close(self):
-        if self._ptr is not None:
-            ffi.release(self._ptr)
-            self._ptr = None
+        with _USE_LOCK:
+            if self._users:
+                raise BusyError(f"{type(self).__name__} is in use by a call on another "
+                                f"thread: close it when the call has returned",
+                                lib.PERSISTE_E_BUSY)
+            ptr, self._ptr = self._ptr, None
+        if ptr is not None:
+            ffi.release(ptr)
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
+
+
+class _using:
+    """Marks handles in use for the length of a C call (their pointers are
+    taken inside, after the mark, so a concurrent close() either comes
+    first, and the call raises StateError, or waits its turn as BusyError)."""
+
+    def __init__(self, *handles):
+        self.handles = handles
+
+    def __enter__(self):
+        with _USE_LOCK:
+            for h in self.handles:
+                h.ptr                      # closed already: StateError
+            for h in self.handles:
+                h._users += 1
+        return self
+
+    def __exit__(self, *exc):
+        with _USE_LOCK:
+            for h in self.handles:
+                h._users -= 1
 
 
 def _create(ctype, fn, *args):
@@ -581,6 +616,27 @@ Gradient = namedtuple("Gradient", "loglik d_log_gain d_log_loss d_branch d_model
                       defaults=(None,))
 
 
+# A fork while another thread is inside a call copies its held lock into
+# the child, where nobody will release it: the child gets fresh locks (the
+# C library rebuilds its own workers there) and no handle counts as in use.
+_CONTEXTS = weakref.WeakSet()
+
+
+def _after_fork_in_child():
+    global _USE_LOCK
+    _USE_LOCK = threading.Lock()
+    for ctx in list(_CONTEXTS):
+        ctx.lock = threading.Lock()
+    import gc
+    for obj in gc.get_objects():
+        if isinstance(obj, _Handle):
+            obj._users = 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class Context(_Handle):
     """Worker pool and scratch space. Calls are serialised by a lock (the C
     context serves one thread at a time; the GIL is released during calls)."""
@@ -589,6 +645,7 @@ class Context(_Handle):
     def __init__(self, n_threads=1):
         super().__init__(_create("persiste_ctx", lib.persiste_ctx_create))
         self.lock = threading.Lock()
+        _CONTEXTS.add(self)
         _check(lib.persiste_ctx_set_param(self.ptr, lib.PERSISTE_CTX_NTHREADS, n_threads))
 
     @property
@@ -606,7 +663,7 @@ class Context(_Handle):
         Returns (loglik array, number of impossible families)."""
         n, lg, ll = self._args(tree, data, log_gain, log_loss)
         out = np.empty(n)
-        with self.lock:
+        with self.lock, _using(self, model, tree, data):
             _check(lib.persiste_loglik_batch(self.ptr, model.ptr, tree.ptr, data.ptr, n,
                                              _in(lg), _in(ll), _out(out)))
             impossible = lib.persiste_ctx_n_impossible(self.ptr)
@@ -625,7 +682,7 @@ class Context(_Handle):
         out = Gradient(np.empty(n), np.empty(n), np.empty(n),
                        np.empty(tree.n_nodes) if branch else None,
                        np.empty(max(n_model, 0)) if model_grad else None)
-        with self.lock:
+        with self.lock, _using(self, model, tree, data):
             _check(lib.persiste_gradient_model_batch(
                 self.ptr, model.ptr, tree.ptr, data.ptr, n, _in(lg), _in(ll), w,
                 _out(out.loglik), _out(out.d_log_gain), _out(out.d_log_loss),

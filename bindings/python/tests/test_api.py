@@ -1,5 +1,6 @@
 """The Pythonic API against independent oracles (numpy pruning, finite
 differences, REFERENCE.md values) and its error paths."""
+import os
 import gc
 import threading
 import weakref
@@ -308,3 +309,91 @@ def test_python_side_errors():
     raises(invalid, -2, "design is for", engine.fit, persiste.Design(3))
     null = engine.fit()
     raises(invalid, -2, "more parameters", persiste.lrt, null, null)
+
+
+# ---- lifetimes and fork (issue 20) ---------------------------------------
+
+def _busy_engine(rng, n_tips=300, n_families=20000):
+    parent, length, names = nm.random_tree(n_tips, rng)
+    tree = persiste.Tree.from_newick(nm.newick(parent, length, names))
+    states = persiste.simulate(persiste.Model(), tree, n_families, 1.0, 2.0, seed=1)
+    data = persiste.Data.from_matrix(tree, states, "tree")
+    return tree, data, persiste.Context(1)
+
+
+def test_close_during_a_call_is_refused(rng):
+    """close() of a handle that a call on another thread is using raises
+    BusyError (it freed memory under the call before: a use-after-free)."""
+    import time
+    tree, data, ctx = _busy_engine(rng)
+    model = persiste.Model()
+    stop, errors, busy, started = threading.Event(), [], [], threading.Event()
+
+    def work():
+        started.set()
+        while not stop.is_set():
+            try:
+                ctx.gradient(model, tree, data, 0.0, 0.5, branch=True)
+            except persiste.StateError:
+                return                     # closed between two calls: fine
+            except Exception as e:         # anything else is a defect
+                errors.append(e)
+                return
+    t = threading.Thread(target=work)
+    t.start()
+    started.wait()
+    time.sleep(0.02)                       # inside its first call
+    for handle in (data, tree, model, ctx):
+        for _ in range(2000):
+            try:
+                handle.close()
+                break
+            except persiste.BusyError:
+                busy.append(handle)
+        else:
+            stop.set()
+            t.join()
+            handle.close()
+    stop.set()
+    t.join()
+    assert not errors, errors
+    assert busy, "no close() met a call in flight"
+
+
+def test_fork_while_a_call_runs(rng):
+    """A child forked while another thread is inside a call can use the
+    same objects (the copied lock would block it forever otherwise)."""
+    import threading
+    import time
+    tree, data, ctx = _busy_engine(rng, n_families=40000)
+    model = persiste.Model()
+    started = threading.Event()
+
+    def work():
+        started.set()
+        for _ in range(5):
+            ctx.gradient(model, tree, data, 0.0, 0.5)
+    t = threading.Thread(target=work)
+    t.start()
+    started.wait()
+    time.sleep(0.05)
+    pid = os.fork()
+    if pid == 0:                           # the child: one call, then exit
+        try:
+            ll, _ = ctx.loglik(model, tree, data, 0.0, 0.5)
+            os._exit(0 if np.isfinite(ll).all() else 3)
+        except BaseException:
+            os._exit(4)
+    deadline = time.time() + 60
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.time() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            t.join()
+            pytest.fail("the forked child hung on a lock held by the parent's thread")
+        time.sleep(0.05)
+    t.join()
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
