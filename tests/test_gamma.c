@@ -86,17 +86,25 @@ static long double gl_rule(const kernel *k, long double a, long double b)
     return h * s;
 }
 
-/* 1e-17 where long double is x87's; 64 ulps where it is only a double */
-#define QUAD_TOL fmaxl(1e-17L, 64 * LDBL_EPSILON)
+/* The tolerance of a piece, relative: the kernel's own rounding, from its
+ * exponent's (terms up to c |w| + e^w + shift, each to an ulp), times 16;
+ * at least 1e-17. */
+static long double piece_tol(const kernel *k, long double a, long double b)
+{
+    long double w = fmaxl(fabsl(a), fabsl(b));
+    long double big = k->c * w + expl(fmaxl(a, b)) + fabsl(k->shift);
+    return fmaxl(1e-17L, 16 * LDBL_EPSILON * (1 + big));
+}
 
 static long double adapt(const kernel *k, long double a, long double b,
-                         long double whole, int depth)
+                         long double whole, long double tol, int depth)
 {
     long double m = 0.5L * (a + b);
     long double l = gl_rule(k, a, m), r = gl_rule(k, m, b);
-    if (depth >= 30 || fabsl(l + r - whole) <= QUAD_TOL * (l + r))
+    if (depth >= 16 || fabsl(l + r - whole) <= tol * (l + r))
         return l + r;
-    return adapt(k, a, m, l, depth + 1) + adapt(k, m, b, r, depth + 1);
+    return adapt(k, a, m, l, tol, depth + 1)
+         + adapt(k, m, b, r, tol, depth + 1);
 }
 
 static long double integrate(const kernel *k, long double a, long double b)
@@ -107,7 +115,7 @@ static long double integrate(const kernel *k, long double a, long double b)
     long double s = 0;
     for (long double x = a; x < b; x += 1) {
         long double e = fminl(x + 1, b);
-        s += adapt(k, x, e, gl_rule(k, x, e), 0);
+        s += adapt(k, x, e, gl_rule(k, x, e), piece_tol(k, x, e), 0);
     }
     return s;
 }
@@ -191,7 +199,7 @@ static void oracle_rates(double alpha, int n, int median, long double *out)
         out[j] = n * out[j] / sum;
 }
 
-/* ---- Helpers -------------------------------------------------------------- */
+/* ---- Helpers ------------------------------------------------------------ */
 
 static void rates_ok(double alpha, int n, int median, double *r)
 {
@@ -227,9 +235,9 @@ static void check_invariants(double alpha, int n, int median,
     }
 }
 
-/* ---- Tests ---------------------------------------------------------------- */
+/* ---- Tests -------------------------------------------------------------- */
 
-/* Yang (1994), Table 1 / PAML's DiscreteGamma: alpha 0.5, 4 categories,
+/* Published by Yang (1994) and given by PAML: alpha 0.5, 4 categories,
  * slice means. */
 static void yang_published(void **state)
 {
@@ -243,6 +251,7 @@ static void yang_published(void **state)
 
 static const double oracle_alpha[] = {0.05, 0.3, 1, 2.5, 20, 200};
 static const int oracle_n[] = {1, 2, 4, 8};
+#define N_ORACLE_ALPHA (sizeof oracle_alpha / sizeof *oracle_alpha)
 
 static double compare_oracle(const double *alphas, size_t n_alpha,
                              int median, double tol)
@@ -272,10 +281,16 @@ static double compare_oracle(const double *alphas, size_t n_alpha,
     return worst;
 }
 
+/* 1e-8 relative is what is asked of the rates; the agreement seen is
+ * ~5e-15, so these six shapes are held to 1e-10, which still leaves room
+ * for another libm but catches a loosened series, fraction or iteration
+ * (each gives ~1e-9). */
+#define ORACLE_TOL 1e-10
+
 static void means_match_oracle(void **state)
 {
     (void)state;
-    double e = compare_oracle(oracle_alpha, 6, 0, 1e-8);
+    double e = compare_oracle(oracle_alpha, N_ORACLE_ALPHA, 0, ORACLE_TOL);
     print_message("slice means: max relative error %.3g\n", e);
 }
 
@@ -283,7 +298,8 @@ static void means_match_oracle(void **state)
 static void medians_match_oracle(void **state)
 {
     (void)state;
-    double e = compare_oracle(oracle_alpha, 6, 1, 1e-8);
+    double e = compare_oracle(oracle_alpha, N_ORACLE_ALPHA, 1,
+                              ORACLE_TOL);
     print_message("medians: max relative error %.3g\n", e);
 }
 
@@ -377,8 +393,9 @@ static void normal_limit(void **state)
     double r[16];
     rates_ok(alpha, 16, 0, r);
     for (int k = 0; k < 16; k++) {
-        double z0 = k == 0 ? -INFINITY : normal_quantile(k / 16.0);
-        double z1 = k == 15 ? INFINITY : normal_quantile((k + 1) / 16.0);
+        const double inf = INFINITY;
+        double z0 = k == 0 ? -inf : normal_quantile(k / 16.0);
+        double z1 = k == 15 ? inf : normal_quantile((k + 1) / 16.0);
         double phi0 = isinf(z0) ? 0 : inv_sqrt_2pi * exp(-0.5 * z0 * z0);
         double phi1 = isinf(z1) ? 0 : inv_sqrt_2pi * exp(-0.5 * z1 * z1);
         assert_close(r[k], 1 + 16 * (phi0 - phi1) * s, 3 / alpha);

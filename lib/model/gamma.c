@@ -88,8 +88,7 @@ static igamma incomplete_gamma(double a, double lga1, double x, double lx)
             }
             r.q = -expm1(u) - exp(u) * a * s;
         } else {
-            /* Q >= Q(1, 2) = e^-2 on this side: 1 - P is accurate, and
-             * P + Q = 1 to rounding, which the slice means rely on. */
+            /* Q >= Q(1, 2) = e^-2 on this side: 1 - P is accurate */
             r.q = -expm1(r.lp);
         }
         r.lq = log(r.q);
@@ -181,9 +180,12 @@ static void gamma_quantile(double a, double lga1, double p, double q,
                              : -a * exp(g.lfac - g.lq);
         double du = -f / slope;
         double un = u + du;
-        if (!(un > lo && un < hi)) {
+        /* (not strict: a step below an ulp of u leaves un == lo) */
+        int bisect = !(un >= lo && un <= hi);
+        if (bisect) {
             un = 0.5 * (lo + hi);
             du = un - u;
+            prev = HUGE_VAL;
         }
         /* Small steps are applied to x itself (x e^du, not e^(u+du)), so
          * that x is resolved to an ulp and not to an ulp of u. */
@@ -194,14 +196,16 @@ static void gamma_quantile(double a, double lga1, double p, double q,
             u = un;
             x = exp(u);
         }
-        /* Converged when x moves by an ulp or two, or when the steps stop
-         * shrinking: then they are rounding noise (for small a the root is
-         * ill-conditioned, d log x = d log p / a). */
+        /* Converged when a Newton step moves x by an ulp or two, or when
+         * the steps stop shrinking: then they are rounding noise (for
+         * small a the root is ill-conditioned, d log x = d log p / a). */
         double ad = fabs(du);
-        if (ad <= 2.0 * DBL_EPSILON * fmax(1.0, x >= DBL_MIN ? 1.0 : fabs(u))
-            || (ad < 1e-9 && ad >= 0.5 * prev))
+        double tol = 2.0 * DBL_EPSILON * (x >= DBL_MIN ? 1.0 : fabs(u));
+        if (bisect ? hi - lo <= 2.0 * DBL_EPSILON * fmax(1.0, fabs(u))
+                   : ad <= tol || (ad < 1e-9 && ad >= 0.5 * prev))
             break;
-        prev = ad;
+        if (!bisect)
+            prev = ad;
         g = incomplete_gamma(a, lga1, x, u);
     }
 #undef PAST
@@ -235,37 +239,29 @@ int persiste_gamma_categories(double alpha, int32_t n, int median,
                            (2.0 * (n - k) - 1) / (2.0 * n), &x[k], &lx[k]);
             sum += x[k];
         }
-        /* sum >= the top median, which is > 1e-4 for a >= 1e-3 and n <= 64.
-         * Medians that underflowed are rescaled in logs, so that a rate
-         * that is representable is not returned as 0. */
+        /* sum >= the top median, > 1e-126 (a = 1e-3, n = 2: P ~ x^a /
+         * Gamma(a+1) = 3/4), so scale is finite. Medians that underflowed
+         * are rescaled in logs, so that a rate that is representable is
+         * not returned as 0. */
         double scale = n / sum, lscale = log(scale);
         for (int32_t k = 0; k < n; k++)
             rates[k] = x[k] >= DBL_MIN ? x[k] * scale : exp(lx[k] + lscale);
         return PERSISTE_OK;
     }
-    /* P(a+1, y_k) and Q(a+1, y_k) at the boundaries y_0 = 0 .. y_n = inf */
-    double p1[GAMMA_MAX_N + 1], q1[GAMMA_MAX_N + 1];
-    double lga2 = lgamma(a + 2.0);
+    /* P(a+1, y_k) at the boundaries y_0 = 0 .. y_n = inf */
+    double p1[GAMMA_MAX_N + 1], lga2 = lgamma(a + 2.0);
     p1[0] = 0.0;
-    q1[0] = 1.0;
     p1[n] = 1.0;
-    q1[n] = 0.0;
     for (int32_t k = 1; k < n; k++) {
         double x, lx;
         gamma_quantile(a, lga1, (double)k / n, (double)(n - k) / n, &x, &lx);
-        igamma g = incomplete_gamma(a + 1.0, lga2, x, lx);
-        p1[k] = g.p;
-        q1[k] = g.q;
+        p1[k] = incomplete_gamma(a + 1.0, lga2, x, lx).p;
     }
-    /* Each slice's mass is taken as a difference of whichever tail is small
-     * at its ends, so that it keeps its relative precision: while P(a+1)
-     * <= 1/2 at the upper end the P difference (P at the lower end is at
-     * most k times the slice's mass, as rates increase); above, the Q one
-     * (there the slice's mass is >= 1/(2n)). The two telescope, and P + Q
-     * = 1 to rounding at the boundary where the choice switches, so the
-     * rates sum to n to rounding with no renormalisation. */
+    /* Differences of P keep each slice's relative precision: as the rates
+     * increase, P at a slice's lower end is at most k times the slice's
+     * mass, and where P > 1/2 the mass is >= 1/(2n). They telescope, so
+     * the rates sum to n to rounding, with no renormalisation. */
     for (int32_t k = 0; k < n; k++)
-        rates[k] = n * (p1[k + 1] <= 0.5 ? p1[k + 1] - p1[k]
-                                         : q1[k] - q1[k + 1]);
+        rates[k] = n * (p1[k + 1] - p1[k]);
     return PERSISTE_OK;
 }
