@@ -13,6 +13,7 @@ two-state gain/loss model (Python binding of libpersiste).
 """
 from ._core import (BusyError, Context, Data, DomainError, Engine, FileError, Gradient,
                     InvalidArgumentError, Model, NamesError, NoMemoryError, ParseError,
+                    Reconstruction, node_table,
                     PersisteError, SizeOverflowError, StateError, Tree, clade_node,
                     gamma_categories, lineage_multipliers, simulate, version)
 from ._fit import (Design, FitResult, ModelParameters, TestResult, fit, lineage_test,
@@ -21,7 +22,7 @@ from ._fit import (Design, FitResult, ModelParameters, TestResult, fit, lineage_
 __version__ = "0.1.0"
 __all__ = ["BusyError", "Context", "Data", "Design", "DomainError", "Engine", "FileError",
            "FitResult", "Gradient", "InvalidArgumentError", "Model", "NamesError",
-           "NoMemoryError", "ParseError", "PersisteError", "SizeOverflowError", "StateError",
+           "NoMemoryError", "ParseError", "PersisteError", "Reconstruction", "node_table", "SizeOverflowError", "StateError",
            "TestResult", "Tree", "clade_node", "fit", "gamma_categories",
            "lineage_multipliers", "lineage_test", "lrt", "ModelParameters", "retention_test", "simulate",
            "version"]

@@ -691,6 +691,79 @@ class Context(_Handle):
         return out
 
 
+def node_table(tree):
+    """Per node: its label (tip name, internal label, or the library's node
+    number), parent, and two tips whose most recent common ancestor it is
+    (empty for a tip), and the length of the branch above it."""
+    n, nt = tree.n_nodes, tree.n_tips
+    parent, length, labels = tree.parents, tree.branch_lengths, tree.labels
+    first = list(range(nt)) + [None] * (n - nt)    # a tip below each node
+    tip_a, tip_b = [""] * n, [""] * n
+    for v in range(n - 1):                          # children before parents
+        p = parent[v]
+        if first[p] is None:
+            first[p] = first[v]
+        elif tip_b[p] == "":
+            tip_a[p], tip_b[p] = labels[first[p]], labels[first[v]]
+    for v in range(nt, n):                          # one-child nodes
+        if tip_a[v] == "":
+            tip_a[v] = tip_b[v] = labels[first[v]]
+    names = [labels[v] if labels[v] else str(v) for v in range(n)]
+    return {"node": np.arange(n), "label": names, "parent": parent, "tip_a": tip_a,
+            "tip_b": tip_b, "length": length}
+
+
+class Reconstruction:
+    """Posterior presence per node and expected gains and losses per branch
+    (the branch above each node): ``sum_present``, ``sum_gains``,
+    ``sum_losses`` [group, node] summed over families (weighted), and per
+    family [family, node] when asked (``present``, ``gains``, ``losses``).
+    Expectations are not conditioned on ascertainment (for the families of
+    the data, all inside the conditioning event, they are the same).
+    ``n_impossible`` families (likelihood 0) are left out of the sums."""
+
+    def __init__(self, tree, families, groups, present, gains, losses, sum_present,
+                 sum_gains, sum_losses, n_impossible):
+        self.tree, self.families, self.groups = tree, families, groups
+        self.present, self.gains, self.losses = present, gains, losses
+        self.sum_present, self.sum_gains, self.sum_losses = sum_present, sum_gains, sum_losses
+        self.n_impossible = n_impossible
+
+    def __repr__(self):
+        return (f"Reconstruction({self.tree.n_nodes} nodes, {len(self.families)} families, "
+                f"{len(self.groups)} group(s), gains {self.sum_gains.sum():.1f}, "
+                f"losses {self.sum_losses.sum():.1f})")
+
+    def branches(self):
+        """Dict of columns (pandas.DataFrame(...) takes it as it is): the
+        node table, expected gains and losses over all groups, then per
+        group 'gains:G' and 'losses:G' when there are several."""
+        t = node_table(self.tree)
+        out = dict(t, expected_gains=self.sum_gains.sum(axis=0),
+                   expected_losses=self.sum_losses.sum(axis=0))
+        if len(self.groups) > 1:
+            for i, g in enumerate(self.groups):
+                out[f"gains:{g}"] = self.sum_gains[i]
+                out[f"losses:{g}"] = self.sum_losses[i]
+        return out
+
+    def nodes(self):
+        t = node_table(self.tree)
+        out = {k: t[k] for k in ("node", "label", "parent")}
+        out["expected_present"] = self.sum_present.sum(axis=0)
+        if len(self.groups) > 1:
+            for i, g in enumerate(self.groups):
+                out[f"present:{g}"] = self.sum_present[i]
+        return out
+
+    def plot(self, path_stem, formats=("svg", "png")):
+        """tree.svg/png-style figure: the tree twice, branches coloured and
+        sized by expected gains and by expected losses (matplotlib, imported
+        here only)."""
+        from .plot import plot_reconstruction
+        return plot_reconstruction(self, path_stem, formats)
+
+
 class Engine:
     """A tree, its data, a model and a context: the object fits work on.
 
@@ -733,6 +806,41 @@ class Engine:
         self.n_evaluations += 1
         return self.context.gradient(self.model, self.tree, self.data,
                                      log_gain, log_loss, weight, branch, model_grad)
+
+    def reconstruct(self, log_gain, log_loss, per_family=False, groups=None, weight=None):
+        """Where the families were gained and lost (see Reconstruction).
+
+        ``groups``: None (one group of every family), or a sequence of group
+        labels, one per family (e.g. COG categories; families labelled None
+        are in no group and left out of the sums)."""
+        n, nn = self.n_families, self.tree.n_nodes
+        lg, ll = _doubles(log_gain, n, "log_gain"), _doubles(log_loss, n, "log_loss")
+        w = np.ones(n) if weight is None else _doubles(weight, n, "weight").copy()
+        if groups is None:
+            names, idx = ["all"], np.zeros(n, dtype=np.int32)
+        else:
+            labels = list(groups)
+            if len(labels) != n:
+                raise InvalidArgumentError(f"{len(labels)} group labels for {n} families")
+            names = sorted({g for g in labels if g is not None}, key=str)
+            where = {g: i for i, g in enumerate(names)}
+            idx = np.array([where.get(g, 0) for g in labels], dtype=np.int32)
+            w[[g is None for g in labels]] = 0.0
+            if not names:
+                raise InvalidArgumentError("every family's group is None")
+        per = [np.empty((n, nn)) for _ in range(3)] if per_family else [None] * 3
+        sums = [np.empty((len(names), nn)) for _ in range(3)]
+        ctx = self.context
+        self.n_evaluations += 1
+        with ctx.lock, _using(ctx, self.model, self.tree, self.data):
+            _check(lib.persiste_reconstruct_batch(
+                ctx.ptr, self.model.ptr, self.tree.ptr, self.data.ptr, n, _in(lg), _in(ll),
+                _in(w), ffi.from_buffer("int32_t[]", idx), len(names),
+                *[ffi.NULL if a is None else _out(a) for a in per],
+                *[_out(a) for a in sums]))
+            impossible = lib.persiste_ctx_n_impossible(ctx.ptr)
+        return Reconstruction(self.tree, self.data.family_names, names, *per, *sums,
+                              impossible)
 
     def fit(self, design=None, **kw):
         """Maximum-likelihood fit (see persiste.fit)."""

@@ -141,6 +141,23 @@ def build_parser():
     s.add_argument("--alternative", choices=["less", "greater", "two-sided"], default="less",
                    help="loss multiplier of the listed families < 1 (retained, default), "
                         "> 1, or either")
+    s.add_argument("--bootstrap", type=count, metavar="N",
+                   help="also a parametric bootstrap p-value from N tables simulated "
+                        "under the null fit (for small data)")
+    s.add_argument("--seed", type=int, default=1, help="seed of the bootstrap (default 1)")
+    s = sub.add_parser("reconstruct", parents=[common],
+                       help="where on the tree the families were gained and lost")
+    s.add_argument("--gain", type=positive, help="gain rate (default: fitted first)")
+    s.add_argument("--loss", type=positive, help="loss rate (default: fitted first)")
+    s.add_argument("--groups", metavar="TSV",
+                   help="family groups: lines family<TAB>group (e.g. COG categories); "
+                        "sums per group are added to the tables")
+    s.add_argument("--per-family", action="store_true",
+                   help="also write DIR/families.tsv.gz (family, node, P(present), "
+                        "expected gains and losses on the branch above)")
+    s.add_argument("--out", required=True, metavar="DIR",
+                   help="output directory (created; existing files are not overwritten)")
+    fit_options(s)
     s = sub.add_parser("simulate", help="simulate a presence/absence table (Roary .Rtab)")
     s.add_argument("--tree", required=True, help="rooted Newick tree")
     s.add_argument("--gain", type=positive, required=True, help="gain rate (0 -> 1)")
@@ -290,7 +307,8 @@ def load(args):
                          drop_absent_families=False)
     except PersisteError as e:
         raise input_error(args.pam, e) from None
-    estimate_alpha = args.command in ("fit", "test")
+    estimate_alpha = args.command in ("fit", "test") or \
+        (args.command == "reconstruct" and args.gain is None)
     model = make_model(args, tree, estimate_alpha)
     # families outside the conditioning event (all absent, also all present
     # under variable, fewer than k presences) are removed and reported
@@ -478,7 +496,8 @@ def cmd_fit(args, tree, data, engine):
 def cmd_test(args, tree, data, engine):
     names, skipped = read_family_list(args.families, data)
     res = retention_test(engine, names, alternative=args.alternative,
-                         progress=Progress(args.progress, "test"), **fit_kwargs(args))
+                         progress=Progress(args.progress, "test"), bootstrap=args.bootstrap or 0,
+                         seed=args.seed, **fit_kwargs(args))
     null, alt = res.null, res.alt
     mult, lo, hi = alt.effects()["loss:set"]
     info = summary(args, tree, data, null.impossible)
@@ -510,6 +529,10 @@ def cmd_test(args, tree, data, engine):
               f"    p-value     {res.p_value:.4g}   ({how})" if res.p_value > 0 else
               f"    p-value     < 1e-300   ({how})",
               f"    AIC         null {null.aic:.4f}, alternative {alt.aic:.4f}"]
+    if res.bootstrap:
+        bs = res.bootstrap
+        lines.append(f"    bootstrap   p = {bs['p_value']:.4g} from {bs['n']} tables simulated "
+                     f"under the null (seed {bs['seed']})")
     if res.one_sided and res.statistic == 0 and res.delta_loglik > 0:
         lines.append("    (statistic 0: the multiplier lies on the other side of 1 than "
                      "--alternative; --alternative two-sided tests either side)")
@@ -543,7 +566,118 @@ def cmd_simulate(args):
     return out, lines
 
 
-COMMANDS = {"loglik": cmd_loglik, "fit": cmd_fit, "test": cmd_test}
+def _cell(x):
+    """A TSV cell: numbers in full precision, names without tabs/newlines."""
+    if isinstance(x, (float, np.floating)):
+        return repr(float(x))
+    return str(x).replace("\t", " ").replace("\n", " ").replace("\r", " ")
+
+
+def write_tsv(path, columns, opener=open):
+    """Columns (a dict of equal-length sequences) to path, written to a
+    temporary file beside it and renamed, so that a failure leaves nothing
+    half-written."""
+    import os
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with opener(tmp, "wt", encoding="utf-8") as f:
+            names = list(columns)
+            f.write("\t".join(names) + "\n")
+            for row in zip(*(columns[c] for c in names)):
+                f.write("\t".join(_cell(x) for x in row) + "\n")
+        os.replace(tmp, path)
+    except OSError as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise UsageError(f"{path}: {e.strerror}") from None
+
+
+def read_groups(path, data):
+    rows = read_pairs(path, "--groups", 1, str)
+    where = {name: i for i, name in enumerate(data.family_names)}
+    groups = [None] * data.n_families
+    for name, group in rows:
+        if name in where:
+            groups[where[name]] = group
+    if not any(g is not None for g in groups):
+        raise UsageError(f"--groups {path}: no family of the table is listed")
+    return groups
+
+
+def cmd_reconstruct(args, tree, data, engine):
+    import os
+    out_dir = args.out
+    files = {"branches": os.path.join(out_dir, "branches.tsv"),
+             "nodes": os.path.join(out_dir, "nodes.tsv"),
+             "tree_svg": os.path.join(out_dir, "tree.svg"),
+             "tree_png": os.path.join(out_dir, "tree.png")}
+    if args.per_family:
+        files["families"] = os.path.join(out_dir, "families.tsv.gz")
+    if args.groups:
+        files["groups_png"] = os.path.join(out_dir, "groups.png")
+    inputs = {os.path.realpath(p) for p in (args.tree, args.pam)}
+    for p in files.values():
+        if os.path.exists(p):
+            raise UsageError(f"--out {out_dir}: {p} exists (not overwritten)")
+        if os.path.realpath(p) in inputs:
+            raise UsageError(f"--out {out_dir}: {p} is an input")
+    groups = read_groups(args.groups, data) if args.groups else None
+    fit = None
+    if (args.gain is None) != (args.loss is None):
+        raise UsageError("give both --gain and --loss, or neither (then they are fitted)")
+    if args.gain is None:
+        fit = engine.fit(progress=Progress(args.progress, "fit"), **fit_kwargs(args))
+        lg, ll = fit["log_gain"], fit["log_loss"]
+    else:
+        lg, ll = math.log(args.gain), math.log(args.loss)
+    rec = engine.reconstruct(lg, ll, per_family=args.per_family, groups=groups)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--out {out_dir}: {e.strerror}") from None
+    write_tsv(files["branches"], rec.branches())
+    write_tsv(files["nodes"], rec.nodes())
+    if args.per_family:
+        import gzip
+        nn = tree.n_nodes
+        nf = data.n_families
+        labels = rec.branches()["label"]
+        write_tsv(files["families"], {
+            "family": np.repeat(np.array(data.family_names, dtype=object), nn),
+            "node": np.tile(np.array(labels, dtype=object), nf),
+            "p_present": rec.present.reshape(-1), "expected_gains": rec.gains.reshape(-1),
+            "expected_losses": rec.losses.reshape(-1)}, opener=gzip.open)
+    rec.plot(os.path.join(out_dir, "tree"))
+    if groups is not None:
+        from .plot import plot_groups
+        rec.group_sizes = {g: sum(1 for x in groups if x == g) for g in rec.groups}
+        plot_groups(rec, files["groups_png"])
+    info = summary(args, tree, data, [])
+    info["model"] = model_settings(engine.model, tree)
+    gains, losses = float(rec.sum_gains.sum()), float(rec.sum_losses.sum())
+    out = dict(info, expected_gains_total=gains, expected_losses_total=losses,
+               n_impossible=int(rec.n_impossible), files=files,
+               gain=math.exp(lg), loss=math.exp(ll))
+    if fit is not None:
+        out["fit"] = fit.to_dict()
+    branches = rec.branches()
+    order = np.argsort(-branches["expected_gains"])[:5]
+    lines = report_header("reconstruction of gains and losses", info)
+    lines += [f"  rates     gain {math.exp(lg):.6g}, loss {math.exp(ll):.6g}"
+              + (" (fitted)" if fit is not None else ""),
+              f"  expected  {gains:.2f} gains and {losses:.2f} losses over the tree",
+              "  branches with the most gains (node: gains, losses):"]
+    for v in order:
+        lines.append(f"    {branches['label'][v]}: {branches['expected_gains'][v]:.2f}, "
+                     f"{branches['expected_losses'][v]:.2f}")
+    lines.append("  wrote     " + ", ".join(files.values()))
+    return out, lines
+
+
+COMMANDS = {"loglik": cmd_loglik, "fit": cmd_fit, "test": cmd_test,
+            "reconstruct": cmd_reconstruct}
 
 
 def main(argv=None):

@@ -169,3 +169,25 @@ def test_lrt_calibration_under_the_null():
     at_one = one_sided == 1.0
     assert stats.binomtest(int(at_one.sum()), 200, 0.5).pvalue > 0.01
     assert stats.kstest(2 * one_sided[~at_one], "uniform").pvalue > 0.01
+
+
+def test_bootstrap_retention_test(rng):
+    """Parametric bootstrap: p = (1 + #{simulated statistic >= observed}) /
+    (N + 1); a strong effect gets the smallest p, and the same seed the same
+    p. Simulated tables keep each family's unknown cells."""
+    par, le, names = nm.random_tree(20, rng)
+    tree = persiste.Tree.from_newick(nm.newick(par, le, names))
+    fast = persiste.simulate(persiste.Model(), tree, 60, 1.0, 6.0, seed=3)
+    slow = persiste.simulate(persiste.Model(), tree, 240, 1.0, 1.0, seed=4)
+    X = np.vstack([fast, slow])
+    X[5, :3] = 2
+    data = persiste.Data.from_matrix(tree, X, "tree")
+    with persiste.Engine(tree, data) as e:
+        res = e.retention_test(np.arange(60), alternative="two-sided", bootstrap=9, seed=5)
+        again = e.retention_test(np.arange(60), alternative="two-sided", bootstrap=9, seed=5)
+    bs = res.bootstrap
+    assert bs["n"] == 9 and len(bs["statistics"]) == 9
+    assert bs["p_value"] == pytest.approx(0.1)           # 1 / (9 + 1)
+    assert again.bootstrap["p_value"] == bs["p_value"]
+    assert np.array_equal(again.bootstrap["statistics"], bs["statistics"])
+    assert res.to_dict()["bootstrap"]["p_value"] == bs["p_value"]
