@@ -377,6 +377,32 @@ PERSISTE_API int persiste_data_observable(persiste_data **out,
                                           const persiste_data *data,
                                           const persiste_model *model);
 
+/* ---- Reconstruction: where families were gained and lost ------------- */
+/* Given each family's observed cells, under every model option: per family
+ * f and node v (n = the tree's n_nodes; each output may be NULL)
+ *   present[f * n + v]  P(node v truly present | the family's cells)
+ *                       (at a tip with observation error: its true state)
+ *   gains[f * n + v]    expected number of gain events (0 -> 1) on the
+ *   losses[f * n + v]   branch above v, and of loss events; 0 at the root
+ * (exact endpoint-conditioned expectations of the two-state chain, without
+ * cancellation on very short branches), mixed over rate categories by
+ * their posterior weights; and the same summed over families, weighted by
+ * weight[f] (NULL: 1), into group[f] in 0 .. n_groups - 1 (group NULL:
+ * every family in group 0; n_groups >= 1):
+ *   sum_present[g * n + v], sum_gains[g * n + v], sum_losses[g * n + v]
+ * The sums never hold a families x nodes matrix: memory O(threads x
+ * nodes x groups). Expectations are not conditioned on ascertainment (for
+ * families inside the conditioning event they are the same). Impossible
+ * families (likelihood 0) get 0 in every per-family output, are left out of
+ * the sums and are counted by persiste_ctx_n_impossible. The results do not
+ * depend on the thread count. */
+PERSISTE_API int persiste_reconstruct_batch(
+    persiste_ctx *ctx, const persiste_model *model, const persiste_tree *tree,
+    const persiste_data *data, int64_t n_families, const double *log_gain,
+    const double *log_loss, const double *weight, const int32_t *group,
+    int32_t n_groups, double *present, double *gains, double *losses,
+    double *sum_present, double *sum_gains, double *sum_losses);
+
 /* A copy of data with only the families families[0 .. n) (indices into
  * data, in that order, each at most once); the others are appended to its
  * dropped families. For fits where a set of families has a model of its

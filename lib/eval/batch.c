@@ -8,6 +8,7 @@
 
 #include "general.h"
 #include "kernel.h"
+#include "reconstruct.h"
 
 /* Families per chunk and chunks per reduction round: constants, never
  * derived from the thread count, so every sum is added in the same order
@@ -414,6 +415,48 @@ int persiste_gradient_model_batch(
             for (int64_t i = 0; i < persiste__model_grad_size(model); i++)
                 d_model[i] = 0.0;
     }
+    persiste__ctx_leave(ctx);
+    return rc;
+}
+
+int persiste_reconstruct_batch(
+    persiste_ctx *ctx, const persiste_model *model, const persiste_tree *tree,
+    const persiste_data *data, int64_t n_families, const double *log_gain,
+    const double *log_loss, const double *weight, const int32_t *group,
+    int32_t n_groups, double *present, double *gains, double *losses,
+    double *sum_present, double *sum_gains, double *sum_losses)
+{
+    int one_pair;
+    double any; /* check_args wants an output; reconstruction has others */
+    int rc = check_args(ctx, model, tree, data, n_families, log_gain,
+                        log_loss, weight, &any, &one_pair);
+    if (rc || (rc = persiste__model_check_tree(model, tree)))
+        return rc;
+    if (n_groups < 1)
+        return persiste__error(PERSISTE_E_INVALID,
+                               "reconstruct: n_groups is %d, expected >= 1",
+                               (int)n_groups);
+    for (int64_t f = 0; group && f < n_families; f++)
+        if (group[f] < 0 || group[f] >= n_groups)
+            return persiste__error(PERSISTE_E_INVALID,
+                                   "reconstruct: group[%lld] (family '%s') "
+                                   "is %d, outside 0..%d",
+                                   (long long)f, data->family_name[f],
+                                   (int)group[f], (int)n_groups - 1);
+    size_t cells;
+    if ((rc = persiste__mul_size((size_t)n_groups,
+                                 (size_t)tree->n_nodes, &cells)))
+        return rc;
+    if ((rc = persiste__ctx_enter(ctx)))
+        return rc;
+    struct persiste__recon r = {
+        .model = model, .tree = tree, .data = data,
+        .n_families = n_families, .log_gain = log_gain,
+        .log_loss = log_loss, .weight = weight, .group = group,
+        .n_groups = n_groups, .present = present, .gains = gains,
+        .losses = losses, .sum_present = sum_present,
+        .sum_gains = sum_gains, .sum_losses = sum_losses};
+    rc = persiste__reconstruct_run(ctx, &r);
     persiste__ctx_leave(ctx);
     return rc;
 }
