@@ -756,12 +756,12 @@ class Reconstruction:
                 out[f"present:{g}"] = self.sum_present[i]
         return out
 
-    def plot(self, path_stem, formats=("svg", "png")):
+    def plot(self, path_stem, formats=("svg", "png"), group=None):
         """tree.svg/png-style figure: the tree twice, branches coloured and
-        sized by expected gains and by expected losses (matplotlib, imported
-        here only)."""
+        sized by expected gains and by expected losses, of every family or
+        of one group (matplotlib, imported here only)."""
         from .plot import plot_reconstruction
-        return plot_reconstruction(self, path_stem, formats)
+        return plot_reconstruction(self, path_stem, formats, group)
 
 
 class Engine:

@@ -594,6 +594,9 @@ def write_tsv(path, columns, opener=open):
         raise UsageError(f"{path}: {e.strerror}") from None
 
 
+UNGROUPED = "ungrouped"
+
+
 def read_groups(path, data):
     rows = read_pairs(path, "--groups", 1, str)
     where = {name: i for i, name in enumerate(data.family_names)}
@@ -603,7 +606,8 @@ def read_groups(path, data):
             groups[where[name]] = group
     if not any(g is not None for g in groups):
         raise UsageError(f"--groups {path}: no family of the table is listed")
-    return groups
+    # the totals cover every family: the unlisted ones form a group too
+    return [UNGROUPED if g is None else g for g in groups]
 
 
 def cmd_reconstruct(args, tree, data, engine):
@@ -664,10 +668,18 @@ def cmd_reconstruct(args, tree, data, engine):
         out["fit"] = fit.to_dict()
     branches = rec.branches()
     order = np.argsort(-branches["expected_gains"])[:5]
+    if groups is not None:
+        out["groups"] = {g: {"n_families": rec.group_sizes[g],
+                             "expected_gains": float(rec.sum_gains[i].sum()),
+                             "expected_losses": float(rec.sum_losses[i].sum())}
+                         for i, g in enumerate(rec.groups)}
     lines = report_header("reconstruction of gains and losses", info)
     lines += [f"  rates     gain {math.exp(lg):.6g}, loss {math.exp(ll):.6g}"
               + (" (fitted)" if fit is not None else ""),
               f"  expected  {gains:.2f} gains and {losses:.2f} losses over the tree",
+              *[f"  group     {g}: {v['n_families']} families, "
+                f"{v['expected_gains']:.2f} gains, {v['expected_losses']:.2f} losses"
+                for g, v in out.get("groups", {}).items()],
               "  branches with the most gains (node: gains, losses):"]
     for v in order:
         lines.append(f"    {branches['label'][v]}: {branches['expected_gains'][v]:.2f}, "

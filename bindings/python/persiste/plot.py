@@ -28,11 +28,11 @@ def _layout(tree):
     return x, y
 
 
-def plot_reconstruction(rec, path_stem, formats=("svg", "png")):
+def plot_reconstruction(rec, path_stem, formats=("svg", "png"), group=None):
     """Writes path_stem.<format>: two panels, the tree with each branch
     coloured and sized by its expected gains (left) and losses (right),
-    summed over the families. Each branch is one line with id
-    'branch-<node>' in the SVG. Returns the paths written."""
+    summed over the families (or over one group's). Each branch is one line
+    with id 'branch-<node>' in the SVG. Returns the paths written."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -43,10 +43,15 @@ def plot_reconstruction(rec, path_stem, formats=("svg", "png")):
     n, nt = tree.n_nodes, tree.n_tips
     x, y = _layout(tree)
     labels = node_table(tree)["label"]
-    height = max(4.0, min(60.0, 0.16 * nt + 1.5))
+    height = 0.16 * nt + 1.5 if nt <= MAX_TIP_LABELS else 12.0 + 0.01 * nt
+    height = max(4.0, min(40.0, height))
+    gi = None if group is None else rec.groups.index(group)
+    gains = rec.sum_gains.sum(axis=0) if gi is None else rec.sum_gains[gi]
+    losses = rec.sum_losses.sum(axis=0) if gi is None else rec.sum_losses[gi]
+    what_of = "" if group is None else f" ({group})"
     fig, axes = plt.subplots(1, 2, figsize=(14, height), sharey=True)
-    for ax, what, values, cmap in ((axes[0], "gains", rec.sum_gains.sum(axis=0), "Reds"),
-                                   (axes[1], "losses", rec.sum_losses.sum(axis=0), "Blues")):
+    for ax, what, values, cmap in ((axes[0], "gains", gains, "Reds"),
+                                   (axes[1], "losses", losses, "Blues")):
         top = float(values[:-1].max()) if n > 1 and values[:-1].max() > 0 else 1.0
         norm = colors.Normalize(vmin=0.0, vmax=top)
         cmap_ = plt.get_cmap(cmap)
@@ -60,7 +65,7 @@ def plot_reconstruction(rec, path_stem, formats=("svg", "png")):
         if nt <= MAX_TIP_LABELS:
             for t in range(nt):
                 ax.text(x[t], y[t], " " + labels[t], va="center", fontsize=6)
-        ax.set_title(f"expected {what} per branch (total {values.sum():.1f})")
+        ax.set_title(f"expected {what}{what_of} per branch (total {values.sum():.1f})")
         ax.set_xlabel("distance from the root")
         ax.set_yticks([])
         fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap_), ax=ax, shrink=0.5,
