@@ -14,7 +14,7 @@ two-state gain/loss model (Python binding of libpersiste).
 from ._core import (BusyError, Context, Data, DomainError, Engine, FileError, Gradient,
                     InvalidArgumentError, Model, NamesError, NoMemoryError, ParseError,
                     Reconstruction, node_table,
-                    PersisteError, SizeOverflowError, StateError, Tree, clade_node,
+                    PersisteError, SizeOverflowError, StateError, Tree, clade_mask, clade_node,
                     gamma_categories, lineage_multipliers, simulate, version)
 from ._fit import (Design, FitResult, ModelParameters, TestResult, fit, lineage_test,
                    lrt, retention_test)
@@ -23,6 +23,6 @@ __version__ = "0.1.0"
 __all__ = ["BusyError", "Context", "Data", "Design", "DomainError", "Engine", "FileError",
            "FitResult", "Gradient", "InvalidArgumentError", "Model", "NamesError",
            "NoMemoryError", "ParseError", "PersisteError", "Reconstruction", "node_table", "SizeOverflowError", "StateError",
-           "TestResult", "Tree", "clade_node", "fit", "gamma_categories",
+           "TestResult", "Tree", "clade_mask", "clade_node", "fit", "gamma_categories",
            "lineage_multipliers", "lineage_test", "lrt", "ModelParameters", "retention_test", "simulate",
            "version"]

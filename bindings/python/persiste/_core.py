@@ -473,6 +473,23 @@ class Model(_Handle):
         if lineage is not None:
             self.set_lineage(*lineage)
 
+    def settings(self, tree=None):
+        """The model's settings as plain values (the CLI's JSON keys): error
+        rates (a number, or {genome: value} per genome), alpha, categories,
+        min_present, lineage."""
+        tips = (tree or self.tree).tip_names if (tree or self.tree) else None
+
+        def error(x):
+            if x is None:
+                return 0.0
+            if len(x) == 1 or tips is None:
+                return float(x[0]) if len(x) == 1 else [float(v) for v in x]
+            return {t: float(v) for t, v in zip(tips, x)}
+        return {"error_absent": error(self.error_absent),
+                "error_present": error(self.error_present), "alpha": self.gamma_alpha,
+                "n_categories": self.n_categories, "min_present": self.min_present,
+                "lineage": self.lineage is not None}
+
     def copy(self):
         """A new Model with the same settings."""
         m = Model(self.condition, self.root_prior, self.root_freq, self.min_branch_length,
@@ -579,20 +596,27 @@ def clade_node(tree, spec):
     return int(v)
 
 
+def clade_mask(tree, node):
+    """Boolean mask over nodes: ``node`` (a number or a clade_node spec) and
+    every node below it."""
+    v0 = node if isinstance(node, (int, np.integer)) else clade_node(tree, node)
+    parent = tree.parents
+    # parents come after their children: from the root down, a node is in
+    # the clade when it is v0 or its parent is
+    inside = np.zeros(tree.n_nodes, dtype=bool)
+    for v in range(tree.n_nodes - 1, -1, -1):
+        inside[v] = v == v0 or (parent[v] >= 0 and inside[parent[v]])
+    return inside
+
+
 def lineage_multipliers(tree, rows):
     """Per-node (gain_mult, loss_mult) from rows (node, gain multiplier, loss
     multiplier): each applies to the named node's branch and every branch
     below it; later rows override earlier ones where their clades meet."""
-    parent = tree.parents
     n = tree.n_nodes
     gain, loss = np.ones(n), np.ones(n)
     for node, g, l_ in rows:
-        v0 = clade_node(tree, node)
-        # parents come after their children: from the root down, a node is
-        # in the clade when it is v0 or its parent is
-        inside = np.zeros(n, dtype=bool)
-        for v in range(n - 1, -1, -1):
-            inside[v] = v == v0 or (parent[v] >= 0 and inside[parent[v]])
+        inside = clade_mask(tree, clade_node(tree, node))
         gain[inside], loss[inside] = float(g), float(l_)
     return gain, loss
 

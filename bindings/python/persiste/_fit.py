@@ -379,16 +379,9 @@ def _hessian(grad, coef, h=1e-4):
 
 
 def _model_info(engine):
-    m = engine.model
-    tips = engine.tree.tip_names
-
-    def error(x):
-        if x is None:
-            return 0.0
-        return float(x[0]) if len(x) == 1 else {t: float(v) for t, v in zip(tips, x)}
-    return {"error_absent": error(m.error_absent), "error_present": error(m.error_present),
-            "alpha": m.gamma_alpha, "n_categories": m.n_categories,
-            "min_present": m.min_present}
+    info = engine.model.settings(engine.tree)
+    del info["lineage"]
+    return info
 
 
 def fit(engine, design=None, start=None, progress=None, bound=50.0, fit_error=None,

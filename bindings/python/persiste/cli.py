@@ -367,15 +367,7 @@ def model_line(info):
 
 
 def model_settings(m, tree):
-    tips = tree.tip_names
-
-    def error(x):
-        if x is None:
-            return 0.0
-        return float(x[0]) if len(x) == 1 else {t: float(v) for t, v in zip(tips, x)}
-    return {"error_absent": error(m.error_absent), "error_present": error(m.error_present),
-            "alpha": m.gamma_alpha, "n_categories": m.n_categories,
-            "min_present": m.min_present, "lineage": m.lineage is not None}
+    return m.settings(tree)
 
 
 def names_line(names):

@@ -31,3 +31,15 @@ EFM_REF = {"none": -477505.6824325649, "present": -477505.6822940703,
 def rng(request):
     """A generator seeded from the test's name: reproducible, distinct per test."""
     return np.random.default_rng(zlib.crc32(request.node.name.encode()))
+
+
+def cli(*args, status=0):
+    """Runs `python -m persiste ARGS`: the exit status expected, never a
+    traceback."""
+    import subprocess
+    import sys
+    p = subprocess.run([sys.executable, "-m", "persiste", *map(str, args)],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == status, p.stderr
+    assert "Traceback" not in p.stderr
+    return p

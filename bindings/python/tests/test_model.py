@@ -5,8 +5,6 @@ simulated parameters by fits. Oracles: hand-written closed forms, scipy's
 gamma distribution, invariances (a lineage multiplier on every branch is a
 longer tree; neutral options are the plain model) and simulation."""
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,7 +12,7 @@ from scipy import special, stats
 
 import npmodel as nm
 import persiste
-from conftest import EFM
+from conftest import EFM, cli
 
 
 def tree_from(parent, length, names):
@@ -201,12 +199,8 @@ def test_fit_recovers_alpha(rng):
 def test_lineage_test_recovers_a_clade_multiplier(rng):
     parent, length, names = nm.random_tree(50, rng, mean_length=0.3)
     tree = tree_from(parent, length, names)
-    # the largest clade below the root's first child
     root_kids = np.flatnonzero(tree.parents == tree.n_nodes - 1)
-    clade = root_kids[np.argmax(root_kids)]
-    mask = np.zeros(tree.n_nodes, dtype=bool)
-    for v in range(tree.n_nodes - 1, -1, -1):
-        mask[v] = v == clade or (tree.parents[v] >= 0 and mask[tree.parents[v]])
+    mask = persiste.clade_mask(tree, root_kids[np.argmax(root_kids)])
     g = np.ones(tree.n_nodes)
     lm = np.where(mask, 3.0, 1.0)
     states = persiste.simulate(persiste.Model("present", lineage=(g, lm)), tree, 3000,
@@ -222,14 +216,6 @@ def test_lineage_test_recovers_a_clade_multiplier(rng):
 
 
 # ---- CLI --------------------------------------------------------------------
-
-def cli(*args, status=0):
-    p = subprocess.run([sys.executable, "-m", "persiste", *map(str, args)],
-                       capture_output=True, text=True, timeout=600)
-    assert p.returncode == status, p.stderr
-    assert "Traceback" not in p.stderr
-    return p
-
 
 def test_cli_simulate_then_fit_error(tmp_path, rng):
     parent, length, names = nm.random_tree(40, rng, mean_length=0.3)
@@ -356,10 +342,7 @@ def test_gene_set_lost_faster_in_a_clade(rng):
     parent, length, names = nm.random_tree(50, rng, mean_length=0.3)
     tree = tree_from(parent, length, names)
     root_kids = np.flatnonzero(tree.parents == tree.n_nodes - 1)
-    clade = root_kids[np.argmax(root_kids)]
-    mask = np.zeros(tree.n_nodes, dtype=bool)
-    for v in range(tree.n_nodes - 1, -1, -1):
-        mask[v] = v == clade or (tree.parents[v] >= 0 and mask[tree.parents[v]])
+    mask = persiste.clade_mask(tree, root_kids[np.argmax(root_kids)])
     one = np.ones(tree.n_nodes)
     in_set = persiste.simulate(persiste.Model(lineage=(one, np.where(mask, 4.0, 1.0))),
                                tree, 1500, 0.5, 0.7, seed=21)

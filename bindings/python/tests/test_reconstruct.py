@@ -4,15 +4,13 @@ tests/test_reconstruct.c; here: a closed form on two tips, the sums against
 the per-family values, the files' layout and validity."""
 import gzip
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 import npmodel as nm
 import persiste
-from conftest import EFM
+from conftest import EFM, cli
 
 
 def test_two_tips_posterior_closed_form():
@@ -58,14 +56,6 @@ def test_sums_and_tables(rng):
     for v in range(tree.n_tips, tree.n_nodes):
         assert b["tip_a"][v] in tips and b["tip_b"][v] in tips
     assert b["tip_a"][0] == "" and b["expected_gains"][-1] == 0
-
-
-def cli(*args, status=0):
-    p = subprocess.run([sys.executable, "-m", "persiste", *map(str, args)],
-                       capture_output=True, text=True, timeout=600)
-    assert p.returncode == status, p.stderr
-    assert "Traceback" not in p.stderr
-    return p
 
 
 def test_cli_reconstruct_files(tmp_path):
