@@ -27,7 +27,9 @@ persiste_load <- function(so = "persiste_r.so") {
 #         counted as impossible.
 .persiste_inputs <- function(tree, pam, drop_extra_taxa, drop_absent,
                              missing_as_unknown) {
-  if (inherits(tree, "phylo")) tree <- ape::write.tree(tree)
+  # 17 significant digits give back every branch length exactly (ape's
+  # default, 10, rounds them)
+  if (inherits(tree, "phylo")) tree <- ape::write.tree(tree, digits = 17)
   if (!is.character(tree) || length(tree) != 1L)
     stop("tree: Newick text, a file path or an ape phylo object",
          call. = FALSE)
@@ -384,16 +386,22 @@ persiste_dims <- function(tree, pam, drop_extra_taxa = FALSE,
 
 ## Evaluation -------------------------------------------------------------
 
+# gain and loss: one value each or one per family (n), positive, finite.
+.persiste_check_rates <- function(n, gain, loss) {
+  if (!(length(gain) %in% c(1L, n)) || length(loss) != length(gain))
+    stop("gain and loss: one value each, or one per family (", n, ")",
+         call. = FALSE)
+  if (!is.numeric(gain) || !is.numeric(loss) ||
+      any(!is.finite(gain) | gain <= 0 | !is.finite(loss) | loss <= 0))
+    stop("gain and loss must be positive and finite", call. = FALSE)
+}
+
 # Per-family values, named by family, at gain and loss (one value each, or
 # one per kept family); with model_grad, the model's derivatives too.
 .persiste_eval <- function(inputs, m, dims, gain, loss, gradient, threads,
                            model_grad = gradient) {
   n <- dims$n_families
-  if (!(length(gain) %in% c(1L, n)) || length(loss) != length(gain))
-    stop("gain and loss: one value each, or one per family (", n, ")",
-         call. = FALSE)
-  if (any(!is.finite(gain) | gain <= 0 | !is.finite(loss) | loss <= 0))
-    stop("gain and loss must be positive and finite", call. = FALSE)
+  .persiste_check_rates(n, gain, loss)
   n_model <- if (gradient && model_grad) .persiste_n_model(m) else 0L
   args <- list(threads = as.integer(threads), sizes = c(n, n_model),
                n_rates = length(gain), log_gain = log(gain),
@@ -578,4 +586,264 @@ persiste_fit <- function(tree, pam, condition = "present",
               n_families = dims$n_families, excluded = dims$excluded,
               convergence = opt$convergence, message = opt$message,
               counts = opt$counts))
+}
+
+## Reconstruction ---------------------------------------------------------
+
+# The tree as ape numbers it (the phylo object given, or ape's reading of
+# the same Newick) and the library's node (1-based) of each ape node: tips
+# matched by name, then each internal node as the ape parent of its
+# children (the library numbers children before parents), which must all
+# agree. A node then has the same descendant tips in both numberings.
+.persiste_ape_map <- function(tree, tr) {
+  if (!requireNamespace("ape", quietly = TRUE))
+    stop("persiste_reconstruct needs the R package ape (Debian: r-cran-ape)",
+         call. = FALSE)
+  phy <- if (inherits(tree, "phylo")) tree else if (grepl(";\\s*$", tree))
+    ape::read.tree(text = tree) else ape::read.tree(path.expand(tree))
+  if (!inherits(phy, "phylo"))
+    stop("tree: ape does not read it as one tree", call. = FALSE)
+  differ <- function(what)
+    stop("tree: ape and the library read different trees (", what, ")",
+         call. = FALSE)
+  n_tips <- length(phy$tip.label)
+  n <- n_tips + phy$Nnode
+  if (n != tr$n_nodes || n_tips != tr$n_tips)
+    differ(sprintf("%d tips and %d nodes in ape, %d and %d in the library",
+                   n_tips, n, tr$n_tips, tr$n_nodes))
+  up <- rep(NA_integer_, n)  # ape's parent of each ape node
+  up[phy$edge[, 2]] <- phy$edge[, 1]
+  ape_of <- rep(NA_integer_, n)
+  ape_of[seq_len(n_tips)] <- match(tr$tips, phy$tip.label)
+  if (anyNA(ape_of[seq_len(n_tips)]))
+    differ(paste0("tip '", tr$tips[is.na(ape_of[seq_len(n_tips)])][1],
+                  "' is not in the phylo object's tip.label; write.tree ",
+                  "rewrites labels with spaces or any of ,:;()"))
+  for (v in seq_len(n - 1L)) {
+    p <- tr$parent[v] + 1L
+    a <- up[ape_of[v]]
+    if (is.na(a) || (!is.na(ape_of[p]) && ape_of[p] != a))
+      differ(sprintf("the parent of library node %d", v - 1L))
+    ape_of[p] <- a
+  }
+  if (anyDuplicated(ape_of) || !is.na(up[ape_of[n]]))
+    differ("the internal nodes do not pair up")
+  lib_of <- integer(n)
+  lib_of[ape_of] <- seq_len(n)
+  list(phy = phy, lib_of = lib_of)
+}
+
+# Per library node: two tips whose most recent common ancestor it is (a
+# tip of its first child and one of its second; "" at a tip, the same tip
+# twice at a node of one child).
+.persiste_clade_tips <- function(tr) {
+  n <- tr$n_nodes
+  nt <- tr$n_tips
+  first <- c(seq_len(nt), rep(NA_integer_, n - nt))  # a tip below each node
+  a <- b <- character(n)
+  for (v in seq_len(n - 1L)) {
+    p <- tr$parent[v] + 1L
+    if (is.na(first[p])) {
+      first[p] <- first[v]
+    } else if (!nzchar(b[p])) {
+      a[p] <- tr$label[first[p]]
+      b[p] <- tr$label[first[v]]
+    }
+  }
+  one <- seq_len(n) > nt & !nzchar(a)
+  a[one] <- b[one] <- tr$label[first[one]]
+  list(a = a, b = b)
+}
+
+# groups: NULL (one group of every family), a character or factor vector
+# named by family, or a data.frame with columns family and group. Returns
+# the group names (a factor's levels, or the sorted labels; then
+# "ungrouped" for the kept families not listed) and each kept family's
+# 0-based group. Listed families the data lacks (dropped as absent
+# everywhere, or not in this table) are ignored.
+.persiste_groups <- function(groups, families) {
+  if (is.null(groups))
+    return(list(names = "all", index = integer(length(families)),
+                given = FALSE))
+  usage <- paste("groups: a character or factor vector named by family, or",
+                 "a data.frame with columns family and group")
+  if (is.data.frame(groups)) {
+    if (!all(c("family", "group") %in% names(groups))) stop(usage,
+                                                            call. = FALSE)
+    fam <- groups$family
+    if (is.factor(fam)) fam <- as.character(fam)
+    grp <- groups$group
+  } else {
+    if (is.null(names(groups))) stop(usage, call. = FALSE)
+    fam <- names(groups)
+    grp <- unname(groups)
+  }
+  if (!is.character(fam) || anyNA(fam) || !all(nzchar(fam)))
+    stop("groups: every family must be named (no NA or empty name)",
+         call. = FALSE)
+  if (!is.character(grp) && !is.factor(grp))
+    stop("groups: the group labels must be character or factor (use ",
+         "as.character())", call. = FALSE)
+  bad <- which(is.na(grp) | !nzchar(as.character(grp)))
+  if (length(bad))
+    stop("groups: family '", fam[bad[1]], "' has an NA or empty group",
+         call. = FALSE)
+  dup <- unique(fam[duplicated(fam)])
+  if (length(dup))
+    stop("groups: family '", dup[1], "' is listed twice", call. = FALSE)
+  lev <- if (is.factor(grp)) levels(grp) else sort(unique(grp),
+                                                    method = "radix")
+  at <- match(families, fam)
+  if (length(families) && all(is.na(at)))
+    stop("groups: no family of the data is listed (the data's families: ",
+         paste(head(families, 3), collapse = ", "),
+         if (length(families) > 3) ", ...", ")", call. = FALSE)
+  label <- ifelse(is.na(at), "ungrouped", as.character(grp)[at])
+  if (anyNA(at) && !("ungrouped" %in% lev)) lev <- c(lev, "ungrouped")
+  list(names = lev, index = match(label, lev) - 1L, given = TRUE)
+}
+
+# persiste_reconstruct(tree, pam, gain = NULL, loss = NULL,
+#                      condition = "present", groups = NULL,
+#                      per_family = FALSE, <persiste_loglik's options>,
+#                      estimate = character(0))
+# Where the families were gained and lost: per node the posterior
+# probability that it carried each family, and per branch the expected
+# numbers of gains (0 -> 1) and losses (1 -> 0) on it, given each family's
+# cells, under every model option (persiste_reconstruct_batch). gain and
+# loss as in persiste_loglik (one each or one per family); when both are
+# NULL they are fitted first by persiste_fit with the same options (and
+# estimate, whose estimated options are then used too). groups: NULL, a
+# character/factor vector named by family or a data.frame family, group;
+# families not listed form the group "ungrouped". Returns a list:
+#   branches    one row per edge, in the order of phylo$edge: parent_node,
+#               child_node (ape's numbers), label (tip, node label or the
+#               library's node number), tip_a, tip_b (two tips whose most
+#               recent common ancestor the child is; "" for tips), length,
+#               expected_gains, expected_losses (summed over families),
+#               then gains_<group>, losses_<group> per group (if given)
+#   nodes       one row per ape node: node, label, expected_present (the
+#               expected number of families carried), present_<group>
+#   per_family  (per_family = TRUE) a long data.frame: family, node (ape),
+#               p_present, expected_gains, expected_losses (of the branch
+#               above node; 0 at the root)
+#   groups      group, n_families, expected_gains, expected_losses
+#   n_impossible  families of likelihood 0 (zeros in per_family, left out
+#               of the sums); gain, loss (the rates used); fit (when
+#               fitted); excluded (drop_unobservable); phylo (the ape tree
+#               the node numbers refer to)
+# The expectations are not conditioned on ascertainment (for families
+# inside the conditioning event they are the same).
+persiste_reconstruct <- function(tree, pam, gain = NULL, loss = NULL,
+                                 condition = "present", groups = NULL,
+                                 per_family = FALSE, drop_extra_taxa = FALSE,
+                                 drop_absent = TRUE,
+                                 missing_as_unknown = FALSE,
+                                 threads = getOption("persiste.threads", 0L),
+                                 error_absent = NULL, error_present = NULL,
+                                 gamma_alpha = NULL, categories = 4L,
+                                 gamma_median = FALSE, min_present = 1L,
+                                 lineage = NULL, drop_unobservable = FALSE,
+                                 estimate = character(0)) {
+  if (is.null(gain) != is.null(loss))
+    stop("gain and loss: give both, or neither (then they are fitted)",
+         call. = FALSE)
+  if (!is.logical(per_family) || length(per_family) != 1L ||
+      is.na(per_family))
+    stop("per_family: TRUE or FALSE", call. = FALSE)
+  fit <- NULL
+  if (is.null(gain)) {
+    fit <- persiste_fit(tree, pam, condition,
+                        drop_extra_taxa = drop_extra_taxa,
+                        drop_absent = drop_absent,
+                        missing_as_unknown = missing_as_unknown,
+                        threads = threads, error_absent = error_absent,
+                        error_present = error_present,
+                        gamma_alpha = gamma_alpha, categories = categories,
+                        gamma_median = gamma_median,
+                        min_present = min_present, lineage = lineage,
+                        estimate = estimate)
+    gain <- fit$gain
+    loss <- fit$loss
+    if (!is.null(fit$error_absent)) error_absent <- fit$error_absent
+    if (!is.null(fit$error_present)) error_present <- fit$error_present
+    if (!is.null(fit$gamma_alpha)) gamma_alpha <- fit$gamma_alpha
+  } else if (length(estimate)) {
+    stop("estimate: only when gain and loss are fitted (left NULL)",
+         call. = FALSE)
+  }
+  inputs <- .persiste_inputs(tree, pam, drop_extra_taxa, drop_absent,
+                             missing_as_unknown)
+  m <- .persiste_model(inputs, condition, min_present, error_absent,
+                       error_present, gamma_alpha, categories, gamma_median,
+                       lineage, drop_unobservable)
+  dims <- .persiste_dims(inputs, m, pam)
+  n <- dims$n_families
+  .persiste_check_rates(n, gain, loss)
+  tr <- .persiste_tree(inputs)
+  map <- .persiste_ape_map(tree, tr)
+  g <- .persiste_groups(groups, dims$families)
+  nn <- tr$n_nodes
+  ng <- length(g$names)
+  if (per_family && as.double(n) * nn > .Machine$integer.max)
+    stop("per_family: ", n, " families x ", nn, " nodes is more than an R ",
+         "vector passed to .C holds; use groups instead", call. = FALSE)
+  cells <- if (per_family) max(1L, n * nn) else 1L
+  r <- do.call(.persiste_call, c(
+    list("persiste_r_reconstruct", c(inputs, .persiste_model_args(m))),
+    list(threads = as.integer(threads),
+         sizes = as.integer(c(n, nn, ng, per_family)),
+         n_rates = length(gain), log_gain = log(gain), log_loss = log(loss),
+         group = if (n > 0L) as.integer(g$index) else 0L,
+         present = double(cells), gains = double(cells),
+         losses = double(cells), sum_present = double(ng * nn),
+         sum_gains = double(ng * nn), sum_losses = double(ng * nn),
+         n_impossible = 0L),
+    list(tips = m$error$tips)))
+  lib <- map$lib_of  # the library's node (1-based) of each ape node
+  # the sums as ape nodes x groups
+  by_group <- function(x) matrix(x, nn, ng)[lib, , drop = FALSE]
+  sp <- by_group(r$sum_present)
+  sg <- by_group(r$sum_gains)
+  sl <- by_group(r$sum_losses)
+  label <- ifelse(nzchar(tr$label), tr$label, as.character(seq_len(nn) - 1L))
+  clade <- .persiste_clade_tips(tr)
+  edge <- map$phy$edge
+  child <- edge[, 2]
+  v <- lib[child]
+  branches <- data.frame(parent_node = edge[, 1], child_node = child,
+                         label = label[v], tip_a = clade$a[v],
+                         tip_b = clade$b[v], length = tr$branch_length[v],
+                         expected_gains = rowSums(sg)[child],
+                         expected_losses = rowSums(sl)[child],
+                         stringsAsFactors = FALSE)
+  nodes <- data.frame(node = seq_len(nn), label = label[lib],
+                      expected_present = rowSums(sp),
+                      stringsAsFactors = FALSE)
+  if (g$given) {
+    for (i in seq_len(ng)) {
+      branches[[paste0("gains_", g$names[i])]] <- sg[child, i]
+      branches[[paste0("losses_", g$names[i])]] <- sl[child, i]
+      nodes[[paste0("present_", g$names[i])]] <- sp[, i]
+    }
+  }
+  rates <- function(x) if (length(x) == n && n > 1L)
+    setNames(x, dims$families) else x
+  out <- list(branches = branches, nodes = nodes)
+  if (per_family) {
+    # the library's family-major layout, read ape node by ape node
+    at <- as.vector(outer(lib, (seq_len(n) - 1L) * nn, "+"))
+    out$per_family <- data.frame(
+      family = rep(dims$families, each = nn), node = rep(seq_len(nn), n),
+      p_present = r$present[at], expected_gains = r$gains[at],
+      expected_losses = r$losses[at], stringsAsFactors = FALSE)
+  }
+  out$groups <- data.frame(group = g$names,
+                           n_families = tabulate(g$index + 1L, ng),
+                           expected_gains = colSums(sg),
+                           expected_losses = colSums(sl),
+                           stringsAsFactors = FALSE, row.names = NULL)
+  c(out, list(n_impossible = r$n_impossible, gain = rates(gain),
+              loss = rates(loss), fit = fit, n_families = n,
+              excluded = dims$excluded, phylo = map$phy))
 }

@@ -313,6 +313,30 @@ static void persiste_r_gamma(double *alpha, int *n, int *median,
            status, msg);
 }
 
+/* The batch calls take one rate per family: with n_rates = 1 (one gain
+ * and one loss for every family) *log_gain and *log_loss are pointed at
+ * n copies in *rates (freed by the caller), with n_rates = n they stay. */
+static int rates_per_family(inputs *in, int64_t n, int n_rates,
+                            double **log_gain, double **log_loss,
+                            double **rates)
+{
+    if (n_rates != 1 && n_rates != n)
+        return fail(in, PERSISTE_E_INVALID,
+                    "rates: one gain and one loss, or one of each per "
+                    "family");
+    if (n_rates != 1 || n <= 1)
+        return PERSISTE_OK;
+    if (!(*rates = malloc(2 * (size_t)n * sizeof **rates)))
+        return fail(in, PERSISTE_E_NOMEM, "persiste_r.c: out of memory");
+    for (int64_t f = 0; f < n; f++) {
+        (*rates)[f] = **log_gain;
+        (*rates)[n + f] = **log_loss;
+    }
+    *log_gain = *rates;
+    *log_loss = *rates + n;
+    return PERSISTE_OK;
+}
+
 /* Per-family log-likelihoods (and, when d_log_gain is wanted, exact
  * derivatives w.r.t. the log rates; when sizes[1] > 0 also those of the
  * model's parameters, d_model[sizes[1]] with layout[2 * (which - 1)] =
@@ -342,21 +366,8 @@ static void evaluate(INPUT_ARGS, MODEL_ARGS, int *n_threads, int *sizes,
                   "persiste_r.c: the model has %lld derivatives where R "
                   "expected %lld",
                   (long long)n_model, (long long)sizes[1]);
-    } else if (!rc && *n_rates != 1 && *n_rates != n) {
-        rc = fail(&in, PERSISTE_E_INVALID,
-                  "rates: one gain and one loss, or one of each per family");
-    } else if (!rc && *n_rates == 1 && n > 1) {
-        /* The batch calls take one rate per family. */
-        if (!(rates = malloc(2 * (size_t)n * sizeof *rates))) {
-            rc = fail(&in, PERSISTE_E_NOMEM, "persiste_r.c: out of memory");
-        } else {
-            for (int64_t f = 0; f < n; f++) {
-                rates[f] = *log_gain;
-                rates[n + f] = *log_loss;
-            }
-            log_gain = rates;
-            log_loss = rates + n;
-        }
+    } else if (!rc) {
+        rc = rates_per_family(&in, n, *n_rates, &log_gain, &log_loss, &rates);
     }
     if (!rc && layout) {
         for (int which = 1; which <= 7; which++) {
@@ -404,6 +415,66 @@ static void persiste_r_gradient(INPUT_ARGS, MODEL_ARGS, int *n_threads,
              status, msg);
 }
 
+/* Where the families were gained and lost: persiste_reconstruct_batch at
+ * log_gain/log_loss (n_rates = 1 or the number of families, as
+ * evaluate()). sizes[0..3] = the families, tree nodes and groups R
+ * allotted the outputs for, and 1 when the per-family outputs are wanted;
+ * the first two are compared with what this call read. group[sizes[0]]:
+ * each family's group, 0-based. Outputs in the library's layout and node
+ * order: present[], gains[], losses[] of sizes[0] x sizes[1] (family f,
+ * node v at f * sizes[1] + v) when sizes[3], else one unused element each;
+ * sum_present[], sum_gains[], sum_losses[] of sizes[2] x sizes[1] (group g
+ * at g * sizes[1] + v). n_impossible[0]: families of likelihood 0 (zeros in
+ * the per-family outputs, left out of the sums). */
+static void persiste_r_reconstruct(INPUT_ARGS, MODEL_ARGS, int *n_threads,
+                                   int *sizes, int *n_rates,
+                                   double *log_gain, double *log_loss,
+                                   int *group, double *present, double *gains,
+                                   double *losses, double *sum_present,
+                                   double *sum_gains, double *sum_losses,
+                                   int *n_impossible, int *status, char **msg)
+{
+    inputs in;
+    persiste_ctx *ctx = NULL;
+    double *rates = NULL;
+    int32_t *groups = NULL;
+    int rc = open_inputs(&in, INPUT_PASS, MODEL_PASS);
+    int64_t n = rc ? 0 : persiste_data_n_families(in.data);
+    int32_t n_nodes = rc ? 0 : persiste_tree_n_nodes(in.tree);
+    if (!rc && (n != sizes[0] || n_nodes != sizes[1]))
+        rc = fail(&in, PERSISTE_E_INVALID,
+                  "persiste_r.c: %lld families and %lld nodes where R "
+                  "expected %lld and %lld (did the input change between "
+                  "calls?)",
+                  (long long)n, (long long)n_nodes, (long long)sizes[0],
+                  (long long)sizes[1]);
+    else if (!rc && sizes[2] < 1)
+        rc = fail(&in, PERSISTE_E_INVALID,
+                  "persiste_r.c: %d groups, expected at least 1", sizes[2]);
+    if (!rc)
+        rc = rates_per_family(&in, n, *n_rates, &log_gain, &log_loss, &rates);
+    /* R's int and int32_t are alike on every platform R runs on, but the
+     * copy costs nothing beside the reconstruction and assumes nothing. */
+    if (!rc && !(groups = malloc((n ? (size_t)n : 1) * sizeof *groups)))
+        rc = fail(&in, PERSISTE_E_NOMEM, "persiste_r.c: out of memory");
+    for (int64_t f = 0; !rc && f < n; f++)
+        groups[f] = group[f];
+    if (!sizes[3])
+        present = gains = losses = NULL;
+    if (!rc && !(rc = persiste_ctx_create(&ctx)) &&
+        !(rc = persiste_ctx_set_param(ctx, PERSISTE_CTX_NTHREADS,
+                                      *n_threads)) &&
+        !(rc = persiste_reconstruct_batch(
+              ctx, in.model, in.tree, in.data, n, log_gain, log_loss, NULL,
+              groups, sizes[2], present, gains, losses, sum_present,
+              sum_gains, sum_losses)))
+        *n_impossible = (int)persiste_ctx_n_impossible(ctx);
+    free(groups);
+    free(rates);
+    persiste_ctx_destroy(ctx);
+    finish(&in, rc, status, msg);
+}
+
 /* Registration (as R packages do): .C finds exactly these names, and R
  * checks the argument types before the call. */
 static R_NativePrimitiveArgType dims_types[] = {
@@ -421,6 +492,10 @@ static R_NativePrimitiveArgType gradient_types[] = {
     INPUT_ARG_TYPES, MODEL_ARG_TYPES, INTSXP,  INTSXP,  INTSXP,
     REALSXP,         REALSXP,         REALSXP, REALSXP, REALSXP,
     REALSXP,         INTSXP,          INTSXP,  STRSXP};
+static R_NativePrimitiveArgType reconstruct_types[] = {
+    INPUT_ARG_TYPES, MODEL_ARG_TYPES, INTSXP,  INTSXP,  INTSXP,  REALSXP,
+    REALSXP,         INTSXP,          REALSXP, REALSXP, REALSXP, REALSXP,
+    REALSXP,         REALSXP,         INTSXP,  INTSXP,  STRSXP};
 
 /* Through void (*)(void), which GCC's -Wcast-function-type accepts as
  * "any function": DL_FUNC's own signature matches none of the shims. */
@@ -434,6 +509,7 @@ static const R_CMethodDef c_methods[] = {
     ENTRY(persiste_r_gamma, gamma_types),
     ENTRY(persiste_r_loglik, loglik_types),
     ENTRY(persiste_r_gradient, gradient_types),
+    ENTRY(persiste_r_reconstruct, reconstruct_types),
     {NULL, NULL, 0, NULL}};
 
 void R_init_persiste_r(DllInfo *dll)

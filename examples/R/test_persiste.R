@@ -1,6 +1,8 @@
 # Tests of the R wrappers against independent values: REFERENCE.md of both
-# bundled datasets (IQ-TREE, phangorn, NumPy), and phytools::fitMk with a
-# fixed Q on a small tree. Prints the agreement figures; exits 1 on failure.
+# bundled datasets (IQ-TREE, phangorn, NumPy), phytools::fitMk with a
+# fixed Q on a small tree, likelihoods and reconstructions written out in
+# R (integrate() for the expected gains and losses). Prints the agreement
+# figures; exits 1 on failure.
 #
 #   Rscript test_persiste.R PERSISTE_R_SO PERSISTE_R DATA_DIR
 args <- commandArgs(trailingOnly = TRUE)
@@ -627,6 +629,339 @@ check_error("outputs sized for another table",
                                            families = letters[1:3]),
                            1, 1, FALSE, 1L),
             c("the data has 259 families where R expected 3"))
+
+## 5. Reconstruction ------------------------------------------------------
+# Posterior presence per node and expected gains and losses per branch
+# against values computed here: the two-tip tree by hand and every
+# assignment of true states on eight tips, with the endpoint-conditioned
+# expectations by numerical integration; sums against the per-family
+# values; ape's edge order against the phylo object itself.
+
+# Expected gains (kind "gain") or losses on a branch of length t with rates
+# g, l given the states at its top (i) and bottom (j) (0/1):
+#   g * integral_0^t P_i0(u) P_1j(t - u) du / P_ij(t)
+#   l * integral_0^t P_i1(u) P_0j(t - u) du / P_ij(t)
+cond_expect <- function(t, i, j, g, l, kind) {
+  from <- if (kind == "gain") 1 else 2
+  to <- 3 - from
+  f <- function(u) vapply(u, function(s)
+    p_branch(s, g, l)[i + 1, from] * p_branch(t - s, g, l)[to, j + 1], 0)
+  r <- if (kind == "gain") g else l
+  r * integrate(f, 0, t, rel.tol = 1e-13, abs.tol = 0)$value /
+    p_branch(t, g, l)[i + 1, j + 1]
+}
+# sum over (i, j) of joint[i, j] * the expectation given (i, j)
+weigh <- function(joint, t, g, l, kind)
+  sum(vapply(0:3, function(k) joint[k %/% 2 + 1, k %% 2 + 1] *
+               cond_expect(t, k %/% 2, k %% 2, g, l, kind), 0))
+
+# 5a. Two tips (A:0.3, B:0.7) by hand, per family: the root posterior
+# pi_r P_ra P_rb / L (tip partials with error), the joint posterior of a
+# branch's endpoints pi_r P_rj(t) partial_j (P partial)_other(r) / L, the
+# categories mixed by pi_k L_k (as the library's category weights).
+two_rec <- function(x, a = c(0, 0), b = c(0, 0),
+                    mult = list(c(1, 1), c(1, 1)), rate = 1) {
+  len <- c(0.3, 0.7)
+  root <- c(mu2, lam2) / (lam2 + mu2)
+  part <- lapply(1:2, function(i) tip_partial(x[i], a[i], b[i]))
+  per_cat <- lapply(rate, function(k) {
+    g <- lam2 * k * c(mult[[1]][1], mult[[2]][1])
+    l <- mu2 * k * c(mult[[1]][2], mult[[2]][2])
+    P <- lapply(1:2, function(i) p_branch(len[i], g[i], l[i]))
+    below <- lapply(1:2, function(i) drop(P[[i]] %*% part[[i]]))
+    L <- sum(root * below[[1]] * below[[2]])
+    # L x the joint posterior of (root state, tip i's true state)
+    joint <- lapply(1:2, function(i)
+      (root * below[[3 - i]]) * P[[i]] * rep(part[[i]], each = 2))
+    c(L = L, present = c(sum(joint[[1]][, 2]), sum(joint[[2]][, 2]),
+                         root[2] * below[[1]][2] * below[[2]][2]),
+      gains = c(weigh(joint[[1]], len[1], g[1], l[1], "gain"),
+                weigh(joint[[2]], len[2], g[2], l[2], "gain"), 0),
+      losses = c(weigh(joint[[1]], len[1], g[1], l[1], "loss"),
+                 weigh(joint[[2]], len[2], g[2], l[2], "loss"), 0))
+  })
+  s <- Reduce(`+`, per_cat)  # equal category weights
+  s[-1] / s[["L"]]
+}
+gamma_r <- yang_rates(0.5, 3)
+two_cases <- list(
+  "plain" = list(list(), list()),
+  "error pair (0.05, 0.01)" = list(
+    list(error_absent = 0.05, error_present = 0.01),
+    list(a = c(0.05, 0.05), b = c(0.01, 0.01))),
+  "lineage on A (gain x2.5, loss x0.4), error on B" = list(
+    list(lineage = data.frame(node = "A", gain = 2.5, loss = 0.4),
+         error_absent = c(B = 0.1)),
+    list(mult = list(c(2.5, 0.4), c(1, 1)), a = c(0, 0.1))),
+  "gamma alpha 0.5, 3 categories" = list(
+    list(gamma_alpha = 0.5, categories = 3), list(rate = gamma_r)))
+for (cond in c("none", "present")) {
+  for (case in names(two_cases)) {
+    opts <- two_cases[[case]]
+    r <- do.call(persiste_reconstruct,
+                 c(list(two, two_pam, lam2, mu2, cond, per_family = TRUE),
+                   opts[[1]]))
+    # per family: p_present at A, B, root; gains A, B, root; losses ...
+    got <- unlist(lapply(rownames(two_pam), function(f) {
+      d <- r$per_family[r$per_family$family == f, ]
+      c(d$p_present, d$expected_gains, d$expected_losses)
+    }))
+    want <- unlist(lapply(rownames(two_pam), function(f)
+      do.call(two_rec, c(list(two_pam[f, ]), opts[[2]]))))
+    check(paste0("reconstruction on two tips by hand, ", case, ", ", cond),
+          got, unname(want), 1e-11, rel = FALSE)
+  }
+}
+
+# 5b. Eight tips (section 2's tree): every assignment of true states to the
+# 14 nodes, weighted by the root prior, the transition probabilities and
+# the tip partials, gives each node's posterior and each branch's joint
+# posterior of its endpoints; expectations by integrate() as above.
+brute_rec <- function(phy, x, g, l, a = 0, b = 0) {
+  nt <- length(phy$tip.label)
+  n <- nt + phy$Nnode
+  S <- as.matrix(expand.grid(rep(list(0:1), n)))
+  root <- nt + 1L
+  w <- ifelse(S[, root] == 1, g, l) / (g + l)
+  for (e in seq_len(nrow(phy$edge))) {
+    P <- p_branch(phy$edge.length[e], g, l)
+    w <- w * P[cbind(S[, phy$edge[e, 1]] + 1, S[, phy$edge[e, 2]] + 1)]
+  }
+  for (t in seq_len(nt)) {
+    part <- tip_partial(x[[phy$tip.label[t]]], a, b)
+    w <- w * part[S[, t] + 1]
+  }
+  w <- w / sum(w)
+  edge_exp <- function(kind) vapply(seq_len(nrow(phy$edge)), function(e) {
+    p <- S[, phy$edge[e, 1]]
+    c <- S[, phy$edge[e, 2]]
+    joint <- matrix(c(sum(w[p == 0 & c == 0]), sum(w[p == 1 & c == 0]),
+                      sum(w[p == 0 & c == 1]), sum(w[p == 1 & c == 1])), 2)
+    weigh(joint, phy$edge.length[e], g, l, kind)
+  }, 0)
+  list(present = colSums(w * S), gains = edge_exp("gain"),
+       losses = edge_exp("loss"))
+}
+some_rec <- fams[c(1, 3, 5, 6, 9, 17), ]  # unknown cells in two of them
+for (err in list(c(0, 0), c(0.08, 0.02))) {
+  r <- persiste_reconstruct(tree, some_rec, lam, mu, "none",
+                            per_family = TRUE, error_absent = err[1],
+                            error_present = err[2])
+  got <- want <- NULL
+  for (f in rownames(some_rec)) {
+    d <- r$per_family[r$per_family$family == f, ]
+    o <- brute_rec(tree, some_rec[f, ], lam, mu, err[1], err[2])
+    child <- r$branches$child_node
+    got <- c(got, d$p_present, d$expected_gains[child],
+             d$expected_losses[child])
+    want <- c(want, o$present, o$gains, o$losses)
+  }
+  check(sprintf(paste("reconstruction on eight tips vs all 2^14 state",
+                      "assignments, error (%g, %g)"), err[1], err[2]),
+        got, want, 1e-11, rel = FALSE)
+}
+
+# 5c. Sums and groups on the eight tips with every option: the sums over
+# families are the per-family values summed, each group's sums those of
+# its families, and the group columns add up to the totals.
+grp <- setNames(rep(c("core", "mobile", "phage"), length.out = 20),
+                rownames(fams)[1:20])  # the last four families unlisted
+opts <- list(error_absent = c(t1 = 0.1, t4 = 0.2), error_present = 0.01,
+             gamma_alpha = 0.8, categories = 4,
+             lineage = data.frame(node = "t3,t4", gain = 2, loss = 0.7))
+r <- do.call(persiste_reconstruct,
+             c(list(tree, fams, lam, mu, groups = grp, per_family = TRUE,
+                    threads = 1), opts))
+pf <- r$per_family
+in_group <- ifelse(pf$family %in% names(grp), grp[pf$family], "ungrouped")
+br <- r$branches
+n_nodes <- nrow(r$nodes)  # 14: 8 tips, 6 internal nodes (a polytomy)
+node_sum <- function(col, keep = TRUE)
+  as.vector(tapply(pf[[col]][keep], factor(pf$node[keep], 1:n_nodes), sum))
+check("sums over families = per-family values summed (present, gains, losses)",
+      c(r$nodes$expected_present, br$expected_gains, br$expected_losses),
+      c(node_sum("p_present"), node_sum("expected_gains")[br$child_node],
+        node_sum("expected_losses")[br$child_node]), 1e-12, rel = FALSE)
+check("groups: core, mobile, phage, ungrouped (4 unlisted families)",
+      as.numeric(!identical(r$groups$group,
+                            c("core", "mobile", "phage", "ungrouped"))) +
+        abs(r$groups$n_families - c(7, 7, 6, 4)), rep(0, 4), 0, rel = FALSE)
+got <- want <- NULL
+for (g in r$groups$group) {
+  keep <- in_group == g
+  got <- c(got, r$nodes[[paste0("present_", g)]], br[[paste0("gains_", g)]],
+           br[[paste0("losses_", g)]])
+  want <- c(want, node_sum("p_present", keep),
+            node_sum("expected_gains", keep)[br$child_node],
+            node_sum("expected_losses", keep)[br$child_node])
+}
+check("each group's columns = its families' per-family values summed",
+      got, want, 1e-12, rel = FALSE)
+cols <- function(d, what) as.matrix(d[paste0(what, "_", r$groups$group)])
+check("group columns add up to the totals (present, gains, losses)",
+      c(rowSums(cols(r$nodes, "present")), rowSums(cols(br, "gains")),
+        rowSums(cols(br, "losses"))),
+      c(r$nodes$expected_present, br$expected_gains, br$expected_losses),
+      1e-12, rel = FALSE)
+check("groups table = the columns' totals",
+      c(r$groups$expected_gains, r$groups$expected_losses),
+      c(colSums(cols(br, "gains")), colSums(cols(br, "losses"))), 1e-12,
+      rel = FALSE)
+r2 <- do.call(persiste_reconstruct,
+              c(list(tree, fams, lam, mu, per_family = TRUE,
+                     groups = data.frame(family = names(grp), group =
+                                           factor(grp)), threads = 2), opts))
+check("groups as a data.frame with a factor, 2 threads = vector, 1 thread",
+      as.numeric(!c(identical(r2$branches, r$branches),
+                    identical(r2$nodes, r$nodes),
+                    identical(r2$per_family, r$per_family))),
+      c(0, 0, 0), 0, rel = FALSE)
+r0 <- do.call(persiste_reconstruct, c(list(tree, fams, lam, mu), opts))
+check("without groups: the same totals, no group columns",
+      c(r0$branches$expected_gains, r0$nodes$expected_present,
+        ncol(r0$branches), ncol(r0$nodes)),
+      c(br$expected_gains, r$nodes$expected_present, 8, 3), 1e-12,
+      rel = FALSE)
+
+# 5d. Edges in ape's order: the rows are phy$edge's, the child of a tip
+# row is that tip, the child of another row the MRCA of its tip_a and
+# tip_b; also for a phylo object reordered to post-order and a Newick
+# whose children are written in the opposite order (another library
+# numbering), compared by the descendant tips of each node.
+edge_ok <- function(r, phy) {
+  br <- r$branches
+  nt <- length(phy$tip.label)
+  tip <- br$child_node <= nt
+  mrca <- mapply(function(x, y) ape::getMRCA(phy, c(x, y)),
+                 br$tip_a[!tip], br$tip_b[!tip])
+  c(identical(br$parent_node, phy$edge[, 1]),
+    identical(br$child_node, phy$edge[, 2]),
+    identical(br$label[tip], phy$tip.label[br$child_node[tip]]),
+    all(br$tip_a[tip] == "" & br$tip_b[tip] == ""),
+    identical(unname(mrca), br$child_node[!tip]),
+    isTRUE(all.equal(br$length, phy$edge.length, tolerance = 1e-15)),
+    identical(r$nodes$label[seq_len(nt)], phy$tip.label))
+}
+post <- ape::reorder.phylo(tree, "postorder")
+mirror <- ape::read.tree(text = paste0(
+  "((t8:1.2,(t7:0.001,t6:0.7):0.35):0.5,",
+  "((t5:0.2,t4:0.6,t3:0.05):0.25,(t2:0.15,t1:0.3):0.4):0.1);"))
+runs <- list(phylo = list(tree, tree), newick = list(nwk, tree),
+             postorder = list(post, post), mirror = list(mirror, mirror))
+recs <- lapply(runs, function(x)
+  persiste_reconstruct(x[[1]], fams, lam, mu, groups = grp))
+for (k in names(runs))
+  check(paste("edges in ape's order, tips, MRCAs, lengths:", k),
+        as.numeric(!edge_ok(recs[[k]], runs[[k]][[2]])), rep(0, 7), 0,
+        rel = FALSE)
+clade_key <- function(phy, v) {
+  nt <- length(phy$tip.label)
+  d <- if (v <= nt) v else phytools::getDescendants(phy, v)
+  paste(sort(phy$tip.label[d[d <= nt]]), collapse = ",")
+}
+by_clade <- function(r, phy) {
+  br <- r$branches
+  key <- vapply(br$child_node, clade_key, "", phy = phy)
+  br <- br[order(key), -(1:5)]  # drop the numbering-dependent columns
+  rownames(br) <- NULL
+  as.matrix(br)
+}
+check("the same branches by descendant tips: postorder, mirrored Newick",
+      c(by_clade(recs$postorder, post), by_clade(recs$mirror, mirror)),
+      rep(by_clade(recs$phylo, tree), 2), 1e-12, rel = FALSE)
+check("Newick text = phylo object (bitwise)",
+      as.numeric(!identical(recs$newick[1:4], recs$phylo[1:4])), 0, 0,
+      rel = FALSE)
+odd <- tree
+odd$edge.length <- odd$edge.length * pi / 3 + 1e-12
+check("a phylo object's branch lengths reach the library exactly",
+      as.numeric(!identical(persiste_reconstruct(odd, fams, lam, mu)$
+                              branches$length, odd$edge.length)), 0, 0,
+      rel = FALSE)
+
+# 5e. Rates: fitted when NULL (the same as at persiste_fit's estimates);
+# one per family (the same as each family alone at its rates).
+f0 <- persiste_fit(lab, fams)
+ra <- persiste_reconstruct(lab, fams)
+rb <- persiste_reconstruct(lab, fams, f0$gain, f0$loss)
+check("gain, loss NULL: fitted (= reconstruction at persiste_fit's rates)",
+      as.numeric(!c(identical(ra$branches, rb$branches),
+                    identical(c(ra$gain, ra$loss), c(f0$gain, f0$loss)),
+                    is.null(rb$fit), identical(ra$fit$loglik, f0$loglik))),
+      c(0, 0, 0, 0), 0, rel = FALSE)
+fa <- persiste_fit(lab, fams, gamma_alpha = 1, estimate = "gamma_alpha")
+ra <- persiste_reconstruct(lab, fams, gamma_alpha = 1,
+                           estimate = "gamma_alpha")
+rb <- persiste_reconstruct(lab, fams, fa$gain, fa$loss,
+                           gamma_alpha = fa$gamma_alpha)
+check("estimate gamma_alpha: the fitted alpha is used",
+      as.numeric(!identical(ra$branches, rb$branches)), 0, 0, rel = FALSE)
+three <- fams[1:3, ]
+rp <- persiste_reconstruct(lab, three, c(0.2, 1, 5), c(0.3, 4, 1),
+                           per_family = TRUE)
+alone <- do.call(rbind, lapply(1:3, function(i) persiste_reconstruct(
+  lab, three[i, , drop = FALSE], c(0.2, 1, 5)[i], c(0.3, 4, 1)[i],
+  per_family = TRUE)$per_family))
+check("per-family rates = each family alone at its rates",
+      unlist(rp$per_family[3:5]), unlist(alone[3:5]), 1e-14, rel = FALSE)
+check("per-family rates named by family",
+      as.numeric(!identical(names(rp$gain), rownames(three))), 0, 0,
+      rel = FALSE)
+
+# 5f. An impossible family (two genomes that differ, joined by branches of
+# length 0): counted, zeros in per_family, left out of the sums.
+zero <- "((B:0,C:0):0.1,A:0.3);"
+zp <- rbind(ok1 = c(A = 1, B = 1, C = 1), bad = c(1, 1, 0),
+            ok2 = c(0, 1, 1))
+ri <- persiste_reconstruct(zero, zp, 0.5, 0.5, "none", per_family = TRUE)
+rk <- persiste_reconstruct(zero, zp[c(1, 3), ], 0.5, 0.5, "none")
+bad_rows <- ri$per_family[ri$per_family$family == "bad", 3:5]
+check("impossible family: n_impossible 1, zeros, sums without it",
+      c(ri$n_impossible, max(abs(unlist(bad_rows))),
+        ri$branches$expected_gains, ri$nodes$expected_present),
+      c(1, 0, rk$branches$expected_gains, rk$nodes$expected_present), 1e-14,
+      rel = FALSE)
+
+# 5g. Bad input: R errors.
+rec_err <- function(...) persiste_reconstruct(tree, fams, lam, mu, ...)
+check_error("groups: an unnamed vector",
+            rec_err(groups = rep("a", nrow(fams))),
+            c("groups", "named by family"))
+check_error("groups: a data.frame without family/group columns",
+            rec_err(groups = data.frame(name = rownames(fams), g = "a")),
+            c("groups", "columns family and group"))
+check_error("groups: numbers as groups",
+            rec_err(groups = setNames(1:3, rownames(fams)[1:3])),
+            c("groups", "character or factor"))
+check_error("groups: an NA group",
+            rec_err(groups = setNames(c("a", NA), rownames(fams)[1:2])),
+            c("groups", rownames(fams)[2], "NA or empty group"))
+check_error("groups: a family listed twice",
+            rec_err(groups = setNames(c("a", "b"), rownames(fams)[c(1, 1)])),
+            c("groups", rownames(fams)[1], "listed twice"))
+check_error("groups: no family of the data listed",
+            rec_err(groups = c(nope = "a")),
+            c("groups", "no family of the data is listed"))
+check_error("gain without loss", persiste_reconstruct(tree, fams, lam),
+            c("gain and loss", "give both"))
+check_error("estimate with given rates", rec_err(estimate = "gamma_alpha"),
+            c("estimate", "only when gain and loss are fitted"))
+spaced <- ape::read.tree(text = "(A:1,B:1);")
+spaced$tip.label[1] <- "a b"
+check_error("a phylo object whose tip labels write.tree rewrites",
+            persiste_reconstruct(spaced, rbind(f = c(a_b = 1, B = 0)), 1, 1),
+            c("ape and the library read different trees", "a_b"))
+# Outputs sized from an earlier read: another count is an error, not an
+# overrun.
+inputs <- .persiste_inputs(lab, fams, FALSE, TRUE, FALSE)
+m <- .persiste_model(inputs)
+check_error("reconstruction outputs sized for another tree",
+            .persiste_call("persiste_r_reconstruct",
+                           c(inputs, .persiste_model_args(m)), 1L,
+                           c(nrow(fams), 13L, 1L, 0L), 1L, 0, 0,
+                           integer(nrow(fams)), 0, 0, 0,
+                           double(13), double(13), double(13), 0L),
+            c("24 families and 14 nodes where R expected 24 and 13"))
 
 if (failures > 0L) {
   cat(failures, "check(s) failed\n")
