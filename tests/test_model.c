@@ -60,6 +60,8 @@ static long double bf_loglik(const oracle_tree *t, const bf_model *m,
                           : m->root_prior == PERSISTE_ROOT_FIXED
                               ? m->root_freq
                               : 0;
+        if (m->root_prior == PERSISTE_ROOT_STATIONARY && lam + mu == 0)
+            pi1 = expl(lg) / (expl(lg) + expl(ll)); /* equal multipliers 0 */
         long double L = 0, A = 0;
         for (uint32_t mask = 0; mask < (1u << ni); mask++) {
 #define ST(v) ((int)((mask >> ((v) - nt)) & 1u))
@@ -710,6 +712,44 @@ static void test_bad_options(void **state)
     persiste_model_destroy(m);
 }
 
+/* A gamma at tiny alpha has categories of multiplier 0 (in double): they
+ * never change state, their root prior is the base rates' stationary
+ * share; the likelihood is the mixture of the brute force's categories. */
+static void test_zero_multiplier_categories(void **state)
+{
+    (void)state;
+    double r[4], w[4] = {0.25, 0.25, 0.25, 0.25};
+    assert_int_equal(persiste_gamma_categories(1e-3, 4, 0, r), 0);
+    assert_true(r[0] == 0.0);
+    persiste_tree *tr = oracle_newick("((A:0.3,B:0.2):0.4,C:0.5);");
+    oracle_tree t;
+    oracle_tree_read(tr, &t);
+    const uint8_t st[] = {1, 1, 1, 1, 0, 1, 0, 0, 0};
+    persiste_data *data = oracle_data(tr, st, 3);
+    persiste_ctx *ctx = oracle_ctx(1);
+    for (int c = 0; c < 2; c++) {
+        bf_model b = {.condition = c, .k = 1, .K = 4, .w = w, .rg = r,
+                      .rl = r};
+        persiste_model *m = lib_model(&b);
+        double lg[3] = {-0.5, -0.5, -0.5}, ll[3] = {0.2, 0.2, 0.2}, out[3];
+        double dg[3], dl[3];
+        assert_int_equal(persiste_gradient_batch(ctx, m, tr, data, 3, lg, ll,
+                                                 NULL, out, dg, dl, NULL),
+                         0);
+        for (int f = 0; f < 3; f++) {
+            double want = (double)bf_loglik(&t, &b, st + 3 * f, lg[f], ll[f]);
+            ORACLE_ASSERT_CLOSE(out[f], want, 1e-10, 1.0,
+                                "cond %d family %d", c, f);
+            assert_true(isfinite(dg[f]) && isfinite(dl[f]));
+        }
+        persiste_model_destroy(m);
+    }
+    persiste_ctx_destroy(ctx);
+    persiste_data_destroy(data);
+    oracle_tree_free(&t);
+    persiste_tree_destroy(tr);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -721,6 +761,7 @@ int main(void)
         cmocka_unit_test(test_zero_length_with_error),
         cmocka_unit_test(test_observable),
         cmocka_unit_test(test_bad_options),
+        cmocka_unit_test(test_zero_multiplier_categories),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -33,7 +33,15 @@ void persiste__plan_force_general(int on);
 /* Size of d_model for a model on a tree (persiste_model_grad_layout). */
 int64_t persiste__model_grad_size(const persiste_model *model);
 
-/* Evaluates the call on the general path; sets ctx->n_impossible. */
+/* Evaluates the call on the general path; sets ctx->n_impossible. Runs
+ * the copy of lib/eval/general.c for the best instruction set the CPU has
+ * (lib/eval/general_isa.c): every copy gives the same bits. */
 int persiste__general_run(persiste_ctx *ctx, const struct persiste__call *c);
+int persiste__general_run_generic(persiste_ctx *ctx,
+                                  const struct persiste__call *c);
+int persiste__general_run_avx2(persiste_ctx *ctx,
+                               const struct persiste__call *c);
+int persiste__general_run_avx512(persiste_ctx *ctx,
+                                 const struct persiste__call *c);
 
 #endif
