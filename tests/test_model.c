@@ -750,6 +750,67 @@ static void test_zero_multiplier_categories(void **state)
     persiste_tree_destroy(tr);
 }
 
+/* Every instruction-set copy of the general path gives the same bits (the
+ * library picks one by CPU; a result must not depend on the machine). */
+static void test_isa_copies_bitwise(void **state)
+{
+    (void)state;
+    oracle_rng rng = {17};
+    persiste_tree *tr = oracle_random_tree(&rng, 50, 0.2, 0.0, 1.0);
+    enum { NF = 400 };
+    int32_t nt = persiste_tree_n_tips(tr), nn = persiste_tree_n_nodes(tr);
+    uint8_t *st = malloc((size_t)NF * nt);
+    oracle_random_states(&rng, st, (int64_t)NF * nt, 0.4, 0.1);
+    persiste_data *data = oracle_data(tr, st, NF);
+    oracle_tree t;
+    oracle_tree_read(tr, &t);
+    bf_model b = {0};
+    struct arrays a;
+    make_options(&b, &a, OPT_ALL, &t, &rng);
+    b.condition = PERSISTE_CONDITION_PRESENT;
+    b.k = 2;
+    persiste_model *m = lib_model(&b);
+    int64_t size = persiste_model_grad_layout(m, tr, 0, NULL);
+    double lg[NF], ll[NF];
+    for (int f = 0; f < NF; f++) {
+        lg[f] = f % 2 ? -1.0 : oracle_uniform(&rng, -3, 1);
+        ll[f] = f % 2 ? -0.3 : oracle_uniform(&rng, -3, 1);
+    }
+    size_t per = 3 * NF + (size_t)nn + (size_t)size;
+    const char *isa[] = {"generic", "avx2", "avx512"};
+    double *r[3] = {NULL, NULL, NULL};
+    persiste_ctx *ctx = oracle_ctx(2);
+    int ran = 0;
+    for (int i = 0; i < 3; i++) {
+        if (persiste__general_select(isa[i]))
+            continue; /* not in this build or CPU */
+        r[i] = malloc(per * sizeof(double));
+        double *x = r[i];
+        assert_int_equal(persiste_gradient_model_batch(
+                             ctx, m, tr, data, NF, lg, ll, NULL, x, x + NF,
+                             x + 2 * NF, x + 3 * NF, x + 3 * NF + nn),
+                         0);
+        if (ran++)
+            ORACLE_ASSERT_SAME_BITS(r[i], isa[i], r[0], "generic",
+                                    (int64_t)per, "general path copies");
+    }
+    /* back to what the run asked for (PERSISTE_TEST_KERNEL), else best */
+    const char *want = getenv("PERSISTE_TEST_KERNEL");
+    if (!want || !*want || persiste__general_select(want))
+        for (int i = 2; i >= 0 && persiste__general_select(isa[i]); i--)
+            ;
+    print_message("%d instruction-set copies compared\n", ran);
+    assert_true(ran >= 1);
+    for (int i = 0; i < 3; i++)
+        free(r[i]);
+    persiste_ctx_destroy(ctx);
+    persiste_model_destroy(m);
+    oracle_tree_free(&t);
+    free(st);
+    persiste_data_destroy(data);
+    persiste_tree_destroy(tr);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -762,6 +823,7 @@ int main(void)
         cmocka_unit_test(test_observable),
         cmocka_unit_test(test_bad_options),
         cmocka_unit_test(test_zero_multiplier_categories),
+        cmocka_unit_test(test_isa_copies_bitwise),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -37,6 +37,9 @@ int64_t persiste__model_grad_size(const persiste_model *model);
  * the copy of lib/eval/general.c for the best instruction set the CPU has
  * (lib/eval/general_isa.c): every copy gives the same bits. */
 int persiste__general_run(persiste_ctx *ctx, const struct persiste__call *c);
+/* For tests: run the copy for "generic", "avx2" or "avx512" from now on
+ * (persiste__kernel_select calls it); -1 if the build or CPU lacks it. */
+int persiste__general_select(const char *isa);
 int persiste__general_run_generic(persiste_ctx *ctx,
                                   const struct persiste__call *c);
 int persiste__general_run_avx2(persiste_ctx *ctx,

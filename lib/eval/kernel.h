@@ -291,8 +291,9 @@ PERSISTE_KERNEL_DECL(avx512)
 /* The fastest kernel of a kind this CPU runs (and the build has), and
  * its families per block. */
 persiste__block_fn persiste__kernel(enum persiste__kind kind, int *lanes);
-/* For tests: use kernel "avx512", "avx2" or "generic" from now on; -1 if
- * the build lacks it or the CPU cannot run it. */
+/* For tests: use kernel "avx512", "avx2" or "generic" from now on, and the
+ * general path's copy for the same instruction set; -1 if the build lacks
+ * it or the CPU cannot run it. */
 int persiste__kernel_select(const char *isa);
 
 /* Grouping of a job's families into rows (lib/eval/rows.c): returns 1 and points

@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "general.h"
 #include "kernel.h"
 
 
@@ -244,7 +245,8 @@ int persiste__kernel_select(const char *isa)
     for (size_t i = 0; i < N_KERNELS; i++)
         if (!strcmp(kernels[i].name, isa) && kernels[i].runs()) {
             kernel_override = (int)i;
-            return 0;
+            /* the general path's copy for the same instruction set */
+            return persiste__general_select(isa);
         }
     return -1;
 }
