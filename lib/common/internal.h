@@ -3,6 +3,7 @@
 #ifndef PERSISTE_INTERNAL_H
 #define PERSISTE_INTERNAL_H
 
+#include <math.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -230,6 +231,24 @@ int persiste__model_check_tree(const persiste_model *model,
  * (blocks, rows, clades, site repeats) evaluate: no error (or all 0), no
  * categories (or one of multiplier 1), k = 1, multipliers all 1. */
 int persiste__model_is_plain(const persiste_model *model);
+/* Whether a family with n_present observed presences among n_known known
+ * cells lies inside the model's conditioning event (lib/model/model.c):
+ * the one definition the simulator's rejection and
+ * persiste_data_observable share. */
+int persiste__model_event(const persiste_model *m, int64_t n_present,
+                          int64_t n_known);
+/* The stationary share of presence of a category with multipliers g and
+ * l (either may be 0) on base rates whose log ratio is
+ * d = log loss - log gain: the limit along equal multipliers when both
+ * are 0 (lib/eval/general.c, lib/eval/reconstruct.c, lib/model/simulate.c
+ * take it when the category's rates are 0 or underflow). */
+static inline double persiste__category_share(double d, double g, double l)
+{
+    if (g != l && (g == 0.0 || l == 0.0))
+        return g == 0.0 ? 0.0 : 1.0;
+    return 1.0 / (1.0 + exp(d + (g == l ? 0.0 : log(l) - log(g))));
+}
+
 /* The error pair of tip t: (0, 0) without the error model. */
 static inline void persiste__model_error(const persiste_model *m, int32_t t,
                                          double *a, double *b)

@@ -449,11 +449,7 @@ static void root_prior(const struct gen *G, int k, double lg, double ll,
             /* a category of multiplier 0 (gamma at tiny alpha), or rates
              * that underflow: the limit along the multipliers, from the
              * log ratio (the base rates' share when they are equal) */
-            double g = G->cg[k], l = G->cl[k];
-            *pi1 = g == l ? 1.0 / (1.0 + exp(ll - lg))
-                   : g == 0.0 ? 0.0
-                   : l == 0.0 ? 1.0
-                              : 1.0 / (1.0 + exp(ll - lg + log(l) - log(g)));
+            *pi1 = persiste__category_share(ll - lg, G->cg[k], G->cl[k]);
             *dpi = *pi1 * (1.0 - *pi1);
         }
     } else {
@@ -1598,34 +1594,11 @@ static const double *block_tables(const struct gen *G, struct ws *w,
  * [K][LANES] arrays. */
 static double mix(const struct gen *G, const double *lk, double *rho, int l)
 {
-    int K = G->K;
     if (!G->m->n_cat) { /* one category of weight 1 */
         rho[l] = isfinite(lk[l]) ? 1.0 : 0.0;
         return isfinite(lk[l]) ? lk[l] : -INFINITY;
     }
-    double mx = -INFINITY;
-    for (int k = 0; k < K; k++) {
-        double a = lk[(size_t)k * LANES + l];
-        if (isfinite(a) && log(G->cw[k]) + a > mx)
-            mx = log(G->cw[k]) + a;
-    }
-    if (!isfinite(mx)) {
-        for (int k = 0; k < K; k++)
-            rho[(size_t)k * LANES + l] = 0.0;
-        return -INFINITY;
-    }
-    double s = 0.0;
-    for (int k = 0; k < K; k++) {
-        double a = lk[(size_t)k * LANES + l];
-        s += isfinite(a) ? G->cw[k] * exp(a - mx) : 0.0;
-    }
-    double lm = mx + log(s);
-    for (int k = 0; k < K; k++) {
-        double a = lk[(size_t)k * LANES + l];
-        rho[(size_t)k * LANES + l] =
-            isfinite(a) ? G->cw[k] * exp(a - lm) : 0.0;
-    }
-    return lm;
+    return persiste__mix(G->K, G->cw, lk + l, LANES, rho + l);
 }
 
 /* Inside passes of every category over block b (w->pq set): val[l] =

@@ -47,4 +47,35 @@ int persiste__general_run_avx2(persiste_ctx *ctx,
 int persiste__general_run_avx512(persiste_ctx *ctx,
                                  const struct persiste__call *c);
 
+/* log sum_k w[k] exp(lk[k * stride]) over K categories and the posterior
+ * weights rho[k * stride] (-inf and zeros when no category is possible):
+ * the mixture of rate categories, for the general path and reconstruction
+ * alike. */
+static inline double persiste__mix(int K, const double *w, const double *lk,
+                                   size_t stride, double *rho)
+{
+    double mx = -INFINITY;
+    for (int k = 0; k < K; k++) {
+        double a = lk[(size_t)k * stride];
+        if (isfinite(a) && log(w[k]) + a > mx)
+            mx = log(w[k]) + a;
+    }
+    if (!isfinite(mx)) {
+        for (int k = 0; k < K; k++)
+            rho[(size_t)k * stride] = 0.0;
+        return -INFINITY;
+    }
+    double s = 0.0;
+    for (int k = 0; k < K; k++) {
+        double a = lk[(size_t)k * stride];
+        s += isfinite(a) ? w[k] * exp(a - mx) : 0.0;
+    }
+    double lm = mx + log(s);
+    for (int k = 0; k < K; k++) {
+        double a = lk[(size_t)k * stride];
+        rho[(size_t)k * stride] = isfinite(a) ? w[k] * exp(a - lm) : 0.0;
+    }
+    return lm;
+}
+
 #endif

@@ -25,9 +25,7 @@ static int observable(const persiste_data *d, const persiste_model *m,
         else
             n_absent++;
     }
-    if (m->condition == PERSISTE_CONDITION_VARIABLE)
-        return n_present > 0 && n_absent > 0;
-    return n_present >= m->min_present;
+    return persiste__model_event(m, n_present, n_present + n_absent);
 }
 
 static int copy_names(char **dst, char *const *src, int64_t n)

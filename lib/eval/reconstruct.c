@@ -16,6 +16,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "general.h"
 #include "reconstruct.h"
 
 #define CHUNK 64
@@ -111,11 +112,7 @@ static double prior1(const struct rrun *R, int k, double lg, double ll)
         return m->root_freq;
     if (m->root_prior == PERSISTE_ROOT_ABSENT)
         return 0.0;
-    double g = R->cg[k], l = R->cl[k];
-    double d = ll - lg + (g == l ? 0.0 : log(l) - log(g));
-    if (g != l && (g == 0.0 || l == 0.0))
-        return g == 0.0 ? 0.0 : 1.0;
-    return 1.0 / (1.0 + exp(d));
+    return persiste__category_share(ll - lg, R->cg[k], R->cl[k]);
 }
 
 static void tip(const struct rrun *R, int64_t f, int32_t t, double *x)
@@ -252,26 +249,6 @@ static void outside(const struct rrun *R, struct rws *w, int k, double pi1,
     }
 }
 
-/* log sum_k w_k exp(lk[k]) and the posterior weights rho[k]. */
-static double mix(const struct rrun *R, const double *lk, double *rho)
-{
-    double mx = -INFINITY;
-    for (int k = 0; k < R->K; k++)
-        if (isfinite(lk[k]) && log(R->cw[k]) + lk[k] > mx)
-            mx = log(R->cw[k]) + lk[k];
-    if (!isfinite(mx)) {
-        for (int k = 0; k < R->K; k++)
-            rho[k] = 0.0;
-        return -INFINITY;
-    }
-    double s = 0.0;
-    for (int k = 0; k < R->K; k++)
-        s += isfinite(lk[k]) ? R->cw[k] * exp(lk[k] - mx) : 0.0;
-    double lm = mx + log(s);
-    for (int k = 0; k < R->K; k++)
-        rho[k] = isfinite(lk[k]) ? R->cw[k] * exp(lk[k] - lm) : 0.0;
-    return lm;
-}
 
 /* Family f into w->fp, fg, fl; 0 if it is impossible. */
 static int family(const struct rrun *R, struct rws *w, int64_t f)
@@ -298,7 +275,7 @@ static int family(const struct rrun *R, struct rws *w, int64_t f)
     memset(w->fp, 0, (size_t)n * sizeof *w->fp);
     memset(w->fg, 0, (size_t)n * sizeof *w->fg);
     memset(w->fl, 0, (size_t)n * sizeof *w->fl);
-    if (!isfinite(mix(R, w->lk, w->rho)))
+    if (!isfinite(persiste__mix(R->K, R->cw, w->lk, 1, w->rho)))
         return 0;
     for (int k = 0; k < R->K; k++)
         if (w->rho[k] > 0.0)

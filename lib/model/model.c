@@ -332,3 +332,13 @@ int persiste__model_is_plain(const persiste_model *m)
             return 0;
     return m->min_present == 1 || m->condition != PERSISTE_CONDITION_PRESENT;
 }
+
+int persiste__model_event(const persiste_model *m, int64_t n_present,
+                          int64_t n_known)
+{
+    if (m->condition == PERSISTE_CONDITION_PRESENT)
+        return n_present >= m->min_present;
+    if (m->condition == PERSISTE_CONDITION_VARIABLE)
+        return n_present > 0 && n_present < n_known;
+    return 1;
+}

@@ -134,10 +134,7 @@ static int32_t draw(const sim *s, double lambda, double mu, rng *r)
     if (m->n_cat > 0) {
         double g = m->cat_gain[k], l = m->cat_loss[k];
         if (g != l)
-            pi1 = g == 0.0   ? 0.0
-                  : l == 0.0 ? 1.0
-                             : 1.0 / (1.0 + exp(log(mu) - log(lambda) +
-                                                log(l) - log(g)));
+            pi1 = persiste__category_share(log(mu) - log(lambda), g, l);
         lambda *= g;
         mu *= l;
     }
@@ -170,15 +167,6 @@ static int32_t draw(const sim *s, double lambda, double mu, rng *r)
         present += x;
     }
     return present;
-}
-
-static int in_event(const persiste_model *m, int32_t present, int32_t n_tips)
-{
-    if (m->condition == PERSISTE_CONDITION_PRESENT)
-        return present >= m->min_present;
-    if (m->condition == PERSISTE_CONDITION_VARIABLE)
-        return present > 0 && present < n_tips;
-    return 1;
 }
 
 /* The conditioning event in words, for messages. */
@@ -309,7 +297,8 @@ int persiste_simulate(const persiste_model *model, const persiste_tree *tree,
         rng r;
         rng_family(&r, seed, f);
         int32_t rejections = 0;
-        while (!in_event(model, draw(&s, lambda, mu, &r), tree->n_tips))
+        while (!persiste__model_event(model, draw(&s, lambda, mu, &r),
+                                      tree->n_tips))
             if (++rejections == MAX_REJECTIONS) {
                 /* families before f are written already */
                 rc = persiste__error(PERSISTE_E_DOMAIN,
